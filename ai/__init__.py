@@ -1,0 +1,1 @@
+"""The assistant: writes code into cells from their context."""

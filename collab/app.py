@@ -1,0 +1,74 @@
+"""The ASGI application: ``create_app(settings)`` and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from collab import api
+from collab.errors import WeftError
+from collab.services import open_services
+from collab.settings import Settings
+from collab.websocket import sync_endpoint
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def _weft_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WeftError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    log.error("database error", extra={"path": request.url.path, "error": str(exc)})
+    return error_response(503, "unavailable", "storage is unavailable; retry later")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The Weft server. Nothing starts until the lifespan runs.
+
+    >>> app = create_app(Settings.from_env())
+    >>> uvicorn.run(app)
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            log.info("server ready", extra={"state_dir": str(settings.state_dir)})
+            yield
+        log.info("server stopped")
+
+    routes: list[BaseRoute] = [*api.routes, WebSocketRoute("/ws/{notebook_id}", sync_endpoint)]
+    if settings.web_dir is not None and settings.web_dir.is_dir():
+        routes.append(Mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web"))
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            WeftError: _weft_error,
+            HTTPException: _http_error,
+            asyncpg.PostgresConnectionError: _database_error,
+            asyncpg.InterfaceError: _database_error,
+            ConnectionError: _database_error,
+        },
+    )

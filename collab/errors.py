@@ -1,0 +1,49 @@
+"""The collab exception tree. Each error carries what a client needs to know; ``app.py``
+maps them to HTTP statuses and ``websocket.py`` to close codes, in one place each."""
+
+from __future__ import annotations
+
+
+class WeftError(Exception):
+    """Base of every error Weft reports to a client."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(WeftError):
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(WeftError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(WeftError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(WeftError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unavailable(WeftError):
+    """Storage could not be reached or a document could not be loaded: retry later."""
+
+    status = 503
+    code = "unavailable"
+
+
+class ProtocolError(WeftError):
+    """A client sent a frame that is not valid Yjs sync/awareness protocol."""
+
+    status = 400
+    code = "protocol_error"

@@ -1,0 +1,172 @@
+"""The y-protocols wire format: sync (step 1, step 2, update) and awareness messages.
+
+Message builders come from ypy-websocket; the decoder here is strict, because every byte
+comes from an untrusted client: anything malformed raises ``ProtocolError`` and never an
+``IndexError`` from deep inside a parser.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+
+from ypy_websocket.yutils import (
+    YMessageType,
+    YSyncMessageType,
+    create_sync_step1_message,
+    create_sync_step2_message,
+    create_update_message,
+    write_var_uint,
+)
+
+from collab.errors import ProtocolError
+
+__all__ = [
+    "AwarenessEntry",
+    "MessageType",
+    "SyncType",
+    "create_sync_step1_message",
+    "create_sync_step2_message",
+    "create_update_message",
+    "decode_awareness",
+    "encode_awareness",
+    "encode_awareness_message",
+    "parse_message",
+    "write_var_uint",
+]
+
+
+class MessageType(IntEnum):
+    SYNC = YMessageType.SYNC
+    AWARENESS = YMessageType.AWARENESS
+    AUTH = 2
+    QUERY_AWARENESS = 3
+
+
+class SyncType(IntEnum):
+    STEP1 = YSyncMessageType.SYNC_STEP1
+    STEP2 = YSyncMessageType.SYNC_STEP2
+    UPDATE = YSyncMessageType.SYNC_UPDATE
+
+
+class Reader:
+    """Reads lib0 encodings from a buffer; raises ProtocolError past the end."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def var_uint(self) -> int:
+        value = 0
+        shift = 0
+        buf = self.buf
+        while True:
+            if self.pos >= len(buf):
+                raise ProtocolError("truncated variable-length integer")
+            byte = buf[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise ProtocolError("variable-length integer too long")
+
+    def var_bytes(self) -> bytes:
+        length = self.var_uint()
+        end = self.pos + length
+        if end > len(self.buf):
+            raise ProtocolError("length prefix runs past the end of the frame")
+        data = self.buf[self.pos : end]
+        self.pos = end
+        return data
+
+    def var_string(self) -> str:
+        try:
+            return self.var_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("string is not valid UTF-8") from None
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.buf)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: MessageType
+    sync_type: SyncType | None
+    payload: bytes
+
+
+def parse_message(frame: bytes) -> Message:
+    """Split one binary frame into its message type and payload."""
+    reader = Reader(frame)
+    raw_kind = reader.var_uint()
+    try:
+        kind = MessageType(raw_kind)
+    except ValueError:
+        raise ProtocolError(f"unknown message type {raw_kind}") from None
+    if kind is MessageType.SYNC:
+        raw_sync = reader.var_uint()
+        try:
+            sync_type = SyncType(raw_sync)
+        except ValueError:
+            raise ProtocolError(f"unknown sync message type {raw_sync}") from None
+        payload = reader.var_bytes()
+        return Message(kind, sync_type, payload)
+    if kind is MessageType.AWARENESS:
+        return Message(kind, None, reader.var_bytes())
+    return Message(kind, None, b"")
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    client_id: int
+    clock: int
+    # The JSON text exactly as sent; "null" means the client's state is gone.
+    state: str
+
+    @property
+    def removed(self) -> bool:
+        return self.state == "null"
+
+
+def decode_awareness(payload: bytes) -> list[AwarenessEntry]:
+    """Decode an awareness update; every state must be valid JSON, as peers will parse it."""
+    reader = Reader(payload)
+    count = reader.var_uint()
+    if count > 10_000:
+        raise ProtocolError("awareness update lists too many clients")
+    entries = []
+    for _ in range(count):
+        client_id = reader.var_uint()
+        clock = reader.var_uint()
+        state = reader.var_string()
+        try:
+            json.loads(state)
+        except ValueError:
+            raise ProtocolError("awareness state is not valid JSON") from None
+        entries.append(AwarenessEntry(client_id, clock, state))
+    return entries
+
+
+def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
+    parts = [write_var_uint(len(entries))]
+    for entry in entries:
+        state = entry.state.encode("utf-8")
+        parts += [
+            write_var_uint(entry.client_id),
+            write_var_uint(entry.clock),
+            write_var_uint(len(state)),
+            state,
+        ]
+    return b"".join(parts)
+
+
+def encode_awareness_message(entries: list[AwarenessEntry]) -> bytes:
+    payload = encode_awareness(entries)
+    return bytes([MessageType.AWARENESS]) + write_var_uint(len(payload)) + payload
+

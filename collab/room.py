@@ -1,0 +1,307 @@
+"""A room: one notebook's live document, the clients connected to it, and their presence.
+
+Every accepted update is handed to the group-commit writer and broadcast only after it is
+in PostgreSQL, so an update anyone has seen survives a crash. Updates are never echoed to
+the client that sent them. A client whose send queue fills up is disconnected instead of
+being buffered without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import y_py as Y
+
+from collab import protocol
+from collab.errors import ProtocolError
+from collab.protocol import AwarenessEntry
+
+log = logging.getLogger(__name__)
+
+# WebSocket close codes a room decides on (websocket.py owns the rest).
+CLOSE_TOO_SLOW = 1008
+CLOSE_GONE = 4410
+
+# A client may speak for a few awareness ids (tabs sharing a connection are rare); more is abuse.
+MAX_AWARENESS_IDS_PER_CLIENT = 8
+_EMPTY_UPDATE = b"\x00\x00"
+
+
+class Client:
+    """One connection's place in a room: a bounded queue of frames waiting to be sent.
+
+    The connection's sender task awaits ``wait()`` and drains ``take()``; the room only
+    ever calls ``send``, which never blocks.
+    """
+
+    def __init__(self, conn_id: str, queue_limit: int, user_id: str | None = None) -> None:
+        self.conn_id = conn_id
+        self.user_id = user_id
+        self._queue: deque[bytes] = deque()
+        self._limit = queue_limit
+        self._ready = anyio.Event()
+        self.awareness_ids: set[int] = set()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        # Set by the connection: stops its tasks at once when waiting for the socket is futile.
+        self.abort: Callable[[], None] = lambda: None
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None
+
+    def send(self, frame: bytes) -> None:
+        if self.close_code is not None:
+            return
+        if len(self._queue) >= self._limit:
+            self._queue.clear()
+            self.close(CLOSE_TOO_SLOW, "send queue full: client too slow to keep up")
+            # Its socket is not draining, so the sender may be stuck in a send: cut it off.
+            self.abort()
+            return
+        self._queue.append(frame)
+        self._ready.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the connection to close once the frames queued before this are sent."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+            self._ready.set()
+
+    async def wait(self) -> None:
+        await self._ready.wait()
+
+    def take(self) -> list[bytes]:
+        frames = list(self._queue)
+        self._queue.clear()
+        self._ready = anyio.Event()
+        if self.close_code is not None:
+            self._ready.set()
+        return frames
+
+
+class UpdateSink(Protocol):
+    """Where a room sends its updates to be made durable (the group-commit writer)."""
+
+    def schedule(self, room: Room) -> None: ...
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """A frame to send once everything accepted before it is durable."""
+
+    after: int
+    client: Client
+    frame: bytes
+
+
+@dataclass(slots=True)
+class Batch:
+    """Updates taken for one append: (sender or None for a server-side edit, update, seq)."""
+
+    notebook_id: uuid.UUID
+    entries: list[tuple[Client | None, bytes, int]] = field(default_factory=list)
+
+
+class Room:
+    """The live document of one notebook.
+
+    >>> room = Room(notebook_id, stored.updates, stored.last_seq, writer)
+    >>> room.join(client)
+    >>> room.receive(client, frame)
+    """
+
+    def __init__(
+        self,
+        notebook_id: uuid.UUID,
+        updates: list[bytes],
+        last_seq: int,
+        sink: UpdateSink,
+        tail_length: int = 0,
+    ) -> None:
+        self.notebook_id = notebook_id
+        self.doc = Y.YDoc()
+        for update in updates:
+            Y.apply_update(self.doc, update)
+        self.clients: dict[str, Client] = {}
+        self.last_seq = last_seq  # highest seq assigned (appended or about to be)
+        self.durable_seq = last_seq  # highest seq known to be in PostgreSQL
+        self.tail_length = tail_length
+        self._sink = sink
+        self._pending: list[tuple[Client | None, bytes]] = []
+        self._accepted = 0
+        self._durable = 0
+        self._deferred: list[_Deferred] = []
+        self._origin: Client | None = None
+        self._applying = False
+        self._awareness: dict[int, tuple[int, str]] = {}  # client id -> (clock, state json)
+        self.users = 0  # holders of the room: connections and in-process peers
+        # y-py has no unobserve: the subscription lives exactly as long as the doc.
+        self._subscription = self.doc.observe_after_transaction(self._after_transaction)
+
+    # -- durability -------------------------------------------------------------------
+
+    def _after_transaction(self, event: Y.AfterTransactionEvent) -> None:
+        # Client updates are recorded as received (see receive); this catches edits made
+        # on the server itself (executor, assistant), which travel like any other update.
+        if self._applying:
+            return
+        update = bytes(event.get_update())
+        if update != _EMPTY_UPDATE:
+            self._record(None, update)
+
+    def _record(self, origin: Client | None, update: bytes) -> None:
+        self._pending.append((origin, update))
+        self._accepted += 1
+        self._sink.schedule(self)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    @property
+    def is_durable(self) -> bool:
+        return self._durable == self._accepted
+
+    def take_batch(self) -> Batch:
+        """Hand the pending updates to the writer, numbering them with the next seqs."""
+        batch = Batch(self.notebook_id)
+        for origin, update in self._pending:
+            self.last_seq += 1
+            batch.entries.append((origin, update, self.last_seq))
+        self._pending = []
+        return batch
+
+    def persisted(self, batch: Batch) -> None:
+        """The batch is in PostgreSQL: answer waiting syncs, then broadcast it."""
+        if not batch.entries:
+            return
+        self._durable += len(batch.entries)
+        self.durable_seq = batch.entries[-1][2]
+        self.tail_length += len(batch.entries)
+        if self._deferred:
+            still = []
+            for item in self._deferred:
+                if item.after <= self._durable:
+                    item.client.send(item.frame)
+                else:
+                    still.append(item)
+            self._deferred = still
+        clients = list(self.clients.values())
+        for origin, update, _seq in batch.entries:
+            frame = protocol.create_update_message(update)
+            for client in clients:
+                if client is not origin:
+                    client.send(frame)
+
+    def send_when_durable(self, client: Client, frame: bytes) -> None:
+        """Send ``frame`` once every update accepted so far is durable."""
+        if self._durable >= self._accepted:
+            client.send(frame)
+        else:
+            self._deferred.append(_Deferred(self._accepted, client, frame))
+
+    def drop_unpersisted(self, reason: str) -> None:
+        """The notebook is gone: pending updates can never be stored; close everyone."""
+        self._pending = []
+        self._deferred = []
+        self._durable = self._accepted
+        for client in list(self.clients.values()):
+            client.close(CLOSE_GONE, reason)
+
+    # -- clients ----------------------------------------------------------------------
+
+    def join(self, client: Client) -> None:
+        """Register the client and start the sync: our state vector, then everyone's presence."""
+        self.clients[client.conn_id] = client
+        client.send(protocol.create_sync_step1_message(Y.encode_state_vector(self.doc)))
+        present = [
+            AwarenessEntry(cid, clock, state)
+            for cid, (clock, state) in self._awareness.items()
+            if state != "null"
+        ]
+        if present:
+            client.send(protocol.encode_awareness_message(present))
+
+    def leave(self, client: Client) -> None:
+        """Drop the client and tell the others its presence is gone."""
+        self.clients.pop(client.conn_id, None)
+        self._deferred = [d for d in self._deferred if d.client is not client]
+        gone = []
+        for cid in client.awareness_ids:
+            clock, state = self._awareness.get(cid, (0, "null"))
+            if state != "null":
+                self._awareness[cid] = (clock + 1, "null")
+                gone.append(AwarenessEntry(cid, clock + 1, "null"))
+        if gone:
+            frame = protocol.encode_awareness_message(gone)
+            for other in self.clients.values():
+                other.send(frame)
+
+    def receive(self, client: Client, frame: bytes) -> None:
+        """Handle one frame from a client. Raises ProtocolError for anything malformed."""
+        message = protocol.parse_message(frame)
+        if message.kind is protocol.MessageType.SYNC:
+            if message.sync_type is protocol.SyncType.STEP1:
+                self._answer_step1(client, message.payload)
+            else:
+                self.apply_client_update(client, message.payload)
+        elif message.kind is protocol.MessageType.AWARENESS:
+            self._apply_awareness(client, message.payload)
+        elif message.kind is protocol.MessageType.QUERY_AWARENESS:
+            present = [
+                AwarenessEntry(cid, clock, state)
+                for cid, (clock, state) in self._awareness.items()
+                if state != "null"
+            ]
+            client.send(protocol.encode_awareness_message(present))
+        else:
+            raise ProtocolError(f"message type {message.kind.name} is not accepted from clients")
+
+    def _answer_step1(self, client: Client, state_vector: bytes) -> None:
+        try:
+            update = Y.encode_state_as_update(self.doc, state_vector)
+        except Exception as exc:  # y-py's EncodingException and friends
+            raise ProtocolError(f"malformed state vector: {exc}") from None
+        self.send_when_durable(client, protocol.create_sync_step2_message(bytes(update)))
+
+    def apply_client_update(self, client: Client, update: bytes) -> None:
+        if update == _EMPTY_UPDATE:
+            return
+        self._applying = True
+        try:
+            Y.apply_update(self.doc, update)
+        except Exception as exc:
+            raise ProtocolError(f"malformed update: {exc}") from None
+        finally:
+            self._applying = False
+        self._record(client, update)
+
+    def _apply_awareness(self, client: Client, payload: bytes) -> None:
+        entries = protocol.decode_awareness(payload)
+        accepted = []
+        for entry in entries:
+            if entry.client_id not in client.awareness_ids:
+                if len(client.awareness_ids) >= MAX_AWARENESS_IDS_PER_CLIENT:
+                    raise ProtocolError("too many awareness ids on one connection")
+                client.awareness_ids.add(entry.client_id)
+            clock, state = self._awareness.get(entry.client_id, (-1, "null"))
+            # y-protocols' rule: newer clock wins; a removal at the same clock also applies.
+            if clock < entry.clock or (clock == entry.clock and entry.removed and state != "null"):
+                self._awareness[entry.client_id] = (entry.clock, entry.state)
+                accepted.append(entry)
+        if accepted:
+            frame = protocol.encode_awareness_message(accepted)
+            for other in self.clients.values():
+                if other is not client:
+                    other.send(frame)
+
+    def awareness_states(self) -> dict[int, str]:
+        return {cid: state for cid, (_, state) in self._awareness.items() if state != "null"}

@@ -1,0 +1,190 @@
+"""The rooms service: loads a notebook's room on first use, keeps it while anyone uses it,
+unloads it a grace period after the last user leaves, and compacts its update log."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import anyio
+import asyncpg
+import y_py as Y
+from anyio.abc import TaskGroup
+
+from collab.catalog import Catalog
+from collab.errors import NotFound, Unavailable
+from collab.room import Room
+from collab.settings import Settings
+from collab.store import DocumentStore
+from collab.writer import UpdateWriter
+
+log = logging.getLogger(__name__)
+
+
+def is_ypy_panic(exc: BaseException) -> bool:
+    """pyo3's PanicException derives from BaseException: recognise it without catching
+    KeyboardInterrupt or cancellation along with it."""
+    return type(exc).__name__ == "PanicException"
+
+
+class RoomManager:
+    """Owns every loaded room, the group-commit writer, and their background tasks.
+
+    >>> async with RoomManager(settings, store, catalog) as rooms:
+    ...     async with rooms.use(notebook_id) as room:
+    ...         ...
+    """
+
+    def __init__(self, settings: Settings, store: DocumentStore, catalog: Catalog) -> None:
+        self._settings = settings
+        self._store = store
+        self._catalog = catalog
+        self._rooms: dict[uuid.UUID, Room] = {}
+        self._loading: dict[uuid.UUID, anyio.Lock] = {}
+        self._release_tokens: dict[uuid.UUID, int] = {}
+        self._compacting: set[uuid.UUID] = set()
+        self.writer = UpdateWriter(store, on_gone=self._gone, on_persisted=self._maybe_compact)
+        self._tg: TaskGroup | None = None
+
+    async def __aenter__(self) -> RoomManager:
+        await self.writer.__aenter__()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+        await self.writer.__aexit__(exc_type, exc, tb)
+        with anyio.move_on_after(10, shield=True):
+            for room in list(self._rooms.values()):
+                await self._compact(room)
+        self._rooms.clear()
+        return None
+
+    def loaded(self, notebook_id: uuid.UUID) -> Room | None:
+        return self._rooms.get(notebook_id)
+
+    @property
+    def count(self) -> int:
+        return len(self._rooms)
+
+    @contextlib.asynccontextmanager
+    async def use(self, notebook_id: uuid.UUID) -> AsyncIterator[Room]:
+        room = await self.acquire(notebook_id)
+        try:
+            yield room
+        finally:
+            self.release(room)
+
+    async def acquire(self, notebook_id: uuid.UUID) -> Room:
+        """The notebook's room, loaded if needed. Raises NotFound or Unavailable."""
+        room = self._rooms.get(notebook_id)
+        if room is None:
+            lock = self._loading.setdefault(notebook_id, anyio.Lock())
+            async with lock:
+                room = self._rooms.get(notebook_id)
+                if room is None:
+                    room = await self._load(notebook_id)
+                    self._rooms[notebook_id] = room
+            self._loading.pop(notebook_id, None)
+        room.users += 1
+        self._release_tokens[notebook_id] = self._release_tokens.get(notebook_id, 0) + 1
+        return room
+
+    def release(self, room: Room) -> None:
+        room.users -= 1
+        if room.users == 0 and self._rooms.get(room.notebook_id) is room:
+            token = self._release_tokens.get(room.notebook_id, 0) + 1
+            self._release_tokens[room.notebook_id] = token
+            assert self._tg is not None
+            self._tg.start_soon(self._unload_later, room, token)
+
+    def evict(self, notebook_id: uuid.UUID, reason: str) -> None:
+        """The notebook was deleted: close its clients and forget its room."""
+        room = self._rooms.pop(notebook_id, None)
+        if room is not None:
+            room.drop_unpersisted(reason)
+
+    async def _load(self, notebook_id: uuid.UUID) -> Room:
+        extra = {"notebook_id": str(notebook_id)}
+        try:
+            if not await self._catalog.notebook_exists(notebook_id):
+                raise NotFound(f"no notebook {notebook_id}")
+            stored = await self._store.load(notebook_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.error("loading document failed", extra={**extra, "error": str(exc)})
+            raise Unavailable("notebook unavailable: storage did not answer; retry later") from exc
+        try:
+            room = Room(
+                notebook_id, stored.updates, stored.last_seq, self.writer, stored.tail_length
+            )
+        except BaseException as exc:
+            if not (isinstance(exc, Exception) or is_ypy_panic(exc)):
+                raise
+            # Never serve (and later store) an empty or partial document over the real one.
+            log.error("stored document is unreadable", extra={**extra, "error": repr(exc)})
+            raise Unavailable("notebook unavailable: its stored document could not be read") from None
+        log.info(
+            "room loaded",
+            extra={**extra, "seq": stored.last_seq, "tail": stored.tail_length},
+        )
+        self._maybe_compact(room)
+        return room
+
+    async def _unload_later(self, room: Room, token: int) -> None:
+        await anyio.sleep(self._settings.room_grace_seconds)
+        if room.users or self._release_tokens.get(room.notebook_id) != token:
+            return
+        while not room.is_durable:
+            await self.writer.flushed()
+        if room.users or self._rooms.get(room.notebook_id) is not room:
+            return
+        await self._compact(room)
+        if room.users == 0 and self._rooms.get(room.notebook_id) is room:
+            del self._rooms[room.notebook_id]
+            self._release_tokens.pop(room.notebook_id, None)
+            log.info("room unloaded", extra={"notebook_id": str(room.notebook_id)})
+
+    def _gone(self, notebook_id: uuid.UUID) -> None:
+        self._rooms.pop(notebook_id, None)
+
+    def _maybe_compact(self, room: Room) -> None:
+        if (
+            room.tail_length >= self._settings.compact_after_updates
+            and room.notebook_id not in self._compacting
+            and self._tg is not None
+        ):
+            self._tg.start_soon(self._compact, room)
+
+    async def _compact(self, room: Room) -> None:
+        if room.tail_length == 0 or room.notebook_id in self._compacting:
+            return
+        self._compacting.add(room.notebook_id)
+        try:
+            # Taken together, in one step: the snapshot covers at least every update up to seq
+            # (it may hold newer ones too, which applying the log again leaves unchanged).
+            seq = room.durable_seq
+            snapshot = bytes(Y.encode_state_as_update(room.doc))
+            await self._store.compact(room.notebook_id, seq, snapshot)
+            room.tail_length = room.durable_seq - seq
+            log.info(
+                "document compacted",
+                extra={"notebook_id": str(room.notebook_id), "seq": seq, "bytes": len(snapshot)},
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning(
+                "compaction failed; the log stays as it is",
+                extra={"notebook_id": str(room.notebook_id), "error": str(exc)},
+            )
+        finally:
+            self._compacting.discard(room.notebook_id)

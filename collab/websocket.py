@@ -1,0 +1,141 @@
+"""The WebSocket endpoint ``/ws/{notebook_id}``: y-protocols sync and awareness.
+
+Each connection runs two tasks: a receiver that hands frames to the room, and a sender
+that drains the client's bounded queue. Anything wrong with one connection (a malformed
+frame, a y-py panic, a frame too large, a client too slow) closes that connection alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import anyio
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from collab.errors import NotFound, ProtocolError, Unavailable
+from collab.ids import parse_uuid
+from collab.room import Client, Room
+from collab.rooms import RoomManager, is_ypy_panic
+from collab.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_UNAVAILABLE = 1013
+CLOSE_UNKNOWN_NOTEBOOK = 4404
+
+# How long a closing handshake may take before we drop the socket anyway.
+_CLOSE_TIMEOUT = 2.0
+
+
+class Connection:
+    """One client's WebSocket bound to a room."""
+
+    def __init__(self, websocket: WebSocket, room: Room, client: Client, settings: Settings):
+        self.websocket = websocket
+        self.room = room
+        self.client = client
+        self.settings = settings
+        self.disconnected = False
+        self.frames_in = 0
+        self.extra = {"notebook_id": str(room.notebook_id), "conn_id": client.conn_id,
+                      "user_id": client.user_id}
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self.client.abort = tg.cancel_scope.cancel
+            tg.start_soon(self._send_loop, tg.cancel_scope)
+            await self._receive_loop()
+            if self.disconnected:
+                tg.cancel_scope.cancel()
+        if self.client.closing and not self.disconnected:
+            with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                try:
+                    await self.websocket.close(self.client.close_code or CLOSE_NORMAL,
+                                               self.client.close_reason)
+                except (RuntimeError, OSError):
+                    pass  # the socket is already gone; nothing left to tell
+
+    async def _receive_loop(self) -> None:
+        limit = self.settings.max_frame_bytes
+        while not self.client.closing:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                self.disconnected = True
+                return
+            data = message.get("bytes")
+            if data is None:
+                self._refuse(CLOSE_UNSUPPORTED_DATA, "text frames are not part of the protocol")
+                return
+            if len(data) > limit:
+                self._refuse(CLOSE_TOO_BIG, f"frame of {len(data)} bytes exceeds {limit}")
+                return
+            self.frames_in += 1
+            try:
+                self.room.receive(self.client, data)
+            except ProtocolError as exc:
+                self._refuse(CLOSE_PROTOCOL_ERROR, exc.message)
+                return
+            except BaseException as exc:
+                if not is_ypy_panic(exc):
+                    raise
+                self._refuse(CLOSE_PROTOCOL_ERROR, "update rejected by the CRDT decoder")
+                return
+
+    def _refuse(self, code: int, reason: str) -> None:
+        log.warning("closing connection: %s", reason, extra={**self.extra, "close_code": code})
+        self.client.close(code, reason[:120])
+
+    async def _send_loop(self, scope: anyio.CancelScope) -> None:
+        try:
+            while True:
+                await self.client.wait()
+                for frame in self.client.take():
+                    await self.websocket.send_bytes(frame)
+                if self.client.closing:
+                    return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.disconnected = True
+        finally:
+            # Sender done (closing, or the socket died): stop reading too.
+            scope.cancel()
+
+
+async def sync_endpoint(websocket: WebSocket) -> None:
+    services = websocket.app.state.services
+    rooms: RoomManager = services.rooms
+    settings: Settings = services.settings
+    await websocket.accept()
+    notebook_id = parse_uuid(websocket.path_params["notebook_id"])
+    if notebook_id is None:
+        await websocket.close(CLOSE_UNKNOWN_NOTEBOOK, "unknown notebook")
+        return
+    extra = {"notebook_id": str(notebook_id)}
+    try:
+        room = await rooms.acquire(notebook_id)
+    except NotFound:
+        log.info("refused: unknown notebook", extra=extra)
+        await websocket.close(CLOSE_UNKNOWN_NOTEBOOK, "unknown notebook")
+        return
+    except Unavailable as exc:
+        await websocket.close(CLOSE_UNAVAILABLE, exc.message[:120])
+        return
+    client = Client(uuid.uuid4().hex[:12], settings.client_send_queue)
+    connection = Connection(websocket, room, client, settings)
+    log.info("client joined", extra={**connection.extra, "clients": len(room.clients) + 1})
+    try:
+        room.join(client)
+        await connection.run()
+    finally:
+        room.leave(client)
+        rooms.release(room)
+        log.info(
+            "client left",
+            extra={**connection.extra, "close_code": client.close_code,
+                   "frames_in": connection.frames_in, "clients": len(room.clients)},
+        )

@@ -1,0 +1,139 @@
+"""Group commit: the appends of every room, gathered while the previous round was being
+written, go to PostgreSQL in one statement; each room broadcasts its share once it is in.
+
+Under light load a round holds one update and costs one round trip; under heavy load the
+rounds grow instead of queueing, so throughput holds and latency stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+
+import anyio
+import asyncpg
+from anyio.abc import TaskGroup
+
+from collab.room import Batch, Room
+from collab.store import DocumentStore
+
+log = logging.getLogger(__name__)
+
+_RETRY_FIRST = 0.05
+_RETRY_MAX = 5.0
+
+
+class UpdateWriter:
+    """Owns the append loop. Rooms call ``schedule(room)`` whenever they accept updates.
+
+    >>> async with UpdateWriter(store, on_gone=rooms.notebook_gone) as writer:
+    ...     room = Room(notebook_id, updates, last_seq, writer)
+    """
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        on_gone: Callable[[uuid.UUID], None],
+        on_persisted: Callable[[Room], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._on_gone = on_gone
+        self._on_persisted = on_persisted
+        self._dirty: dict[uuid.UUID, Room] = {}
+        self._wake = anyio.Event()
+        self._busy = False
+        self._round_done = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self.rounds = 0
+
+    async def __aenter__(self) -> UpdateWriter:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._run, name="update-writer")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        # Write what is pending before stopping: a clean shutdown loses nothing.
+        with anyio.move_on_after(10):
+            await self.flushed()
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    def schedule(self, room: Room) -> None:
+        self._dirty[room.notebook_id] = room
+        self._wake.set()
+
+    async def flushed(self) -> None:
+        """Wait until everything scheduled so far has been written (or dropped as gone)."""
+        while self._dirty or self._busy:
+            await self._round_done.wait()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            if not self._dirty:
+                continue
+            self._busy = True
+            rooms = list(self._dirty.values())
+            self._dirty.clear()
+            batches = [(room, room.take_batch()) for room in rooms]
+            written = await self._write(batches)
+            self.rounds += 1
+            for room, batch in written:
+                room.persisted(batch)
+                if self._on_persisted is not None:
+                    self._on_persisted(room)
+            self._busy = False
+            done, self._round_done = self._round_done, anyio.Event()
+            done.set()
+
+    async def _write(self, batches: list[tuple[Room, Batch]]) -> list[tuple[Room, Batch]]:
+        """Append all batches in one statement; returns those now durable."""
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                await self._store.append([row for _, b in batches for row in _rows(b)])
+                return batches
+            except asyncpg.ForeignKeyViolationError:
+                # A notebook was deleted while clients were editing it: write room by room
+                # to find which, and drop its updates.
+                return [pair for pair in batches if await self._write_one(*pair)]
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning(
+                    "appending updates failed; retrying",
+                    extra={"rooms": len(batches), "error": str(exc), "retry_in_s": delay},
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+
+    async def _write_one(self, room: Room, batch: Batch) -> bool:
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                await self._store.append(_rows(batch))
+                return True
+            except asyncpg.ForeignKeyViolationError:
+                log.info("notebook deleted while loaded", extra={"notebook_id": str(room.notebook_id)})
+                room.drop_unpersisted("notebook deleted")
+                self._on_gone(room.notebook_id)
+                return False
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning(
+                    "appending updates failed; retrying",
+                    extra={"notebook_id": str(room.notebook_id), "error": str(exc)},
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+
+
+def _rows(batch: Batch) -> list[tuple[uuid.UUID, int, bytes]]:
+    return [(batch.notebook_id, seq, update) for _origin, update, seq in batch.entries]

@@ -1,0 +1,1 @@
+"""Runs committed cells in isolated containers."""
