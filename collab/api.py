@@ -98,11 +98,14 @@ async def delete_workspace(request: Request) -> Response:
 
 async def list_notebooks(request: Request) -> Response:
     workspace_id = _id(request, "workspace_id", "workspace")
-    return JSONResponse({"notebooks": await _services(request).catalog.list_notebooks(workspace_id)})
+    return JSONResponse(
+        {"notebooks": await _services(request).catalog.list_notebooks(workspace_id)}
+    )
 
 
-async def _create(services: Services, workspace_id: uuid.UUID, title: str,
-                  notebook: dict[str, Any]) -> dict[str, Any]:
+async def _create(
+    services: Services, workspace_id: uuid.UUID, title: str, notebook: dict[str, Any]
+) -> dict[str, Any]:
     notebook_id = uuid.uuid4()
     notebook.setdefault("metadata", {})["title"] = title
     seed = seed_update(notebook, notebook_id)

@@ -14,7 +14,10 @@ import time
 
 # Attributes every LogRecord has; anything else came from ``extra=`` and is a field.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
-    "message", "asctime", "taskName", "color_message"
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
 }
 
 

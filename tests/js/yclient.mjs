@@ -1,0 +1,90 @@
+// An official Yjs client (yjs + y-websocket) driven by the pytest suite.
+// Usage: node yclient.mjs WS_BASE_URL NOTEBOOK_ID [TOKEN]
+// Reads one JSON command per line on stdin, writes one JSON object per line on stdout:
+// replies carry the command's "id"; events carry "event" (synced, close, status).
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import WebSocket from 'ws'
+import readline from 'node:readline'
+
+const [base, room, token] = process.argv.slice(2)
+const doc = new Y.Doc()
+const params = token ? { token } : {}
+const provider = new WebsocketProvider(base, room, doc, {
+  WebSocketPolyfill: WebSocket, params, disableBc: true, maxBackoffTime: 500
+})
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+
+provider.on('sync', (synced) => out({ event: 'synced', synced }))
+provider.on('status', ({ status }) => out({ event: 'status', status }))
+provider.on('connection-close', (ev) => {
+  if (ev) out({ event: 'close', code: ev.code, reason: String(ev.reason || '') })
+})
+
+const cells = () => doc.getArray('cells')
+const source = (i) => cells().get(i).get('source')
+const peers = () => {
+  const states = []
+  provider.awareness.getStates().forEach((state, clientId) => {
+    if (clientId !== doc.clientID) states.push({ clientId, state })
+  })
+  return states
+}
+
+const handlers = {
+  get: () => ({ cells: cells().toJSON(), meta: doc.getMap('meta').toJSON(), clientId: doc.clientID }),
+  insert: ({ cell = 0, index, text }) => {
+    const t = source(cell)
+    t.insert(index === undefined ? t.length : Math.min(index, t.length), text)
+    return { length: t.length }
+  },
+  delete: ({ cell = 0, index, length }) => { source(cell).delete(index, length); return {} },
+  add_cell: ({ source: src = '', cell_id: id }) => {
+    const m = new Y.Map()
+    m.set('id', id || `cell-${doc.clientID}-${cells().length}`)
+    m.set('cell_type', 'code')
+    m.set('source', new Y.Text(src))
+    m.set('metadata', new Y.Map())
+    m.set('outputs', new Y.Array())
+    m.set('execution_count', null)
+    cells().push([m])
+    return { length: cells().length }
+  },
+  // Type `count` stamps `${prefix}${n} ` at the end of a cell's text, one every `interval` ms.
+  type: ({ cell = 0, count, interval = 10, prefix }) => new Promise((resolve) => {
+    let n = 0
+    const timer = setInterval(() => {
+      const t = source(cell)
+      t.insert(t.length, `${prefix}${n} `)
+      n += 1
+      if (n >= count) { clearInterval(timer); resolve({ typed: n }) }
+    }, interval)
+  }),
+  wait: ({ cell = 0, contains, timeout_ms: timeout = 10000 }) => new Promise((resolve) => {
+    const started = Date.now()
+    const check = () => {
+      const ok = cells().length > cell && source(cell).toString().includes(contains)
+      if (ok) return resolve({ ok: true })
+      if (Date.now() - started > timeout) return resolve({ ok: false, text: cells().length > cell ? source(cell).toString() : null })
+      setTimeout(check, 10)
+    }
+    check()
+  }),
+  awareness: ({ state }) => { provider.awareness.setLocalState(state); return {} },
+  peers: () => ({ peers: peers() }),
+  disconnect: () => { provider.disconnect(); return {} },
+  connect: () => { provider.connect(); return {} },
+  exit: () => { provider.destroy(); setTimeout(() => process.exit(0), 20); return {} },
+}
+
+readline.createInterface({ input: process.stdin }).on('line', async (line) => {
+  let cmd
+  try { cmd = JSON.parse(line) } catch { return out({ error: 'bad json' }) }
+  try {
+    const result = await handlers[cmd.op](cmd)
+    out({ id: cmd.id, ...result })
+  } catch (err) {
+    out({ id: cmd.id, error: String(err && err.stack || err) })
+  }
+})
+process.stdin.on('end', () => { provider.destroy(); process.exit(0) })
