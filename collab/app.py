@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 from starlette.applications import Starlette
@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from collab import api
 from collab.errors import WeftError
+from collab.extensions import Extension, discover
 from collab.services import open_services
 from collab.settings import Settings
 from collab.websocket import sync_endpoint
@@ -43,22 +44,30 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return error_response(503, "unavailable", "storage is unavailable; retry later")
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, extensions: Sequence[Extension] | None = None) -> Starlette:
     """The Weft server. Nothing starts until the lifespan runs.
+
+    ``extensions`` default to every installed one (entry points); pass ``()`` for collab alone.
 
     >>> app = create_app(Settings.from_env())
     >>> uvicorn.run(app)
     """
+    if extensions is None:
+        extensions = discover(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings) as services:
+        async with open_services(settings) as services, contextlib.AsyncExitStack() as stack:
             app.state.services = services
+            for extension in extensions:
+                await stack.enter_async_context(extension.lifespan(services))
             log.info("server ready", extra={"state_dir": str(settings.state_dir)})
             yield
         log.info("server stopped")
 
     routes: list[BaseRoute] = [*api.routes, WebSocketRoute("/ws/{notebook_id}", sync_endpoint)]
+    for extension in extensions:
+        routes.extend(extension.routes())
     if settings.web_dir is not None and settings.web_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web"))
     return Starlette(

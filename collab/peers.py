@@ -1,0 +1,214 @@
+"""The notebook API for peers: how the executor and the assistant read cells and write
+outputs, run states, symbols and code.
+
+Peers never touch the CRDT binding: every write here is an ordinary transaction on the
+room's document, so it is made durable and broadcast exactly like a person's edit
+(see ``Room._after_transaction``).
+
+>>> async with open_notebook(services.rooms, notebook_id) as notebook:
+...     with notebook.batch():
+...         notebook.set_run(cell_id, {"state": "running"})
+...         notebook.clear_outputs(cell_id)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import y_py as Y
+
+from collab.notebook import _json as to_json
+from collab.room import Room
+from collab.rooms import RoomManager
+
+
+@dataclass(frozen=True, slots=True)
+class CellSnapshot:
+    """A cell as it is now (a copy: later edits do not change it)."""
+
+    id: str
+    index: int
+    cell_type: str
+    language: str
+    source: str
+    metadata: dict[str, Any]
+
+
+class NotebookPeer:
+    def __init__(self, room: Room) -> None:
+        self._room = room
+        self._doc = room.doc
+        self._txn: Y.YTransaction | None = None
+
+    @property
+    def notebook_id(self) -> uuid.UUID:
+        return self._room.notebook_id
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _cells(self) -> Y.YArray:
+        return self._doc.get_array("cells")
+
+    def cells(self) -> list[CellSnapshot]:
+        snapshots = []
+        for index, cell in enumerate(self._cells()):
+            metadata = to_json(cell["metadata"]) if "metadata" in cell else {}
+            cell_type = str(cell["cell_type"]) if "cell_type" in cell else "code"
+            snapshots.append(
+                CellSnapshot(
+                    id=str(cell["id"]),
+                    index=index,
+                    cell_type=cell_type,
+                    language=str(metadata.get("language") or "python"),
+                    source=str(cell["source"]) if "source" in cell else "",
+                    metadata=metadata,
+                )
+            )
+        return snapshots
+
+    def cell(self, cell_id: str) -> CellSnapshot | None:
+        return next((c for c in self.cells() if c.id == cell_id), None)
+
+    def _ycell(self, cell_id: str) -> Y.YMap | None:
+        for cell in self._cells():
+            if "id" in cell and str(cell["id"]) == cell_id:
+                return cell
+        return None
+
+    def metadata(self) -> dict[str, Any]:
+        meta = self._doc.get_map("meta")
+        value = to_json(meta["metadata"]) if "metadata" in meta else {}
+        return value if isinstance(value, dict) else {}
+
+    def run(self, cell_id: str) -> dict[str, Any] | None:
+        runs = self._doc.get_map("runs")
+        return to_json(runs[cell_id]) if cell_id in runs else None
+
+    def runs(self) -> dict[str, dict[str, Any]]:
+        value = to_json(self._doc.get_map("runs"))
+        return value if isinstance(value, dict) else {}
+
+    def symbols(self) -> dict[str, list[dict[str, Any]]]:
+        value = to_json(self._doc.get_map("symbols"))
+        return value if isinstance(value, dict) else {}
+
+    def outputs(self, cell_id: str) -> list[dict[str, Any]]:
+        cell = self._ycell(cell_id)
+        if cell is None or "outputs" not in cell:
+            return []
+        value = to_json(cell["outputs"])
+        return value if isinstance(value, list) else []
+
+    # -- writing ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group several writes into one transaction: one update, seen by everyone at once."""
+        if self._txn is not None:
+            yield
+            return
+        with self._doc.begin_transaction() as txn:
+            self._txn = txn
+            try:
+                yield
+            finally:
+                self._txn = None
+
+    def _write(self, action: Callable[[Y.YTransaction], None]) -> None:
+        if self._txn is not None:
+            action(self._txn)
+        else:
+            with self._doc.begin_transaction() as txn:
+                action(txn)
+
+    def set_run(self, cell_id: str, state: dict[str, Any]) -> None:
+        runs = self._doc.get_map("runs")
+        self._write(lambda txn: runs.set(txn, cell_id, state))
+
+    def set_symbols(self, cell_id: str, symbols: list[dict[str, Any]]) -> None:
+        table = self._doc.get_map("symbols")
+        self._write(lambda txn: table.set(txn, cell_id, symbols))
+
+    def forget(self, cell_id: str) -> None:
+        """Drop a deleted cell's run state and symbols."""
+        runs, table = self._doc.get_map("runs"), self._doc.get_map("symbols")
+
+        def action(txn: Y.YTransaction) -> None:
+            if cell_id in runs:
+                runs.pop(txn, cell_id)
+            if cell_id in table:
+                table.pop(txn, cell_id)
+
+        self._write(action)
+
+    def set_execution_count(self, cell_id: str, count: int | None) -> None:
+        cell = self._ycell(cell_id)
+        if cell is not None:
+            self._write(lambda txn: cell.set(txn, "execution_count", count))
+
+    def clear_outputs(self, cell_id: str) -> None:
+        cell = self._ycell(cell_id)
+        if cell is None:
+            return
+
+        def action(txn: Y.YTransaction) -> None:
+            if "outputs" not in cell:
+                cell.set(txn, "outputs", Y.YArray([]))
+                return
+            outputs = cell["outputs"]
+            if len(outputs):
+                outputs.delete_range(txn, 0, len(outputs))
+
+        self._write(action)
+
+    def append_stream(self, cell_id: str, name: str, text: str) -> None:
+        """Print into a cell: appends to its last output when that is the same stream."""
+        cell = self._ycell(cell_id)
+        if cell is None or not text:
+            return
+
+        def action(txn: Y.YTransaction) -> None:
+            if "outputs" not in cell:
+                cell.set(txn, "outputs", Y.YArray([]))
+            outputs = cell["outputs"]
+            if len(outputs):
+                last = outputs[len(outputs) - 1]
+                if last.get("output_type") == "stream" and last.get("name") == name:
+                    stream = last["text"]
+                    stream.extend(txn, text)
+                    return
+            outputs.append(txn, Y.YMap({}))
+            added = outputs[len(outputs) - 1]
+            added.set(txn, "output_type", "stream")
+            added.set(txn, "name", name)
+            added.set(txn, "text", Y.YText(text))
+
+        self._write(action)
+
+    def add_output(self, cell_id: str, output: dict[str, Any]) -> None:
+        """Add a display_data, execute_result or error output (plain JSON values)."""
+        cell = self._ycell(cell_id)
+        if cell is None:
+            return
+
+        def action(txn: Y.YTransaction) -> None:
+            if "outputs" not in cell:
+                cell.set(txn, "outputs", Y.YArray([]))
+            outputs = cell["outputs"]
+            outputs.append(txn, Y.YMap({}))
+            added = outputs[len(outputs) - 1]
+            for key in sorted(output):
+                added.set(txn, key, output[key])
+
+        self._write(action)
+
+
+@contextlib.asynccontextmanager
+async def open_notebook(rooms: RoomManager, notebook_id: uuid.UUID) -> AsyncIterator[NotebookPeer]:
+    """Hold the notebook's room (loading it if needed) for as long as the block runs."""
+    async with rooms.use(notebook_id) as room:
+        yield NotebookPeer(room)
