@@ -74,7 +74,10 @@ class NotebookPeer:
         return next((c for c in self.cells() if c.id == cell_id), None)
 
     def _ycell(self, cell_id: str) -> Y.YMap | None:
-        for cell in self._cells():
+        # Index, do not iterate: iterating a YArray yields plain copies, not the shared maps.
+        cells = self._cells()
+        for index in range(len(cells)):
+            cell = cells[index]
             if "id" in cell and str(cell["id"]) == cell_id:
                 return cell
         return None
@@ -128,6 +131,19 @@ class NotebookPeer:
     def set_run(self, cell_id: str, state: dict[str, Any]) -> None:
         runs = self._doc.get_map("runs")
         self._write(lambda txn: runs.set(txn, cell_id, state))
+
+    def set_kernel(self, state: dict[str, Any]) -> None:
+        """The notebook's kernel status (starting, idle, busy, dead), for the status light."""
+        kernel = self._doc.get_map("kernel")
+
+        def action(txn: Y.YTransaction) -> None:
+            for key in list(kernel.keys()):
+                if key not in state:
+                    kernel.pop(txn, key)
+            for key in sorted(state):
+                kernel.set(txn, key, state[key])
+
+        self._write(action)
 
     def set_symbols(self, cell_id: str, symbols: list[dict[str, Any]]) -> None:
         table = self._doc.get_map("symbols")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -22,6 +23,8 @@ class Services:
     catalog: Catalog
     store: DocumentStore
     rooms: RoomManager
+    # What extensions publish for their own routes (e.g. "executor"): collab never reads it.
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager

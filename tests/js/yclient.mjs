@@ -22,6 +22,7 @@ provider.on('connection-close', (ev) => {
 })
 
 const cells = () => doc.getArray('cells')
+const history = []
 const source = (i) => cells().get(i).get('source')
 const peers = () => {
   const states = []
@@ -70,6 +71,50 @@ const handlers = {
     }
     check()
   }),
+  delete_cell: ({ index }) => { cells().delete(index, 1); return { length: cells().length } },
+  // Yjs arrays cannot move an item: a move is a delete plus an insert of the same cell.
+  move_cell: ({ from, to }) => {
+    const json = cells().get(from).toJSON()
+    doc.transact(() => {
+      cells().delete(from, 1)
+      const m = new Y.Map()
+      m.set('id', json.id)
+      m.set('cell_type', json.cell_type)
+      m.set('source', new Y.Text(json.source))
+      const meta = new Y.Map()
+      for (const [k, v] of Object.entries(json.metadata || {})) meta.set(k, v)
+      m.set('metadata', meta)
+      m.set('outputs', new Y.Array())
+      m.set('execution_count', null)
+      cells().insert(to, [m])
+    })
+    return { length: cells().length }
+  },
+  set_source: ({ cell = 0, text }) => {
+    const t = source(cell)
+    doc.transact(() => { t.delete(0, t.length); t.insert(0, text) })
+    return {}
+  },
+  set_meta: ({ key, value }) => {
+    doc.getMap('meta').get('metadata').set(key, value)
+    return {}
+  },
+  state: () => ({
+    cells: cells().toJSON(), runs: doc.getMap('runs').toJSON(),
+    symbols: doc.getMap('symbols').toJSON(), kernel: doc.getMap('kernel').toJSON()
+  }),
+  // Record every distinct state of one cell's outputs, to see them arrive while it runs.
+  watch_outputs: ({ cell_id }) => {
+    history.length = 0
+    const record = () => {
+      const c = cells().toArray().find((m) => m.get('id') === cell_id)
+      const snap = JSON.stringify(c ? c.get('outputs').toJSON() : null)
+      if (history[history.length - 1] !== snap) history.push(snap)
+    }
+    cells().observeDeep(record)
+    return {}
+  },
+  history: () => ({ history: history.map((h) => JSON.parse(h)) }),
   awareness: ({ state }) => { provider.awareness.setLocalState(state); return {} },
   peers: () => ({ peers: peers() }),
   disconnect: () => { provider.disconnect(); return {} },
