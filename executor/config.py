@@ -1,0 +1,71 @@
+"""Executor settings, read once from the environment (``WEFT_KERNEL_*``, ``WEFT_FILES_*``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from collab.settings import Settings, SettingsError
+
+
+def _num(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """Limits and places for kernels and the file store.
+
+    >>> ExecutorSettings.from_env(settings, {"WEFT_KERNEL_MEMORY_MB": "1024"})
+    """
+
+    files_root: Path
+    image: str = "weft-runtime:latest"
+    memory_mb: int = 512
+    cpus: float = 1.0
+    pids: int = 128
+    tmp_mb: int = 64
+    # Wall time of one cell: then SIGINT, then, after the grace, the kernel is killed.
+    cell_timeout_s: float = 600.0
+    interrupt_grace_s: float = 3.0
+    idle_timeout_s: float = 900.0
+    max_kernels: int = 8
+    # Stream text kept per cell; past it a note says how much was dropped.
+    output_cap_bytes: int = 1_000_000
+    file_quota_bytes: int = 1_000_000_000
+    upload_limit_bytes: int = 200_000_000
+    lease_s: float = 15.0
+    kernel_uid: int = 1000
+    instance: str = "weft"
+
+    @classmethod
+    def from_env(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ExecutorSettings:
+        env = os.environ if env is None else env
+        return cls(
+            files_root=Path(env.get("WEFT_FILES_DIR") or settings.state_dir / "files").resolve(),
+            image=env.get("WEFT_KERNEL_IMAGE") or "weft-runtime:latest",
+            memory_mb=int(_num(env, "WEFT_KERNEL_MEMORY_MB", 512)),
+            cpus=_num(env, "WEFT_KERNEL_CPUS", 1.0),
+            pids=int(_num(env, "WEFT_KERNEL_PIDS", 128)),
+            tmp_mb=int(_num(env, "WEFT_KERNEL_TMP_MB", 64)),
+            cell_timeout_s=_num(env, "WEFT_CELL_TIMEOUT_SECONDS", 600.0),
+            interrupt_grace_s=_num(env, "WEFT_INTERRUPT_GRACE_SECONDS", 3.0),
+            idle_timeout_s=_num(env, "WEFT_KERNEL_IDLE_SECONDS", 900.0),
+            max_kernels=int(_num(env, "WEFT_MAX_KERNELS", 8)),
+            output_cap_bytes=int(_num(env, "WEFT_OUTPUT_CAP_BYTES", 1_000_000)),
+            file_quota_bytes=int(_num(env, "WEFT_FILES_QUOTA_BYTES", 1_000_000_000)),
+            upload_limit_bytes=int(_num(env, "WEFT_UPLOAD_LIMIT_BYTES", 200_000_000)),
+            lease_s=_num(env, "WEFT_RUN_LEASE_SECONDS", 15.0),
+            # Containers left by an earlier run of this same server are removed at start.
+            instance=env.get("WEFT_INSTANCE")
+            or "weft-" + hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:12],
+        )

@@ -1,0 +1,90 @@
+"""The kernel pool: at most one kernel per notebook, started on first use, reaped when idle."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import anyio
+import docker
+
+from executor.config import ExecutorSettings
+from executor.kernel import Kernel, KernelError
+
+log = logging.getLogger(__name__)
+
+
+class KernelPool:
+    """
+    >>> kernel = await pool.get(notebook_id, workspace_dir)
+    >>> await pool.discard(notebook_id)   # restart: the next get starts a fresh one
+    """
+
+    def __init__(self, client: docker.DockerClient | None, settings: ExecutorSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._kernels: dict[uuid.UUID, Kernel] = {}
+        self._starting: dict[uuid.UUID, anyio.Lock] = {}
+        self.busy: set[uuid.UUID] = set()
+
+    def __len__(self) -> int:
+        return len(self._kernels)
+
+    def current(self, notebook_id: uuid.UUID) -> Kernel | None:
+        return self._kernels.get(notebook_id)
+
+    async def get(
+        self, notebook_id: uuid.UUID, workspace_dir: Path, network: bool = False
+    ) -> Kernel:
+        if self._client is None:
+            raise KernelError(
+                "no Docker engine answers, so cells cannot run; start one with "
+                "scripts/ensure-docker.sh and restart the server"
+            )
+        kernel = self._kernels.get(notebook_id)
+        if kernel is not None and kernel.alive:
+            return kernel
+        lock = self._starting.setdefault(notebook_id, anyio.Lock())
+        async with lock:
+            kernel = self._kernels.get(notebook_id)
+            if kernel is not None and kernel.alive:
+                return kernel
+            if kernel is not None:
+                await self.discard(notebook_id)
+            if len(self._kernels) >= self._settings.max_kernels:
+                await self._evict_idle()
+            kernel = await Kernel.start(
+                self._client, self._settings, notebook_id, workspace_dir, network
+            )
+            self._kernels[notebook_id] = kernel
+            return kernel
+
+    async def discard(self, notebook_id: uuid.UUID) -> None:
+        kernel = self._kernels.pop(notebook_id, None)
+        if kernel is not None:
+            await kernel.remove()
+
+    async def _evict_idle(self) -> None:
+        idle = [k for nid, k in self._kernels.items() if nid not in self.busy]
+        if not idle:
+            raise KernelError(
+                f"all {self._settings.max_kernels} kernels are busy; wait for a run to finish "
+                "or raise WEFT_MAX_KERNELS"
+            )
+        oldest = min(idle, key=lambda k: k.last_used)
+        await self.discard(oldest.notebook_id)
+
+    async def reap_idle(self) -> None:
+        now = anyio.current_time()
+        for notebook_id, kernel in list(self._kernels.items()):
+            if notebook_id in self.busy:
+                continue
+            if not kernel.alive or now - kernel.last_used > self._settings.idle_timeout_s:
+                log.info("reaping idle kernel", extra={"notebook_id": str(notebook_id)})
+                await self.discard(notebook_id)
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for notebook_id in list(self._kernels):
+                await self.discard(notebook_id)

@@ -1,0 +1,188 @@
+"""The run queue in PostgreSQL: commits are rows; workers claim them with SKIP LOCKED."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+NOTIFY_CHANNEL = "weft_runs"
+
+# One notebook's runs happen one at a time, in order. The per-notebook advisory lock keeps
+# two workers from claiming two runs of one notebook at the same moment.
+_CLAIM = """
+WITH candidate AS (
+    SELECT r.id, r.notebook_id FROM runs r
+    WHERE r.state = 'queued'
+      AND NOT EXISTS (SELECT 1 FROM runs b WHERE b.notebook_id = r.notebook_id
+                      AND b.state = 'running')
+      AND NOT EXISTS (SELECT 1 FROM runs e WHERE e.notebook_id = r.notebook_id
+                      AND e.state = 'queued' AND e.seq < r.seq)
+      AND r.notebook_id <> ALL($3::uuid[])
+    ORDER BY r.seq
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE runs SET state = 'running', claimed_by = $1, started_at = now(),
+                lease_until = now() + make_interval(secs => $2)
+FROM candidate
+WHERE runs.id = candidate.id
+  AND pg_try_advisory_xact_lock(hashtextextended(candidate.notebook_id::text, 7))
+  AND NOT EXISTS (SELECT 1 FROM runs b WHERE b.notebook_id = candidate.notebook_id
+                  AND b.state = 'running')
+RETURNING runs.*
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: uuid.UUID
+    notebook_id: uuid.UUID
+    cell_id: str
+    source: str
+    language: str
+    state: str
+    reason: str
+    requested_by: str | None
+    requested_at: datetime
+
+    @classmethod
+    def from_record(cls, record: asyncpg.Record) -> Run:
+        return cls(
+            id=record["id"],
+            notebook_id=record["notebook_id"],
+            cell_id=record["cell_id"],
+            source=record["source"],
+            language=record["language"],
+            state=record["state"],
+            reason=record["reason"],
+            requested_by=record["requested_by"],
+            requested_at=record["requested_at"],
+        )
+
+
+class RunQueue:
+    """Durable run requests.
+
+    >>> run_id = await queue.request(notebook_id, cell_id, source, "python", by="ada")
+    >>> run = await queue.claim(worker_id, lease_s=15)
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def request(
+        self,
+        notebook_id: uuid.UUID,
+        items: list[tuple[str, str, str]],
+        *,
+        by: str | None,
+        reason: str = "user",
+    ) -> list[uuid.UUID]:
+        """Queue runs of (cell_id, source, language), in order; durable when this returns."""
+        ids = [uuid.uuid4() for _ in items]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO runs (id, notebook_id, cell_id, source, language, requested_by,"
+                " reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                [
+                    (run_id, notebook_id, cell_id, source, language, by, reason)
+                    for run_id, (cell_id, source, language) in zip(ids, items, strict=True)
+                ],
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(notebook_id))
+        return ids
+
+    async def claim(
+        self, worker: str, lease_s: float, busy: list[uuid.UUID] | None = None
+    ) -> Run | None:
+        """The oldest runnable run, now ours under a lease; None when there is none."""
+        record = await self._pool.fetchrow(_CLAIM, worker, lease_s, busy or [])
+        return Run.from_record(record) if record else None
+
+    async def renew(self, worker: str, run_ids: list[uuid.UUID], lease_s: float) -> None:
+        if run_ids:
+            await self._pool.execute(
+                "UPDATE runs SET lease_until = now() + make_interval(secs => $3)"
+                " WHERE id = ANY($2::uuid[]) AND claimed_by = $1 AND state = 'running'",
+                worker,
+                run_ids,
+                lease_s,
+            )
+
+    async def finish(
+        self,
+        run_id: uuid.UUID,
+        state: str,
+        *,
+        error: str | None = None,
+        outputs: list[dict[str, Any]] | None = None,
+        execution_count: int | None = None,
+    ) -> bool:
+        """Record the end of a run we hold; False if it was no longer running (cancelled)."""
+        status = await self._pool.execute(
+            "UPDATE runs SET state = $2, error = $3, outputs = $4::jsonb, execution_count = $5,"
+            " finished_at = now(), lease_until = NULL WHERE id = $1 AND state = 'running'",
+            run_id,
+            state,
+            error,
+            json.dumps(outputs or []),
+            execution_count,
+        )
+        return bool(status != "UPDATE 0")
+
+    async def cancel_queued(self, notebook_id: uuid.UUID) -> list[asyncpg.Record]:
+        return list(
+            await self._pool.fetch(
+                "UPDATE runs SET state = 'cancelled', finished_at = now()"
+                " WHERE notebook_id = $1 AND state = 'queued' RETURNING id, cell_id",
+                notebook_id,
+            )
+        )
+
+    async def expire_leases(self) -> list[asyncpg.Record]:
+        """Fail runs whose worker stopped renewing: it died while they were running."""
+        return list(
+            await self._pool.fetch(
+                "UPDATE runs SET state = 'error', finished_at = now(), lease_until = NULL,"
+                " error = 'the executor running this cell stopped (crash or restart);"
+                " run it again' WHERE state = 'running' AND lease_until < now()"
+                " RETURNING id, notebook_id, cell_id"
+            )
+        )
+
+    async def get(self, run_id: uuid.UUID) -> dict[str, Any] | None:
+        record = await self._pool.fetchrow("SELECT * FROM runs WHERE id = $1", run_id)
+        if record is None:
+            return None
+        out: dict[str, Any] = {}
+        for key, value in record.items():
+            if isinstance(value, uuid.UUID):
+                out[key] = str(value)
+            elif isinstance(value, datetime):
+                out[key] = value.isoformat()
+            elif key == "outputs":
+                out[key] = json.loads(value) if isinstance(value, str) else value
+            else:
+                out[key] = value
+        out.pop("seq", None)
+        out.pop("claimed_by", None)
+        out.pop("lease_until", None)
+        if out["started_at"] and out["finished_at"]:
+            out["duration_ms"] = round(
+                (record["finished_at"] - record["started_at"]).total_seconds() * 1000, 1
+            )
+        return out
+
+    async def pending(self, notebook_id: uuid.UUID) -> list[asyncpg.Record]:
+        return list(
+            await self._pool.fetch(
+                "SELECT id, cell_id, state FROM runs WHERE notebook_id = $1"
+                " AND state IN ('queued', 'running') ORDER BY seq",
+                notebook_id,
+            )
+        )

@@ -1,0 +1,237 @@
+"""REST endpoints for running cells, kernels, runs, and the workspace file store."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from collab.errors import BadRequest, NotFound, WeftError
+from collab.ids import parse_uuid
+from collab.peers import open_notebook
+from executor.files import FileStoreError
+from executor.service import Executor
+
+
+def _executor(request: Request) -> Executor:
+    executor: Executor = request.app.state.services.extras["executor"]
+    return executor
+
+
+def _uuid(request: Request, name: str, kind: str) -> uuid.UUID:
+    value = parse_uuid(request.path_params[name])
+    if value is None:
+        raise NotFound(f"no {kind} {request.path_params[name]}")
+    return value
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest("body must be a JSON object")
+    return value
+
+
+async def _notebook(request: Request) -> uuid.UUID:
+    notebook_id = _uuid(request, "notebook_id", "notebook")
+    await _executor(request).services.catalog.get_notebook(notebook_id)
+    return notebook_id
+
+
+async def _workspace(request: Request) -> uuid.UUID:
+    workspace_id = _uuid(request, "workspace_id", "workspace")
+    await _executor(request).services.catalog.get_workspace(workspace_id)
+    return workspace_id
+
+
+async def run_cell(request: Request) -> Response:
+    notebook_id = await _notebook(request)
+    body = await _json(request)
+    source = body.get("source")
+    if source is not None and not isinstance(source, str):
+        raise BadRequest("'source' must be a string")
+    cell_id = request.path_params["cell_id"]
+    try:
+        run_ids = await _executor(request).request(notebook_id, [(cell_id, source)], by=None)
+    except LookupError as exc:
+        raise NotFound(str(exc)) from None
+    if not run_ids:
+        raise BadRequest("only code cells run")
+    return JSONResponse({"run_id": str(run_ids[0])}, status_code=202)
+
+
+async def _run_cells(request: Request, below: str | None) -> Response:
+    notebook_id = await _notebook(request)
+    executor = _executor(request)
+    async with open_notebook(executor.services.rooms, notebook_id) as notebook:
+        cells = notebook.cells()
+    ids = [c.id for c in cells if c.cell_type == "code"]
+    if below is not None:
+        if below not in ids:
+            raise NotFound(f"no code cell {below} in this notebook")
+        ids = ids[ids.index(below) :]
+    run_ids = await executor.request(
+        notebook_id,
+        [(i, None) for i in ids],
+        by=None,
+        reason="run-all" if below is None else "run-below",
+    )
+    return JSONResponse({"run_ids": [str(r) for r in run_ids]}, status_code=202)
+
+
+async def run_all(request: Request) -> Response:
+    return await _run_cells(request, None)
+
+
+async def run_below(request: Request) -> Response:
+    return await _run_cells(request, request.path_params["cell_id"])
+
+
+async def interrupt(request: Request) -> Response:
+    return JSONResponse(await _executor(request).interrupt(await _notebook(request)))
+
+
+async def restart(request: Request) -> Response:
+    return JSONResponse(await _executor(request).restart(await _notebook(request)))
+
+
+async def get_run(request: Request) -> Response:
+    run = await _executor(request).queue.get(_uuid(request, "run_id", "run"))
+    if run is None:
+        raise NotFound(f"no run {request.path_params['run_id']}")
+    return JSONResponse(run)
+
+
+async def list_runs(request: Request) -> Response:
+    notebook_id = await _notebook(request)
+    rows = await _executor(request).queue.pending(notebook_id)
+    return JSONResponse(
+        {"runs": [{"id": str(r["id"]), "cell_id": r["cell_id"], "state": r["state"]} for r in rows]}
+    )
+
+
+# -- files ----------------------------------------------------------------------------
+
+
+def _file_error(exc: FileStoreError) -> WeftError:
+    error = WeftError(exc.message)
+    error.status = exc.status
+    error.code = {
+        403: "forbidden",
+        404: "not_found",
+        409: "conflict",
+        413: "payload_too_large",
+    }.get(exc.status, "bad_request")
+    return error
+
+
+async def list_files(request: Request) -> Response:
+    workspace_id = await _workspace(request)
+    store = _executor(request).files
+    try:
+        entries = store.list(
+            workspace_id,
+            request.query_params.get("path", ""),
+            schema=request.query_params.get("schema") in ("1", "true"),
+        )
+    except FileStoreError as exc:
+        raise _file_error(exc) from None
+    return JSONResponse(
+        {
+            "files": entries,
+            "usage_bytes": store.usage(workspace_id),
+            "quota_bytes": store.quota_bytes,
+        }
+    )
+
+
+async def put_file(request: Request) -> Response:
+    workspace_id = await _workspace(request)
+    declared = request.headers.get("content-length")
+    try:
+        written = await _executor(request).files.write(
+            workspace_id,
+            request.path_params["path"],
+            request.stream(),
+            int(declared) if declared and declared.isdigit() else None,
+        )
+    except FileStoreError as exc:
+        raise _file_error(exc) from None
+    return JSONResponse(written, status_code=201)
+
+
+async def get_file(request: Request) -> Response:
+    workspace_id = await _workspace(request)
+    try:
+        path = _executor(request).files.resolve(
+            workspace_id, request.path_params["path"], must_exist=True
+        )
+    except FileStoreError as exc:
+        raise _file_error(exc) from None
+    if path.is_dir():
+        raise BadRequest("that is a folder; list it with GET /api/workspaces/{id}/files?path=")
+    return FileResponse(path, filename=path.name)
+
+
+async def delete_file(request: Request) -> Response:
+    workspace_id = await _workspace(request)
+    try:
+        _executor(request).files.delete(workspace_id, request.path_params["path"])
+    except FileStoreError as exc:
+        raise _file_error(exc) from None
+    return Response(status_code=204)
+
+
+async def make_folder(request: Request) -> Response:
+    workspace_id = await _workspace(request)
+    path = (await _json(request)).get("path")
+    if not isinstance(path, str) or not path:
+        raise BadRequest("'path' must be a non-empty string")
+    try:
+        _executor(request).files.mkdir(workspace_id, path)
+    except FileStoreError as exc:
+        raise _file_error(exc) from None
+    return JSONResponse({"path": path}, status_code=201)
+
+
+async def move_file(request: Request) -> Response:
+    workspace_id = await _workspace(request)
+    body = await _json(request)
+    source, destination = body.get("from"), body.get("to")
+    if not isinstance(source, str) or not isinstance(destination, str):
+        raise BadRequest("'from' and 'to' must be strings")
+    try:
+        _executor(request).files.move(workspace_id, source, destination)
+    except FileStoreError as exc:
+        raise _file_error(exc) from None
+    return JSONResponse({"from": source, "to": destination})
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/api/notebooks/{notebook_id}/cells/{cell_id}/run", run_cell, methods=["POST"]),
+        Route(
+            "/api/notebooks/{notebook_id}/cells/{cell_id}/run-below", run_below, methods=["POST"]
+        ),
+        Route("/api/notebooks/{notebook_id}/run-all", run_all, methods=["POST"]),
+        Route("/api/notebooks/{notebook_id}/interrupt", interrupt, methods=["POST"]),
+        Route("/api/notebooks/{notebook_id}/restart", restart, methods=["POST"]),
+        Route("/api/notebooks/{notebook_id}/runs", list_runs, methods=["GET"]),
+        Route("/api/runs/{run_id}", get_run, methods=["GET"]),
+        Route("/api/workspaces/{workspace_id}/files", list_files, methods=["GET"]),
+        Route("/api/workspaces/{workspace_id}/folders", make_folder, methods=["POST"]),
+        Route("/api/workspaces/{workspace_id}/files-move", move_file, methods=["POST"]),
+        Route("/api/workspaces/{workspace_id}/files/{path:path}", put_file, methods=["PUT"]),
+        Route("/api/workspaces/{workspace_id}/files/{path:path}", get_file, methods=["GET"]),
+        Route("/api/workspaces/{workspace_id}/files/{path:path}", delete_file, methods=["DELETE"]),
+    ]

@@ -1,0 +1,804 @@
+"""Weft's in-kernel runner: executes notebook cells with per-cell namespaces.
+
+Copied alone into the runtime image as /opt/weft/runner.py and started as
+``python3 -u /opt/weft/runner.py``. It speaks JSON lines: requests on stdin, messages on
+the process's original stdout (see docs/runner-protocol.md). Standard library only at import
+time; pandas, matplotlib, duckdb and pyarrow are used only when a cell brings them in.
+
+There is no global namespace (no hidden state): a cell runs in a fresh dict built from the
+namespaces of the cells the host says are visible above it, and afterwards its own namespace
+is exactly the names its code bound.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, Python puts this file's directory first on sys.path. In the repository
+# that is the `executor` package, whose modules (queue.py, ...) would shadow the standard
+# library for us and for user code; in the image it is /opt/weft, of no use to cells either.
+if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+    del sys.path[0]
+
+import ast
+import base64
+import builtins
+import codecs
+import importlib
+import importlib.abc
+import importlib.machinery
+import io
+import json
+import linecache
+import math
+import platform
+import queue
+import reprlib
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, TextIO, cast
+
+FLUSH_INTERVAL = 0.05  # a slow printer's line reaches the host within ~50 ms
+FLUSH_BYTES = 8192  # a tight printer sends 8 KiB messages, not one per line
+PLAIN_LIMIT = 10_000
+SYMBOL_REPR_LIMIT = 200
+VEGA_LITE = "application/vnd.vegalite.v5+json"
+CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE, without importing inspect
+# Written into our own capture pipes to learn that everything before it has been read.
+SYNC_MARK = b"\x1e\x1fweft-sync\x1f\x1e"
+
+Json = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------- protocol io
+
+
+def _json_safe(value: Any, limit: int | None = None) -> Any:
+    """What strict JSON parsers accept: NaN/inf/NaT/NA become null, numpy scalars their
+    Python value, dates ISO strings, anything else its str (cut to `limit` if given)."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v, limit) for v in value]
+    if type(value).__name__ in ("NaTType", "NAType"):
+        return None
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return _json_safe(value.item(), limit)
+    text = value.isoformat() if hasattr(value, "isoformat") else value
+    text = text if isinstance(text, str) else str(text)
+    return text if limit is None else text[:limit]
+
+
+def encode(msg: Json) -> bytes:
+    try:
+        text = json.dumps(msg, allow_nan=False, default=str)
+    except (ValueError, TypeError, RecursionError):
+        text = json.dumps(_json_safe(msg), allow_nan=False, default=str)
+    return text.encode("ascii") + b"\n"  # ensure_ascii (default): lone surrogates stay legal
+
+
+class ProtocolWriter:
+    """Owns the protocol fd. Only this thread writes to it: signal handlers run in the main
+    thread, so a KeyboardInterrupt can never cut a message in half."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        # Bounded: a host that stops reading slows the cell down instead of filling memory.
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4096)
+        self._thread = threading.Thread(target=self._loop, name="weft-out", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while (data := self._queue.get()) is not None:
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError:
+                os._exit(1)  # the host is gone; nobody is left to report to
+
+
+class Streams:
+    """Coalesces stdout/stderr text into `stream` messages and orders every message."""
+
+    def __init__(self, out: ProtocolWriter) -> None:
+        self.out = out
+        self.run_id: str | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._parts: list[tuple[str, list[str]]] = []  # lists: no quadratic concatenation
+        self._size = 0
+        threading.Thread(target=self._ticker, name="weft-flush", daemon=True).start()
+
+    def write(self, name: str, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            if self._parts and self._parts[-1][0] == name:
+                self._parts[-1][1].append(text)
+            else:
+                self._parts.append((name, [text]))
+            self._size += len(text)
+            if self._size >= FLUSH_BYTES:
+                self._flush_locked()
+            else:
+                self._wake.notify()
+
+    def emit(self, msg: Json) -> None:
+        """Send a non-stream message after any text written before it."""
+        data = encode(msg)
+        with self._lock:
+            self._flush_locked()
+            self.out.put(data)
+
+    def set_run(self, run_id: str) -> None:
+        with self._lock:
+            self._flush_locked()  # late output of the previous run stays with that run
+            self.run_id = run_id
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        # Take the parts first: an interrupt mid-loop may lose text but never repeats it.
+        parts, self._parts, self._size = self._parts, [], 0
+        for name, chunks in parts:
+            text = "".join(chunks)
+            self.out.put(
+                encode({"type": "stream", "run_id": self.run_id, "name": name, "text": text})
+            )
+
+    def _ticker(self) -> None:
+        while True:
+            with self._lock:
+                while not self._parts:
+                    self._wake.wait()
+            time.sleep(FLUSH_INTERVAL)
+            with self._lock:
+                self._flush_locked()
+
+
+# ---------------------------------------------------------------------------- capture
+
+
+class StreamWriter(io.TextIOBase):
+    """sys.stdout / sys.stderr: Python-level writes go straight to the coalescer."""
+
+    def __init__(self, streams: Streams, name: str, fd: int) -> None:
+        self._streams = streams
+        self._name = name
+        self._fd = fd
+        # Bytes written to sys.stdout.buffer go to the fd, and so through its capture pipe.
+        self.buffer = open(fd, "wb", buffering=0, closefd=False)
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        self._streams.write(self._name, s)
+        return len(s)
+
+    encoding = "utf-8"  # shadows TextIOBase's None: some libraries check it
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:  # code that writes to the fd directly lands in the pipe below
+        return self._fd
+
+
+class FdCapture:
+    """Points fd 1 or 2 at a pipe read by a thread, so C extensions and subprocesses are
+    captured as stream text and can never write into the protocol stream."""
+
+    def __init__(self, streams: Streams, name: str, fd: int) -> None:
+        self._streams = streams
+        self._name = name
+        read_end, self._write_end = os.pipe()  # both non-inheritable
+        os.dup2(self._write_end, fd)  # fd itself is inheritable: subprocesses write here
+        self._read_end = read_end
+        self._cond = threading.Condition()
+        self._sent = 0
+        self._seen = 0
+        self._sync_lock = threading.Lock()
+        threading.Thread(target=self._pump, name=f"weft-{name}", daemon=True).start()
+
+    def sync(self, timeout: float = 2.0) -> None:
+        """Return once everything written to the fd before this call has been passed on."""
+        with self._sync_lock:
+            try:
+                os.write(self._write_end, SYNC_MARK)  # our own end: user dup2s cannot divert it
+            except OSError:
+                return
+            self._sent += 1
+            target = self._sent
+            with self._cond:
+                self._cond.wait_for(lambda: self._seen >= target, timeout)
+
+    def _pump(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = b""
+        while chunk := os.read(self._read_end, 65536):
+            pending += chunk
+            while (i := pending.find(SYNC_MARK)) >= 0:
+                self._streams.write(self._name, decoder.decode(pending[:i]))
+                pending = pending[i + len(SYNC_MARK) :]
+                with self._cond:
+                    self._seen += 1
+                    self._cond.notify_all()
+            keep = next(
+                (k for k in range(len(SYNC_MARK) - 1, 0, -1) if pending.endswith(SYNC_MARK[:k])), 0
+            )  # maybe half a mark
+            cut = len(pending) - keep
+            self._streams.write(self._name, decoder.decode(pending[:cut]))
+            pending = pending[cut:]
+
+
+_libc: Any = None
+
+
+def _flush_c_stdio() -> None:
+    """C code's printf output sits in libc's buffer (fd 1 is a pipe): push it out."""
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL(None)
+        _libc.fflush(None)
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------------------- display
+
+
+def _safe_repr(obj: Any, limit: int) -> str:
+    try:
+        text = repr(obj)
+    except Exception as exc:
+        text = f"<unrepresentable {type(obj).__name__}: {type(exc).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_repr(obj: Any) -> str:
+    # reprlib bounds the work for big containers; other objects are truncated after repr.
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = SYMBOL_REPR_LIMIT
+    try:
+        text = r.repr(obj)
+    except Exception:
+        text = _safe_repr(obj, SYMBOL_REPR_LIMIT)
+    return text if len(text) <= SYMBOL_REPR_LIMIT else text[: SYMBOL_REPR_LIMIT - 3] + "..."
+
+
+def _method(obj: Any, name: str) -> Callable[..., Any] | None:
+    if isinstance(obj, type):  # a class's _repr_html_ is an unbound function
+        return None
+    try:
+        method = getattr(obj, name, None)
+    except Exception:
+        return None
+    return method if callable(method) else None
+
+
+def _is_figure(obj: Any) -> bool:
+    figure = sys.modules.get("matplotlib.figure")
+    return figure is not None and isinstance(obj, figure.Figure)
+
+
+def _figure_png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_REPR_METHODS = [
+    ("text/html", "_repr_html_"),
+    ("image/png", "_repr_png_"),
+    ("image/jpeg", "_repr_jpeg_"),
+    ("image/svg+xml", "_repr_svg_"),
+    ("text/markdown", "_repr_markdown_"),
+    ("text/latex", "_repr_latex_"),
+    ("application/json", "_repr_json_"),
+]
+
+
+def _mime_value(mime: str, value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    if mime == "application/json" or mime.endswith("+json"):
+        return _json_safe(value)
+    return value if isinstance(value, str) else str(value)
+
+
+def mime_bundle(obj: Any) -> tuple[Json, Json]:
+    """IPython's display protocol, the parts a notebook backend needs."""
+    data: Json = {}
+    meta: Json = {}
+    if method := _method(obj, "_repr_mimebundle_"):
+        try:
+            out = method(include=None, exclude=None)
+        except Exception:
+            out = None
+        if isinstance(out, tuple) and len(out) == 2:
+            out, extra = out
+            meta.update(extra if isinstance(extra, dict) else {})
+        if isinstance(out, dict):
+            data.update(out)
+    if _is_figure(obj) and "image/png" not in data:
+        data["image/png"] = _figure_png(obj)
+    for mime, name in _REPR_METHODS:
+        if mime in data or not (method := _method(obj, name)):
+            continue
+        try:
+            value = method()
+        except Exception:
+            continue
+        if isinstance(value, tuple) and len(value) == 2:  # (data, metadata), as IPython allows
+            value, extra = value
+            if isinstance(extra, dict):
+                meta[mime] = extra
+        if value is not None:
+            data[mime] = value
+    if isinstance(obj, dict) and "vega-lite" in str(obj.get("$schema", "")):
+        data.setdefault(VEGA_LITE, obj)
+    plain = data.get("text/plain")
+    data["text/plain"] = _safe_repr(obj, PLAIN_LIMIT) if plain is None else str(plain)
+    if len(data["text/plain"]) > PLAIN_LIMIT:
+        data["text/plain"] = data["text/plain"][: PLAIN_LIMIT - 3] + "..."
+    return {k: _mime_value(k, v) for k, v in data.items()}, _json_safe(meta)
+
+
+class _PyplotHook(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """When a cell imports matplotlib.pyplot, make plt.show() display and close the open
+    figures (as Jupyter's inline backend does) instead of warning under Agg."""
+
+    def __init__(self, on_show: Callable[[], None]) -> None:
+        self._on_show = on_show
+        self._real: importlib.abc.Loader | None = None
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "matplotlib.pyplot":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        self._real = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._real.create_module(spec) if self._real else None
+
+    def exec_module(self, module: ModuleType) -> None:
+        assert self._real is not None
+        self._real.exec_module(module)
+        on_show = self._on_show
+        setattr(module, "show", lambda *args, **kwargs: on_show())  # noqa: B010
+
+
+# ---------------------------------------------------------------------------- namespaces
+
+
+def top_level_names(tree: ast.Module) -> set[str]:
+    """Names a cell's code binds at module level, so that rebinding a visible name to the
+    same object (`import os` twice, `x = x`) still counts as this cell's own."""
+    names: set[str] = set()
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+            continue  # their bodies are other scopes
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp):
+            names.update(
+                n.target.id
+                for n in ast.walk(node)  # only walrus leaks out
+                if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name)
+            )
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name.split(".")[0]) for a in node.names if a.name != "*")
+        elif isinstance(node, ast.MatchAs | ast.MatchStar) and node.name:
+            names.add(node.name)
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _table_kind(value: Any) -> str | None:
+    kind = (type(value).__module__.split(".")[0], type(value).__qualname__)
+    return kind[0] if kind in (("pandas", "DataFrame"), ("pyarrow", "Table")) else None
+
+
+def table_schema(value: Any) -> Json | None:
+    kind = _table_kind(value)
+    try:
+        if kind == "pandas":
+            columns = [{"name": str(c), "dtype": str(t)} for c, t in value.dtypes.items()]
+            sample = [
+                [_json_safe(v, SYMBOL_REPR_LIMIT) for v in row]
+                for row in value.head(3).itertuples(index=False, name=None)
+            ]
+            return {"columns": columns, "rows": len(value), "sample": sample}
+        if kind == "pyarrow":
+            columns = [{"name": f.name, "dtype": str(f.type)} for f in value.schema]
+            head = value.slice(0, 3)
+            sample = [
+                [_json_safe(col[i].as_py(), SYMBOL_REPR_LIMIT) for col in head.columns]
+                for i in range(head.num_rows)
+            ]
+            return {"columns": columns, "rows": value.num_rows, "sample": sample}
+    except Exception:
+        return None
+    return None
+
+
+def symbols(namespace: dict[str, Any]) -> list[Json]:
+    out: list[Json] = []
+    for name, value in namespace.items():
+        if name.startswith("_"):
+            continue
+        kind = type(value)
+        sym: Json = {
+            "name": name,
+            "type": f"{kind.__module__}.{kind.__qualname__}",
+            "repr": _short_repr(value),
+        }
+        if (schema := table_schema(value)) is not None:
+            sym["schema"] = schema
+        out.append(sym)
+    return out
+
+
+def _is_dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def _only_cell_frames(te: traceback.TracebackException) -> None:
+    """Keep the frames of cells (`<cell ...>` files), drop the runner's and libraries'."""
+    seen: set[int] = set()
+    todo: list[traceback.TracebackException | None] = [te]
+    while todo:
+        t = todo.pop()
+        if t is None or id(t) in seen:
+            continue
+        seen.add(id(t))
+        t.stack = traceback.StackSummary.from_list(
+            [f for f in t.stack if f.filename.startswith("<cell ")]
+        )
+        todo += [t.__cause__, t.__context__]
+
+
+# ---------------------------------------------------------------------------- runner
+
+
+class Runner:
+    def __init__(self, streams: Streams, captures: list[FdCapture]) -> None:
+        self.streams = streams
+        self.captures = captures
+        self.stdout = cast(TextIO, StreamWriter(streams, "stdout", 1))
+        self.stderr = cast(TextIO, StreamWriter(streams, "stderr", 2))
+        self.namespaces: dict[str, dict[str, Any]] = {}
+        self.interruptible = False
+        self.shown: list[Any] = []  # figures already displayed in this run
+
+    # -- output
+    def _sync(self) -> None:
+        _flush_c_stdio()
+        for stream in (sys.__stdout__, sys.__stderr__):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except Exception:
+                pass
+        for capture in self.captures:
+            capture.sync()
+
+    def _output(self, kind: str, data: Json, meta: Json) -> None:
+        self._sync()  # text a subprocess printed before this output comes first
+        self.streams.emit(
+            {"type": kind, "run_id": self.streams.run_id, "data": data, "metadata": meta}
+        )
+
+    def display(
+        self, *objs: Any, raw: bool = False, metadata: Json | None = None, **_ignored: Any
+    ) -> None:
+        """display(obj, ...): injected into every cell's builtins, like IPython's."""
+        for obj in objs:
+            if raw and isinstance(obj, dict):
+                data, meta = {k: _mime_value(k, v) for k, v in obj.items()}, cast(Json, {})
+            else:
+                data, meta = mime_bundle(obj)
+            if _is_figure(obj):
+                self.shown.append(obj)
+            self._output("display", data, {**meta, **(metadata or {})})
+
+    def show_figures(self) -> None:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return
+        for num in pyplot.get_fignums():
+            fig = pyplot.figure(num)
+            if not any(fig is seen for seen in self.shown):
+                self.display(fig)
+        pyplot.close("all")
+
+    def _error(self, exc: BaseException, source: str) -> None:
+        if isinstance(exc, SyntaxError) and exc.text is None and exc.lineno:
+            lines = source.splitlines()  # compile() of an AST has no source text to quote
+            if 0 < exc.lineno <= len(lines):
+                exc.text = lines[exc.lineno - 1] + "\n"
+        te = traceback.TracebackException.from_exception(exc)
+        _only_cell_frames(te)
+        lines = "".join(te.format()).splitlines()
+        self.streams.emit(
+            {
+                "type": "error",
+                "run_id": self.streams.run_id,
+                "ename": type(exc).__name__,
+                "evalue": _safe_str(exc),
+                "traceback": lines,
+            }
+        )
+
+    # -- running
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        self.interruptible = True
+        try:
+            return fn()
+        finally:
+            self.interruptible = False
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        # Only a running cell is interrupted; between runs the runner just carries on.
+        if self.interruptible:
+            raise KeyboardInterrupt
+
+    def run(self, msg: Json) -> None:
+        run_id, cell_id = str(msg.get("run_id")), str(msg.get("cell_id"))
+        code = str(msg.get("code") or "")
+        self.streams.set_run(run_id)
+        self.shown = []
+        sys.stdout, sys.stderr = self.stdout, self.stderr  # undo a previous cell's swap
+        start = time.perf_counter()
+        # Fresh globals: the visible cells' namespaces, top to bottom, later ones winning.
+        g: dict[str, Any] = {}
+        for visible in msg.get("visible") or []:
+            g.update(self.namespaces.get(str(visible), {}))
+        before = dict(g)
+        g["__builtins__"] = {**builtins.__dict__, "display": self.display}
+        g["__name__"] = "__main__"
+        own: set[str] = set()  # names the code binds, whatever object they end up with
+        language = msg.get("language") or "python"
+        status = "ok"
+        try:
+            if language == "sql":
+                output_name = str(msg.get("output_name") or "_sql")
+                own.add(output_name)
+                self._run_sql(code, g, output_name)
+            elif language == "python":
+                self._run_python(code, cell_id, g, own)
+            else:
+                raise ValueError(f"unsupported cell language {language!r}")
+        except KeyboardInterrupt as exc:
+            status = "interrupted"
+            self._error(exc, code)
+        except BaseException as exc:  # SystemExit from sys.exit() ends the cell, not us
+            status = "error"
+            self._error(exc, code)
+        try:
+            self.show_figures()
+        except Exception as exc:
+            self._error(exc, code)
+        # The cell's namespace: what it bound, even if it failed part way (as Jupyter keeps
+        # them); a re-run replaces it, and names it deleted are simply not in it.
+        ns = {
+            k: v
+            for k, v in g.items()
+            if not _is_dunder(k) and (k not in before or before[k] is not v or k in own)
+        }
+        self.namespaces[cell_id] = ns
+        self._sync()
+        self.streams.emit(
+            {
+                "type": "done",
+                "run_id": run_id,
+                "status": status,
+                "defined": list(ns),
+                "symbols": symbols(ns),
+                "duration_ms": (time.perf_counter() - start) * 1000,
+            }
+        )
+
+    def _run_python(self, code: str, cell_id: str, g: dict[str, Any], own: set[str]) -> None:
+        filename = f"<cell {cell_id}>"
+        # Register the source so tracebacks and inspect.getsource can quote cell lines.
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        tree = ast.parse(code, filename, "exec")
+        own.update(top_level_names(tree))
+        last: ast.expr | None = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
+            last = cast(ast.Expr, tree.body.pop()).value  # IPython: `x;` shows nothing
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        body = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
+        tail = (
+            None
+            if last is None
+            else compile(ast.Expression(last), filename, "eval", flags=flags, dont_inherit=True)
+        )
+        self._call(lambda: _evaluate(body, g))
+        if tail is not None:
+            value = self._call(lambda: _evaluate(tail, g))
+            if value is not None:
+                data, meta = mime_bundle(value)
+                if _is_figure(value):
+                    self.shown.append(value)
+                self._output("result", data, meta)
+
+    def _run_sql(self, code: str, g: dict[str, Any], output_name: str) -> None:
+        for package in ("duckdb", "pandas"):  # pandas: duckdb's fetchdf() needs it
+            try:  # import_module: the runtime may lack either, and neither need be typed
+                importlib.import_module(package)
+            except ImportError:
+                raise ModuleNotFoundError(
+                    f"SQL cells need the {package!r} package, which is "
+                    "not installed in this runtime"
+                ) from None
+        duckdb = sys.modules["duckdb"]
+        con = duckdb.connect(":memory:")
+        cur = con.cursor()  # a busy connection refuses interrupt(); its cursor accepts it
+        box: dict[str, Any] = {}
+        try:
+            try:  # only the frames registered below, never the runner's own variables
+                cur.execute("SET python_enable_replacements = false")
+            except Exception:
+                pass
+            for name, value in g.items():
+                if not _is_dunder(name) and _table_kind(value) is not None:
+                    cur.register(name, value)
+
+            finished = threading.Event()
+
+            def work() -> None:
+                try:
+                    cur.execute(code)
+                    box["df"] = cur.fetchdf()
+                except BaseException as exc:
+                    box["exc"] = exc
+                finally:
+                    finished.set()
+
+            # duckdb holds the calling thread in C; running it on a worker lets SIGINT reach
+            # the main thread, which then stops the query. (An Event, not Thread.join: a
+            # KeyboardInterrupt inside join() can leave the thread looking finished.)
+            threading.Thread(target=work, name="weft-sql", daemon=True).start()
+            try:
+                self._call(lambda: _wait(finished))
+            except KeyboardInterrupt:
+                cur.interrupt()
+                finished.wait(10)
+                raise
+            if "exc" in box:
+                raise box["exc"]
+        finally:
+            con.close()
+        g[output_name] = box["df"]
+        data, meta = mime_bundle(box["df"])
+        self._output("result", data, meta)
+
+    def forget(self, cell_ids: list[Any]) -> None:
+        for cell_id in cell_ids:
+            self.namespaces.pop(str(cell_id), None)
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _evaluate(code: Any, g: dict[str, Any]) -> Any:
+    result = eval(code, g)  # exec-mode code returns None; a top-level await, a coroutine
+    if code.co_flags & CO_COROUTINE:
+        import asyncio
+
+        result = asyncio.run(result)
+    return result
+
+
+def _wait(event: threading.Event) -> None:
+    while not event.wait(0.05):  # short waits so the SIGINT handler gets to run
+        pass
+
+
+# ---------------------------------------------------------------------------- main loop
+
+
+def main() -> int:
+    # Keep the real stdin/stdout for the protocol and give user code /dev/null and pipes.
+    # os.dup: not inherited by subprocesses. diag_fd (the real stderr) is for our own bugs.
+    proto_fd, in_fd, diag_fd = os.dup(1), os.dup(0), os.dup(2)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    streams = Streams(ProtocolWriter(proto_fd))
+    captures = [FdCapture(streams, "stdout", 1), FdCapture(streams, "stderr", 2)]
+    runner = Runner(streams, captures)
+    sys.stdout, sys.stderr = runner.stdout, runner.stderr
+    # Explicit handlers: as a container's PID 1 we would otherwise ignore both signals.
+    signal.signal(signal.SIGINT, runner.on_sigint)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
+    os.environ["MPLBACKEND"] = "Agg"  # no display in a container; figures become PNGs
+    sys.meta_path.insert(0, _PyplotHook(runner.show_figures))
+    if os.path.isdir("/workspace"):
+        os.chdir("/workspace")
+    streams.emit({"type": "ready", "python": platform.python_version(), "pid": os.getpid()})
+    with os.fdopen(in_fd, "rb") as stdin:
+        for line in stdin:
+            if not line.strip():
+                continue
+            try:
+                msg = json.loads(line)
+                if not isinstance(msg, dict):
+                    raise ValueError("a message must be a JSON object")
+            except ValueError as exc:
+                streams.emit({"type": "protocol_error", "detail": f"bad message: {exc}"})
+                continue
+            kind = msg.get("type")
+            if kind == "shutdown":
+                break
+            try:
+                if kind == "run":
+                    runner.run(msg)
+                elif kind == "forget":
+                    runner.forget(list(msg.get("cell_ids") or []))
+                else:
+                    streams.emit({"type": "protocol_error", "detail": f"unknown type {kind!r}"})
+            except Exception as exc:  # a bug of ours: say so, and never leave a run hanging
+                os.write(diag_fd, "".join(traceback.format_exception(exc)).encode())
+                if kind == "run":
+                    streams.emit(
+                        {
+                            "type": "done",
+                            "run_id": msg.get("run_id"),
+                            "status": "error",
+                            "defined": [],
+                            "symbols": [],
+                            "duration_ms": 0.0,
+                            "detail": f"runner failure: {exc!r}",
+                        }
+                    )
+    streams.flush()
+    streams.out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Static analysis of cells: defined names, free reads, stale dependents."""
+
+from __future__ import annotations
+
+import pytest
+
+from executor.analysis import names_defined, names_read, stale_cells
+
+CASES = [
+    # (source, defined, read)
+    ("x = 1", {"x"}, set()),
+    ("x = x + 1", {"x"}, {"x"}),
+    ("total += 1", {"total"}, {"total"}),
+    ("a, (b, *c) = d", {"a", "b", "c"}, {"d"}),
+    ("obj.attr = v\nitems[k] = 1", set(), {"obj", "v", "items", "k"}),
+    ("import os.path\nimport numpy as np\nfrom m import a, b as c", {"os", "np", "a", "c"}, set()),
+    ("from m import *", set(), set()),
+    ("import pandas as pd\ndf = pd.read_csv(path)", {"pd", "df"}, {"path"}),
+    ("for i in items:\n    acc = i", {"i", "acc"}, {"items"}),
+    ("with open(p) as fh:\n    data = fh.read()", {"fh", "data"}, {"open", "p"}),
+    ("if (n := len(xs)) > 3:\n    pass\nn", {"n"}, {"len", "xs"}),
+    ("squares = [i * k for i in range(n)]", {"squares"}, {"k", "range", "n"}),
+    ("pairs = {a: b for a in xs for b in a if b > lim}", {"pairs"}, {"xs", "lim"}),
+    ("gen = (i for i in i)", {"gen"}, {"i"}),  # the outer iterable is the cell's i
+    ("hits = [y for v in vs if (y := v)]", {"hits", "y"}, {"vs"}),
+    ("def f(a, b=default):\n    return a + b + helper(c)", {"f"}, {"default", "helper", "c"}),
+    ("def f():\n    return later\nlater = 1", {"f", "later"}, set()),
+    ("def f():\n    loc = 1\n    return loc", {"f"}, set()),
+    ("@deco\ndef f(x: T) -> R:\n    pass", {"f"}, {"deco", "T", "R"}),
+    ("def f():\n    global counter\n    counter += step", {"f", "counter"}, {"step"}),
+    (
+        "def outer():\n    v = 1\n    def inner():\n        nonlocal v\n        v += w\n"
+        "    return inner",
+        {"outer"},
+        {"w"},
+    ),
+    ("g = lambda a, b=d0: a + b + free", {"g"}, {"d0", "free"}),
+    (
+        "class A(Base):\n    z = 1\n    w = z + q\n    def m(self):\n        return z",
+        {"A"},
+        {"Base", "q", "z"},  # a method cannot see the class body's z
+    ),
+    ("try:\n    pass\nexcept E as e:\n    print(e)\ne", set(), {"E", "print", "e"}),
+    ("del x", set(), {"x"}),
+    ("x = 1\ndel x", set(), set()),
+    ("x: int", set(), {"int"}),
+    ("y: int = 3", {"y"}, {"int"}),
+    (
+        "match cmd:\n    case [op, *rest]:\n        pass\n    case {'k': v, **kw}:\n        pass",
+        {"op", "rest", "v", "kw"},
+        {"cmd"},
+    ),
+    ("async def f():\n    async for q in src():\n        await q", {"f"}, {"src"}),
+    ("print(f'{name!r} {width}')", set(), {"print", "name", "width"}),
+]
+
+
+@pytest.mark.parametrize(("source", "defined", "read"), CASES)
+def test_defined_and_read(source: str, defined: set[str], read: set[str]) -> None:
+    assert names_defined(source) == defined
+    assert names_read(source) == read
+
+
+@pytest.mark.parametrize(
+    "source", ["x = (", "def f(:\n", "\x00", "return 1 +", "(" * 500 + ")" * 500]
+)
+def test_unparseable_cells_give_empty_sets(source: str) -> None:
+    assert names_defined(source) == set()
+    assert names_read(source) == set()
+
+
+ORDER = ["a", "b", "c", "d", "e"]
+SOURCES = {
+    "a": "x = 1",
+    "b": "y = x + 1",
+    "c": "print('independent')",
+    "d": "z = y * 2",
+    "e": "w = x + z",
+}
+DEFINES = {cell: names_defined(src) for cell, src in SOURCES.items()}
+READS = {cell: names_read(src) for cell, src in SOURCES.items()}
+
+
+def test_stale_cells_are_transitive_and_in_order() -> None:
+    stale = stale_cells(ORDER, "a", DEFINES["a"], READS, DEFINES)
+    assert stale == ["b", "d", "e"]
+    assert stale_cells(ORDER, "b", DEFINES["b"], READS, DEFINES) == ["d", "e"]
+    assert stale_cells(ORDER, "e", DEFINES["e"], READS, DEFINES) == []
+
+
+def test_stale_cells_only_look_below() -> None:
+    reads = {**READS, "a": {"z"}}  # a reads z, but a is above d
+    assert stale_cells(ORDER, "d", DEFINES["d"], reads, DEFINES) == ["e"]
+
+
+def test_stale_cells_without_defines_are_direct_readers_only() -> None:
+    assert stale_cells(ORDER, "a", {"x"}, READS) == ["b", "e"]
+
+
+def test_a_cell_that_rebinds_a_name_hides_the_change() -> None:
+    order = ["a", "b", "c"]
+    sources = {"a": "x = 1", "b": "x = 2", "c": "print(x)"}
+    defines = {c: names_defined(s) for c, s in sources.items()}
+    reads = {c: names_read(s) for c, s in sources.items()}
+    assert stale_cells(order, "a", defines["a"], reads, defines) == []
+    assert stale_cells(order, "b", defines["b"], reads, defines) == ["c"]
+
+
+def test_unknown_cell_has_no_stale_dependents() -> None:
+    assert stale_cells(ORDER, "zz", {"x"}, READS, DEFINES) == []
