@@ -179,6 +179,14 @@ class Room:
         self._pending = []
         return batch
 
+    def renumber(self, batch: Batch, after: int) -> None:
+        """Give the batch's updates the seqs after ``after`` (another writer took ours)."""
+        batch.entries = [
+            (origin, update, after + n) for n, (origin, update, _) in enumerate(batch.entries, 1)
+        ]
+        if batch.entries:
+            self.last_seq = max(self.last_seq, batch.entries[-1][2])
+
     def persisted(self, batch: Batch) -> None:
         """The batch is in PostgreSQL: answer waiting syncs, then broadcast it."""
         if not batch.entries:

@@ -60,6 +60,14 @@ class DocumentStore:
             list(data),
         )
 
+    async def last_seq(self, notebook_id: uuid.UUID) -> int:
+        value = await self._pool.fetchval(
+            "SELECT greatest((SELECT max(seq) FROM document_updates WHERE notebook_id = $1),"
+            " (SELECT seq FROM document_snapshots WHERE notebook_id = $1), 0)",
+            notebook_id,
+        )
+        return int(value)
+
     async def compact(self, notebook_id: uuid.UUID, seq: int, snapshot: bytes) -> None:
         """Replace the log up to ``seq`` with ``snapshot`` (which covers at least that much)."""
         async with self._pool.acquire() as conn, conn.transaction():

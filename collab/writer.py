@@ -103,9 +103,9 @@ class UpdateWriter:
             try:
                 await self._store.append([row for _, b in batches for row in _rows(b)])
                 return batches
-            except asyncpg.ForeignKeyViolationError:
-                # A notebook was deleted while clients were editing it: write room by room
-                # to find which, and drop its updates.
+            except (asyncpg.ForeignKeyViolationError, asyncpg.UniqueViolationError):
+                # A notebook was deleted while clients were editing it, or another server
+                # appended to the same log: write room by room to find which.
                 return [pair for pair in batches if await self._write_one(*pair)]
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning(
@@ -128,6 +128,15 @@ class UpdateWriter:
                 room.drop_unpersisted("notebook deleted")
                 self._on_gone(room.notebook_id)
                 return False
+            except asyncpg.UniqueViolationError:
+                # Another server holds this notebook too and took these seqs: append after it.
+                last = await self._store.last_seq(room.notebook_id)
+                room.renumber(batch, last)
+                log.warning(
+                    "update log appended by another server; renumbered",
+                    extra={"notebook_id": str(room.notebook_id), "after_seq": last},
+                )
+                continue
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning(
                     "appending updates failed; retrying",

@@ -63,6 +63,7 @@ class Executor:
         self.kernels = KernelPool(None, settings)
         self._running: dict[uuid.UUID, Run] = {}  # notebook id -> its run in progress
         self._interrupted: set[uuid.UUID] = set()
+        self._restarted: set[uuid.UUID] = set()
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
         self.docker_error: str | None = None
@@ -151,10 +152,13 @@ class Executor:
         cancelled = await self.queue.cancel_queued(notebook_id)
         await self._mark_cancelled(notebook_id, cancelled)
         interrupted = 0
-        kernel = self.kernels.current(notebook_id)
-        if notebook_id in self._running and kernel is not None:
+        if notebook_id in self._running:
+            # The run may still be starting its kernel: the flag stops it as soon as it can,
+            # and _drive repeats SIGINT until the runner acknowledges it.
             self._interrupted.add(notebook_id)
-            await kernel.interrupt()
+            kernel = self.kernels.current(notebook_id)
+            if kernel is not None and kernel.alive:
+                await kernel.interrupt()
             interrupted = 1
         return {"cancelled": len(cancelled), "interrupted": interrupted}
 
@@ -162,7 +166,8 @@ class Executor:
         """Cancel queued runs and replace the kernel: every namespace is gone."""
         cancelled = await self.queue.cancel_queued(notebook_id)
         await self._mark_cancelled(notebook_id, cancelled)
-        self._interrupted.add(notebook_id)
+        if notebook_id in self._running:
+            self._restarted.add(notebook_id)
         await self.kernels.discard(notebook_id)
         async with open_notebook(self.services.rooms, notebook_id) as notebook:
             notebook.set_kernel(
@@ -258,6 +263,7 @@ class Executor:
             self.kernels.busy.discard(run.notebook_id)
             self._running.pop(run.notebook_id, None)
             self._interrupted.discard(run.notebook_id)
+            self._restarted.discard(run.notebook_id)
             self._wake.set()
 
     async def _execute(self, run: Run) -> None:
@@ -302,6 +308,14 @@ class Executor:
                     notebook.set_kernel({"state": "dead", "since": _now(), "error": str(exc)})
                 await self.queue.finish(run.id, "error", error=str(exc), outputs=writer.outputs)
                 log.warning("run failed: no kernel", extra={**extra, "error": str(exc)})
+                return
+            if run.notebook_id in self._interrupted:
+                with notebook.batch():
+                    notebook.set_run(
+                        run.cell_id, {**base, "state": "cancelled", "finished_at": _now()}
+                    )
+                    notebook.set_kernel({"state": "idle", "since": _now()})
+                await self.queue.finish(run.id, "cancelled", error="interrupted before it started")
                 return
             with notebook.batch():
                 notebook.clear_outputs(run.cell_id)
@@ -371,13 +385,22 @@ class Executor:
         while True:
             remaining = deadline - anyio.current_time()
             message = None
-            with anyio.move_on_after(max(remaining, 0)):
+            # Wake at least every second: an interrupt sent before the runner started the
+            # cell is ignored by it, so it is repeated until the cell ends.
+            with anyio.move_on_after(max(min(remaining, 1.0), 0)):
                 message = await kernel.receive()
                 if message is None:  # the runner died
-                    reason = await kernel.death_reason(self.settings.memory_mb)
+                    if run.notebook_id in self._restarted:
+                        reason = "the kernel was restarted while this cell ran"
+                    else:
+                        reason = await kernel.death_reason(self.settings.memory_mb)
                     await self.kernels.discard(run.notebook_id)
                     writer.error("KernelDied", reason, [reason])
                     return "error", set(), None, reason
+            if message is None and anyio.current_time() < deadline:
+                if run.notebook_id in self._interrupted:
+                    await kernel.interrupt()
+                continue
             if message is None:
                 if not interrupted_for_time:
                     interrupted_for_time = True
