@@ -71,4 +71,12 @@ if [[ $DEV -eq 1 ]]; then
   npm_ci tests/js
 fi
 
+# --- Docker engine and the kernel runtime image ----------------------------------------
+if ! scripts/ensure-runtime-image.sh >/dev/null; then
+  if [[ $DEV -eq 1 ]]; then
+    die "the Docker engine or the runtime image is not available (see above); the executor tests need both"
+  fi
+  step "warning: cells cannot run until scripts/ensure-runtime-image.sh succeeds (see above)"
+fi
+
 step "ready"

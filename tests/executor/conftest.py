@@ -1,0 +1,139 @@
+"""Executor fixtures: a real Docker engine and the runtime image are required; without them
+these tests fail loudly, naming the script that provides them (they never skip)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import docker
+import httpx
+import pytest
+
+from tests.conftest import StartServer
+from tests.support.server import ServerProcess
+
+IMAGE = "weft-runtime:latest"
+
+# Small limits so containment tests are quick.
+EXECUTOR_ENV = {
+    "WEFT_KERNEL_MEMORY_MB": "256",
+    "WEFT_KERNEL_PIDS": "64",
+    "WEFT_CELL_TIMEOUT_SECONDS": "6",
+    "WEFT_INTERRUPT_GRACE_SECONDS": "2",
+    "WEFT_RUN_LEASE_SECONDS": "3",
+}
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> docker.DockerClient:
+    try:
+        client = docker.from_env(version="auto")
+        client.ping()
+    except Exception as exc:
+        pytest.fail(
+            f"no Docker engine answers ({exc}): run scripts/ensure-docker.sh", pytrace=False
+        )
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{IMAGE} is missing: run scripts/ensure-runtime-image.sh", pytrace=False)
+    return client
+
+
+@dataclass
+class Weft:
+    """A running server with an API client, and helpers to make notebooks and run cells."""
+
+    server: ServerProcess
+    api: httpx.AsyncClient
+
+    async def workspace(self, name: str = "ws") -> str:
+        response = await self.api.post("/api/workspaces", json={"name": name})
+        workspace_id: str = response.json()["id"]
+        return workspace_id
+
+    async def notebook(
+        self, *sources: str | tuple[str, dict[str, Any]], workspace_id: str | None = None
+    ) -> tuple[str, list[str]]:
+        """A notebook whose code cells hold ``sources``; returns its id and the cell ids."""
+        workspace_id = workspace_id or await self.workspace()
+        cells = []
+        for index, item in enumerate(sources):
+            source, metadata = (item, {}) if isinstance(item, str) else item
+            cells.append(
+                {
+                    "id": f"c{index}",
+                    "cell_type": "code",
+                    "source": source,
+                    "metadata": metadata,
+                    "outputs": [],
+                    "execution_count": None,
+                }
+            )
+        notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}
+        response = await self.api.post(
+            f"/api/workspaces/{workspace_id}/notebooks/import", content=json.dumps(notebook)
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["id"], [c["id"] for c in cells]
+
+    async def run(self, notebook_id: str, cell_id: str, source: str | None = None) -> str:
+        body = {} if source is None else {"source": source}
+        response = await self.api.post(
+            f"/api/notebooks/{notebook_id}/cells/{cell_id}/run", json=body
+        )
+        assert response.status_code == 202, response.text
+        run_id: str = response.json()["run_id"]
+        return run_id
+
+    async def wait(self, run_id: str, timeout: float = 60) -> dict[str, Any]:
+        with anyio.fail_after(timeout):
+            while True:
+                run: dict[str, Any] = (await self.api.get(f"/api/runs/{run_id}")).json()
+                if run["state"] in ("done", "error", "cancelled"):
+                    return run
+                await anyio.sleep(0.05)
+
+    async def run_and_wait(
+        self, notebook_id: str, cell_id: str, source: str | None = None, timeout: float = 60
+    ) -> dict[str, Any]:
+        return await self.wait(await self.run(notebook_id, cell_id, source), timeout)
+
+
+def text_of(run: dict[str, Any]) -> str:
+    """All stream text and plain-text results of a run."""
+    parts = []
+    for output in run["outputs"]:
+        if output["output_type"] == "stream":
+            parts.append(output["text"])
+        elif output["output_type"] in ("execute_result", "display_data"):
+            parts.append(str(output["data"].get("text/plain", "")))
+        elif output["output_type"] == "error":
+            parts.append(f"{output['ename']}: {output['evalue']}")
+    return "".join(parts)
+
+
+def remove_kernels(client: docker.DockerClient, instance: str) -> None:
+    for container in client.containers.list(
+        all=True, filters={"label": f"weft.instance={instance}"}
+    ):
+        container.remove(force=True)
+
+
+@pytest.fixture
+async def weft(
+    docker_engine: docker.DockerClient, start_server: StartServer
+) -> AsyncIterator[Weft]:
+    instance = f"weft-test-{uuid.uuid4().hex[:8]}"
+    server = await start_server(**EXECUTOR_ENV, WEFT_INSTANCE=instance)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as api:
+            yield Weft(server, api)
+    finally:
+        server.stop()
+        remove_kernels(docker_engine, instance)
