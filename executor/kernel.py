@@ -96,6 +96,7 @@ class Kernel:
         self._send_messages, self._receive_messages = anyio.create_memory_object_stream(10_000)
         self._reader_task: asyncio.Task[None] | None = None
         self.alive = False
+        self.network = False
         self.execution_count = 0
         self.known_cells: set[str] = set()
         self.last_used = anyio.current_time()
@@ -124,6 +125,7 @@ class Kernel:
         except docker.errors.DockerException as exc:
             raise KernelError(f"could not create the kernel container: {exc}") from None
         kernel = cls(client, container, notebook_id)
+        kernel.network = network
         try:
             await kernel._attach_and_start()
             with anyio.fail_after(60):

@@ -43,12 +43,12 @@ class KernelPool:
                 "scripts/ensure-docker.sh and restart the server"
             )
         kernel = self._kernels.get(notebook_id)
-        if kernel is not None and kernel.alive:
+        if kernel is not None and kernel.alive and kernel.network == network:
             return kernel
         lock = self._starting.setdefault(notebook_id, anyio.Lock())
         async with lock:
             kernel = self._kernels.get(notebook_id)
-            if kernel is not None and kernel.alive:
+            if kernel is not None and kernel.alive and kernel.network == network:
                 return kernel
             if kernel is not None:
                 await self.discard(notebook_id)

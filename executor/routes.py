@@ -217,6 +217,20 @@ async def move_file(request: Request) -> Response:
     return JSONResponse({"from": source, "to": destination})
 
 
+async def get_executor_settings(request: Request) -> Response:
+    workspace_id = await _workspace(request)
+    return JSONResponse({"network": await _executor(request).network_allowed(workspace_id)})
+
+
+async def update_executor_settings(request: Request) -> Response:
+    workspace_id = await _workspace(request)
+    network = (await _json(request)).get("network")
+    if not isinstance(network, bool):
+        raise BadRequest("'network' must be true or false")
+    await _executor(request).set_network(workspace_id, network)
+    return JSONResponse({"network": network})
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/api/notebooks/{notebook_id}/cells/{cell_id}/run", run_cell, methods=["POST"]),
@@ -228,6 +242,10 @@ def routes() -> list[BaseRoute]:
         Route("/api/notebooks/{notebook_id}/restart", restart, methods=["POST"]),
         Route("/api/notebooks/{notebook_id}/runs", list_runs, methods=["GET"]),
         Route("/api/runs/{run_id}", get_run, methods=["GET"]),
+        Route("/api/workspaces/{workspace_id}/executor", get_executor_settings, methods=["GET"]),
+        Route(
+            "/api/workspaces/{workspace_id}/executor", update_executor_settings, methods=["PATCH"]
+        ),
         Route("/api/workspaces/{workspace_id}/files", list_files, methods=["GET"]),
         Route("/api/workspaces/{workspace_id}/folders", make_folder, methods=["POST"]),
         Route("/api/workspaces/{workspace_id}/files-move", move_file, methods=["POST"]),

@@ -179,6 +179,26 @@ class Executor:
             )
         return {"cancelled": len(cancelled)}
 
+    async def network_allowed(self, workspace_id: uuid.UUID) -> bool:
+        value = await self.services.pool.fetchval(
+            "SELECT network FROM workspace_executor_settings WHERE workspace_id = $1",
+            workspace_id,
+        )
+        return bool(value)
+
+    async def set_network(self, workspace_id: uuid.UUID, allowed: bool) -> None:
+        """Allow or forbid network in this workspace's kernels; running kernels restart."""
+        await self.services.pool.execute(
+            "INSERT INTO workspace_executor_settings (workspace_id, network) VALUES ($1, $2)"
+            " ON CONFLICT (workspace_id) DO UPDATE SET network = $2, updated_at = now()",
+            workspace_id,
+            allowed,
+        )
+        for notebook in await self.services.catalog.list_notebooks(workspace_id):
+            notebook_id = uuid.UUID(notebook["id"])
+            if notebook_id not in self._running:
+                await self.kernels.discard(notebook_id)
+
     async def _mark_cancelled(self, notebook_id: uuid.UUID, rows: list[asyncpg.Record]) -> None:
         if not rows:
             return
@@ -278,7 +298,9 @@ class Executor:
         except LookupError:
             await self.queue.finish(run.id, "cancelled", error="notebook deleted")
             return
-        workspace_dir = self.files.workspace_root(uuid.UUID(row["workspace_id"]))
+        workspace_id = uuid.UUID(row["workspace_id"])
+        workspace_dir = self.files.workspace_root(workspace_id)
+        network = await self.network_allowed(workspace_id)
         async with open_notebook(self.services.rooms, run.notebook_id) as notebook:
             cell = notebook.cell(run.cell_id)
             if cell is None:
@@ -296,7 +318,7 @@ class Executor:
             if kernel is None or not kernel.alive:
                 notebook.set_kernel({"state": "starting", "since": _now()})
             try:
-                kernel = await self.kernels.get(run.notebook_id, workspace_dir)
+                kernel = await self.kernels.get(run.notebook_id, workspace_dir, network)
             except KernelError as exc:
                 with notebook.batch():
                     notebook.clear_outputs(run.cell_id)

@@ -151,3 +151,23 @@ async def test_the_container_is_locked_down(weft: Weft, docker_engine: docker.Do
     mounts = container.attrs["Mounts"]
     assert [m["Destination"] for m in mounts] == ["/workspace"]
     assert mounts[0]["Source"].endswith(ws_a)
+
+
+async def test_network_only_where_the_workspace_allows_it(
+    weft: Weft, docker_engine: docker.DockerClient
+):
+    ws = await weft.workspace()
+    notebook_id, (cell,) = await weft.notebook("print('hi')", workspace_id=ws)
+    assert (await weft.api.get(f"/api/workspaces/{ws}/executor")).json() == {"network": False}
+    await weft.run_and_wait(notebook_id, cell)
+    (container,) = docker_engine.containers.list(filters={"label": f"weft.notebook={notebook_id}"})
+    assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+
+    allowed = await weft.api.patch(f"/api/workspaces/{ws}/executor", json={"network": True})
+    assert allowed.json() == {"network": True}
+    await weft.run_and_wait(notebook_id, cell)
+    (container,) = docker_engine.containers.list(filters={"label": f"weft.notebook={notebook_id}"})
+    # Inspected, never exercised: tests send no traffic beyond loopback.
+    assert container.attrs["HostConfig"]["NetworkMode"] == "bridge"
+    bad = await weft.api.patch(f"/api/workspaces/{ws}/executor", json={"network": "yes"})
+    assert bad.status_code == 400
