@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import itertools
 import json
 import os
@@ -405,7 +406,7 @@ def test_symbols(kernel: Kernel) -> None:
 
 
 def test_dataframe_result_and_schema(kernel: Kernel) -> None:
-    pytest.importorskip("pandas")
+    importlib.import_module("pandas")  # the dev extras install it: never skip
     r = kernel.run(
         "import pandas as pd\n"
         "df = pd.DataFrame({'a': [1.5, 2.0, None, 4.0], 'b': ['x', 'y', 'z', 'w']})\n"
@@ -424,7 +425,7 @@ def test_dataframe_result_and_schema(kernel: Kernel) -> None:
 
 
 def test_pyarrow_table_schema(kernel: Kernel) -> None:
-    pytest.importorskip("pyarrow")
+    importlib.import_module("pyarrow")  # the dev extras install it: never skip
     r = kernel.run("import pyarrow as pa\nt = pa.table({'n': [1, 2, 3, 4], 's': list('abcd')})")
     schema = r.symbol("t")["schema"]
     assert schema["rows"] == 4
@@ -437,7 +438,7 @@ def _is_png(b64: str) -> bool:
 
 
 def test_matplotlib_figures_become_png(kernel: Kernel) -> None:
-    pytest.importorskip("matplotlib")
+    importlib.import_module("matplotlib")  # the dev extras install it: never skip
     r = kernel.run(
         "import matplotlib.pyplot as plt\n"
         "plt.plot([1, 2, 3])\n"
@@ -544,8 +545,8 @@ def test_sigint_between_runs_is_ignored(kernel: Kernel) -> None:
 
 
 def test_sql_cells_query_visible_dataframes(kernel: Kernel, tmp_path: Path) -> None:
-    pytest.importorskip("duckdb")
-    pytest.importorskip("pandas")
+    importlib.import_module("duckdb")  # the dev extras install it: never skip
+    importlib.import_module("pandas")  # the dev extras install it: never skip
     kernel.run("import pandas as pd\nsales = pd.DataFrame({'n': [1, 2, 3]})", cell="A")
     s = kernel.run(
         "select n * 10 as m from sales where n > 1",
@@ -573,8 +574,8 @@ def test_sql_cells_query_visible_dataframes(kernel: Kernel, tmp_path: Path) -> N
 
 
 def test_sql_query_can_be_interrupted(kernel: Kernel) -> None:
-    pytest.importorskip("duckdb")
-    pytest.importorskip("pandas")
+    importlib.import_module("duckdb")  # the dev extras install it: never skip
+    importlib.import_module("pandas")  # the dev extras install it: never skip
     run_id = kernel.start(
         "select count(*) from range(1000000000000) a where a.range % 7 = 3", language="sql"
     )
