@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import warnings
 from collections.abc import AsyncIterator
@@ -95,7 +96,13 @@ async def open_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """The connection pool, with migrations applied, closed on exit."""
     url = await database_url(settings)
     try:
-        pool = await asyncpg.create_pool(url, min_size=2, max_size=10)
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=2,
+            max_size=10,
+            # Lets an operator (and the tests) tell which server a backend belongs to.
+            server_settings={"application_name": f"weft:{os.getpid()}"},
+        )
     except (OSError, asyncpg.PostgresError) as exc:
         raise RuntimeError(
             f"cannot connect to PostgreSQL ({exc}); check DATABASE_URL, or unset it to use "

@@ -133,6 +133,10 @@ class Room:
         self.clients: dict[str, Client] = {}
         self.last_seq = last_seq  # highest seq assigned (appended or about to be)
         self.durable_seq = last_seq  # highest seq known to be in PostgreSQL
+        # Every logged update with seq <= synced_seq is in this doc. Other servers append to
+        # the same log (see feed.py); the seqs this one appended above synced_seq wait here.
+        self.synced_seq = last_seq
+        self._own_seqs: set[int] = set()
         self.tail_length = tail_length
         self._sink = sink
         self._pending: list[tuple[Client | None, bytes]] = []
@@ -192,8 +196,10 @@ class Room:
         if not batch.entries:
             return
         self._durable += len(batch.entries)
-        self.durable_seq = batch.entries[-1][2]
+        self.durable_seq = max(self.durable_seq, batch.entries[-1][2])
         self.tail_length += len(batch.entries)
+        self._own_seqs.update(seq for _, _, seq in batch.entries)
+        self._advance()
         if self._deferred:
             still = []
             for item in self._deferred:
@@ -208,6 +214,58 @@ class Room:
             for client in clients:
                 if client is not origin:
                     client.send(frame)
+
+    def _advance(self) -> None:
+        while self.synced_seq + 1 in self._own_seqs:
+            self.synced_seq += 1
+            self._own_seqs.discard(self.synced_seq)
+
+    def apply_logged(self, rows: list[tuple[int, bytes]]) -> bool:
+        """Apply updates other servers appended (seq order); False while one is missing.
+
+        Our own rows are skipped (already applied and broadcast); the others are applied
+        without being logged again and sent to every local client.
+        """
+        clients = list(self.clients.values())
+        for seq, update in rows:
+            self._advance()
+            if seq <= self.synced_seq:
+                continue
+            if seq != self.synced_seq + 1:
+                return False  # a gap: an append still in flight, or a row not fetched yet
+            if seq in self._own_seqs:
+                self._own_seqs.discard(seq)
+            else:
+                self._applying = True
+                try:
+                    Y.apply_update(self.doc, update)
+                finally:
+                    self._applying = False
+                frame = protocol.create_update_message(update)
+                for client in clients:
+                    client.send(frame)
+                self.tail_length += 1
+            self.synced_seq = seq
+            self.last_seq = max(self.last_seq, seq)
+            self.durable_seq = max(self.durable_seq, seq)
+        self._advance()
+        return True
+
+    def apply_snapshot(self, seq: int, snapshot: bytes) -> None:
+        """Another server compacted past what we have: merge its snapshot (idempotent)."""
+        self._applying = True
+        try:
+            Y.apply_update(self.doc, snapshot)
+        finally:
+            self._applying = False
+        frame = protocol.create_update_message(snapshot)
+        for client in list(self.clients.values()):
+            client.send(frame)
+        self.synced_seq = max(self.synced_seq, seq)
+        self.last_seq = max(self.last_seq, seq)
+        self.durable_seq = max(self.durable_seq, seq)
+        self._own_seqs = {s for s in self._own_seqs if s > seq}
+        self._advance()
 
     def send_when_durable(self, client: Client, frame: bytes) -> None:
         """Send ``frame`` once every update accepted so far is durable."""

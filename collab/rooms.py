@@ -74,6 +74,9 @@ class RoomManager:
     def loaded(self, notebook_id: uuid.UUID) -> Room | None:
         return self._rooms.get(notebook_id)
 
+    def all(self) -> list[Room]:
+        return list(self._rooms.values())
+
     @property
     def count(self) -> int:
         return len(self._rooms)
@@ -175,10 +178,12 @@ class RoomManager:
         try:
             # Taken together, in one step: the snapshot covers at least every update up to seq
             # (it may hold newer ones too, which applying the log again leaves unchanged).
-            seq = room.durable_seq
+            # synced_seq, not durable_seq: with other servers appending, this doc holds every
+            # update up to synced_seq but not necessarily all up to the last one we wrote.
+            seq = room.synced_seq
             snapshot = bytes(Y.encode_state_as_update(room.doc))
             await self._store.compact(room.notebook_id, seq, snapshot)
-            room.tail_length = room.durable_seq - seq
+            room.tail_length = max(room.durable_seq - seq, 0)
             log.info(
                 "document compacted",
                 extra={"notebook_id": str(room.notebook_id), "seq": seq, "bytes": len(snapshot)},

@@ -11,6 +11,7 @@ import asyncpg
 
 from collab.catalog import Catalog
 from collab.database import open_pool
+from collab.feed import DocumentFeed
 from collab.rooms import RoomManager
 from collab.settings import Settings
 from collab.store import DocumentStore
@@ -34,4 +35,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         catalog = Catalog(pool)
         store = DocumentStore(pool)
         rooms = await stack.enter_async_context(RoomManager(settings, store, catalog))
+        await stack.enter_async_context(
+            DocumentFeed(pool, store, rooms, poll_seconds=settings.feed_poll_seconds)
+        )
         yield Services(settings=settings, pool=pool, catalog=catalog, store=store, rooms=rooms)

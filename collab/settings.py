@@ -54,6 +54,8 @@ class Settings:
     room_grace_seconds: float = 30.0
     # Fold the update log into a snapshot once this many updates follow the last one.
     compact_after_updates: int = 500
+    # How often each loaded room is checked against the log for notices this server missed.
+    feed_poll_seconds: float = 2.0
     log_level: str = "INFO"
     web_dir: Path | None = None
 
@@ -71,6 +73,7 @@ class Settings:
             client_send_queue=_int(env, "WEFT_CLIENT_SEND_QUEUE", 1024),
             room_grace_seconds=_float(env, "WEFT_ROOM_GRACE_SECONDS", 30.0),
             compact_after_updates=_int(env, "WEFT_COMPACT_AFTER_UPDATES", 500),
+            feed_poll_seconds=_float(env, "WEFT_FEED_POLL_SECONDS", 2.0),
             log_level=(env.get("WEFT_LOG_LEVEL") or "INFO").upper(),
             web_dir=Path(web_dir).resolve() if web_dir else None,
         )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+NOTIFY_CHANNEL = "weft_documents"
+
 
 @dataclass(frozen=True, slots=True)
 class StoredDocument:
@@ -52,13 +54,51 @@ class DocumentStore:
         if not rows:
             return
         ids, seqs, data = zip(*rows, strict=True)
+        # The notification (notebook id and last seq, never the update: payloads are small)
+        # is delivered at commit, to every server that has the notebook loaded (feed.py).
         await self._pool.execute(
-            "INSERT INTO document_updates (notebook_id, seq, data)"
-            " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])",
+            "WITH appended AS (INSERT INTO document_updates (notebook_id, seq, data)"
+            " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])"
+            " RETURNING notebook_id, seq)"
+            " SELECT pg_notify($4, notebook_id::text || ':' || max(seq))"
+            " FROM appended GROUP BY notebook_id",
             list(ids),
             list(seqs),
             list(data),
+            NOTIFY_CHANNEL,
         )
+
+    async def updates_after(
+        self, notebook_id: uuid.UUID, seq: int
+    ) -> tuple[tuple[int, bytes] | None, list[tuple[int, bytes]]]:
+        """What a server that has everything up to ``seq`` lacks: a newer snapshot if the
+        log was compacted past ``seq``, and the logged updates after it, in order."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            snapshot = await conn.fetchrow(
+                "SELECT seq, data FROM document_snapshots WHERE notebook_id = $1 AND seq > $2",
+                notebook_id,
+                seq,
+            )
+            since = snapshot["seq"] if snapshot else seq
+            rows = await conn.fetch(
+                "SELECT seq, data FROM document_updates WHERE notebook_id = $1 AND seq > $2"
+                " ORDER BY seq",
+                notebook_id,
+                since,
+            )
+        return (
+            (snapshot["seq"], bytes(snapshot["data"])) if snapshot else None,
+            [(r["seq"], bytes(r["data"])) for r in rows],
+        )
+
+    async def heads(self, notebook_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The last logged seq of each notebook (one query, for catching missed notices)."""
+        records = await self._pool.fetch(
+            "SELECT notebook_id, max(seq) AS seq FROM document_updates"
+            " WHERE notebook_id = ANY($1::uuid[]) GROUP BY notebook_id",
+            notebook_ids,
+        )
+        return {r["notebook_id"]: r["seq"] for r in records}
 
     async def last_seq(self, notebook_id: uuid.UUID) -> int:
         value = await self._pool.fetchval(

@@ -10,16 +10,20 @@ import readline from 'node:readline'
 const [base, room, token] = process.argv.slice(2)
 const doc = new Y.Doc()
 const params = token ? { token } : {}
-const provider = new WebsocketProvider(base, room, doc, {
-  WebSocketPolyfill: WebSocket, params, disableBc: true, maxBackoffTime: 500
-})
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+const connectTo = (url) => {
+  const p = new WebsocketProvider(url, room, doc, {
+    WebSocketPolyfill: WebSocket, params, disableBc: true, maxBackoffTime: 500
+  })
+  p.on('sync', (synced) => out({ event: 'synced', synced, url }))
+  p.on('status', ({ status }) => out({ event: 'status', status }))
+  p.on('connection-close', (ev) => {
+    if (ev) out({ event: 'close', code: ev.code, reason: String(ev.reason || '') })
+  })
+  return p
+}
+let provider = connectTo(base)
 
-provider.on('sync', (synced) => out({ event: 'synced', synced }))
-provider.on('status', ({ status }) => out({ event: 'status', status }))
-provider.on('connection-close', (ev) => {
-  if (ev) out({ event: 'close', code: ev.code, reason: String(ev.reason || '') })
-})
 
 const cells = () => doc.getArray('cells')
 const history = []
@@ -119,6 +123,8 @@ const handlers = {
   peers: () => ({ peers: peers() }),
   disconnect: () => { provider.disconnect(); return {} },
   connect: () => { provider.connect(); return {} },
+  // The same document, now through another server (as after a load balancer fails over).
+  switch: ({ base: url }) => { provider.destroy(); provider = connectTo(url); return {} },
   exit: () => { provider.destroy(); setTimeout(() => process.exit(0), 20); return {} },
 }
 

@@ -1,0 +1,143 @@
+"""The document feed: keeps this server's rooms current with what other servers append.
+
+Every append notifies (LISTEN/NOTIFY) with the notebook id and the last seq, never the
+update itself. A server with that notebook loaded fetches the rows after its ``synced_seq``
+and applies them in order. A notice can be missed (the listening connection drops, a server
+restarts): a poll every few seconds compares each loaded room with the log's head and fills
+any gap the same way. With a single server the feed only ever sees its own appends.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from types import TracebackType
+from typing import Any
+
+import anyio
+import asyncpg
+from anyio.abc import TaskGroup
+
+from collab.rooms import RoomManager
+from collab.store import NOTIFY_CHANNEL, DocumentStore
+
+log = logging.getLogger(__name__)
+
+
+class DocumentFeed:
+    """
+    >>> async with DocumentFeed(pool, store, rooms, poll_seconds=2.0):
+    ...     ...
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, store: DocumentStore, rooms: RoomManager, poll_seconds: float
+    ) -> None:
+        self._pool = pool
+        self._store = store
+        self._rooms = rooms
+        self._poll_seconds = poll_seconds
+        self._due: set[uuid.UUID] = set()
+        self._wake = anyio.Event()
+        self._listener: Any = None
+        self._listener_lost = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self.notices = 0
+        self.gaps_filled = 0
+
+    async def __aenter__(self) -> DocumentFeed:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._listen_loop, name="document-feed-listen")
+        self._tg.start_soon(self._catch_up_loop, name="document-feed-catch-up")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self.notices += 1
+        notebook, _, seq = payload.partition(":")
+        try:
+            notebook_id, head = uuid.UUID(notebook), int(seq)
+        except ValueError:
+            return
+        room = self._rooms.loaded(notebook_id)
+        if room is not None and head > room.synced_seq:
+            self._due.add(notebook_id)
+            self._wake.set()
+
+    def _lost(self, _conn: Any) -> None:
+        self._listener_lost.set()
+
+    async def _listen_loop(self) -> None:
+        """Hold a LISTEN connection; when it drops, reconnect and check every room."""
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    self._listener_lost = anyio.Event()
+                    await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+                    conn.add_termination_listener(self._lost)
+                    # Whatever was appended while we were not listening.
+                    self._due.update(room.notebook_id for room in self._rooms.all())
+                    self._wake.set()
+                    await self._listener_lost.wait()
+                    log.warning("document feed lost its LISTEN connection; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("document feed cannot listen: %s", exc)
+            await anyio.sleep(0.5)
+
+    async def _catch_up_loop(self) -> None:
+        while True:
+            with anyio.move_on_after(self._poll_seconds) as scope:
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            try:
+                if scope.cancelled_caught:
+                    await self._find_gaps()
+                due, self._due = self._due, set()
+                for notebook_id in due:
+                    await self._catch_up(notebook_id)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("document feed could not catch up: %s", exc)
+
+    async def _find_gaps(self) -> None:
+        rooms = self._rooms.all()
+        if not rooms:
+            return
+        heads = await self._store.heads([room.notebook_id for room in rooms])
+        for room in rooms:
+            if heads.get(room.notebook_id, 0) > room.synced_seq:
+                self._due.add(room.notebook_id)
+
+    async def _catch_up(self, notebook_id: uuid.UUID) -> None:
+        room = self._rooms.loaded(notebook_id)
+        if room is None:
+            return
+        since = room.synced_seq
+        snapshot, rows = await self._store.updates_after(notebook_id, since)
+        if room is not self._rooms.loaded(notebook_id):
+            return
+        if snapshot is not None:
+            room.apply_snapshot(*snapshot)
+        complete = room.apply_logged(rows)
+        if room.synced_seq > since:
+            self.gaps_filled += 1
+            log.debug(
+                "applied updates from the log",
+                extra={
+                    "notebook_id": str(notebook_id),
+                    "from_seq": since,
+                    "to_seq": room.synced_seq,
+                },
+            )
+        if not complete:
+            # An append is still in flight on another server: look again shortly.
+            self._due.add(notebook_id)

@@ -1,0 +1,86 @@
+"""Several servers, one PostgreSQL: documents stay in sync across servers through the log
+and LISTEN/NOTIFY, with no sticky sessions."""
+
+from __future__ import annotations
+
+import re
+
+import anyio
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import StartServer, new_notebook
+from tests.support.nodeclient import node_client
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_clients_on_two_servers_converge(start_server: StartServer):
+    one, two = await start_server(), await start_server()
+    async with httpx.AsyncClient(base_url=one.url) as api:
+        notebook_id = await new_notebook(api)
+    async with (
+        node_client(one.ws_base, notebook_id) as alice,
+        node_client(two.ws_base, notebook_id) as bob,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: alice.call("type", prefix="a", count=40, interval=5))
+            tg.start_soon(lambda: bob.call("type", prefix="b", count=40, interval=5))
+        for client in (alice, bob):
+            await client.wait_text("a39 ")
+            await client.wait_text("b39 ")
+        final = await alice.text()
+        assert await bob.text() == final
+        assert len(re.findall(r"[ab]\d+ ", final)) == 80
+        async with node_client(two.ws_base, notebook_id) as late:
+            assert await late.text() == final
+
+
+async def test_a_client_whose_server_dies_fails_over_and_loses_nothing(start_server: StartServer):
+    one, two = await start_server(), await start_server()
+    async with httpx.AsyncClient(base_url=one.url) as api:
+        notebook_id = await new_notebook(api)
+    async with (
+        node_client(one.ws_base, notebook_id) as alice,
+        node_client(two.ws_base, notebook_id) as bob,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: alice.call("type", prefix="a", count=200, interval=3, timeout=60))
+            await bob.wait_text("a30 ")
+            one.kill()  # Alice keeps typing into her own document, offline
+        await alice.call("switch", base=two.ws_base)
+        await bob.wait_text("a199 ", timeout=20)
+        assert await bob.text() == await alice.text()
+
+
+async def test_a_missed_notification_is_noticed_and_filled(
+    start_server: StartServer, database_url: str
+):
+    one = await start_server()
+    two = await start_server(WEFT_FEED_POLL_SECONDS="1")
+    async with httpx.AsyncClient(base_url=one.url) as api:
+        notebook_id = await new_notebook(api)
+    async with (
+        node_client(one.ws_base, notebook_id) as alice,
+        node_client(two.ws_base, notebook_id) as bob,
+    ):
+        await alice.call("insert", text="before ")
+        await bob.wait_text("before ")
+        # Cut server two's LISTEN connection: the notices sent meanwhile never reach it.
+        conn = await asyncpg.connect(database_url)
+        try:
+            assert two.proc is not None
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND query LIKE '%weft_documents%'",
+                f"weft:{two.proc.pid}",
+            )
+            assert killed == 1
+        finally:
+            await conn.close()
+        await alice.call("insert", text="while-deaf ")
+        await bob.wait_text("while-deaf ", timeout=10)
+        await alice.call("insert", text="after ")
+        await bob.wait_text("after ", timeout=10)
+    assert "lost its LISTEN connection" in two.log_text()
