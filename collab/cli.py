@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
+import anyio
 import uvicorn
 
 from collab.app import create_app
+from collab.headless import load_extension, run_headless
 from collab.logs import configure_logging
 from collab.settings import Settings, SettingsError
 
@@ -44,6 +47,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executor(args: argparse.Namespace) -> int:
+    """An executor worker: claims runs from the shared queue and hosts their kernels."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"weft: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    # This process exists to run cells, whatever WEFT_EXECUTOR says for the servers.
+    os.environ["WEFT_EXECUTOR"] = "on"
+    extension = load_extension("executor", settings)
+    anyio.run(run_headless, settings, extension)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="weft", description="Live, shared notebooks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1, or WEFT_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000, or WEFT_PORT)")
     serve.set_defaults(func=_serve)
+    worker = commands.add_parser(
+        "executor", help="run an executor worker (DATABASE_URL, DOCKER_HOST) with no HTTP server"
+    )
+    worker.set_defaults(func=_executor)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

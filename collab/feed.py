@@ -9,6 +9,7 @@ any gap the same way. With a single server the feed only ever sees its own appen
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from types import TracebackType
@@ -85,11 +86,18 @@ class DocumentFeed:
                     self._listener_lost = anyio.Event()
                     await conn.add_listener(NOTIFY_CHANNEL, self._notified)
                     conn.add_termination_listener(self._lost)
-                    # Whatever was appended while we were not listening.
-                    self._due.update(room.notebook_id for room in self._rooms.all())
-                    self._wake.set()
-                    await self._listener_lost.wait()
-                    log.warning("document feed lost its LISTEN connection; reconnecting")
+                    try:
+                        # Whatever was appended while we were not listening.
+                        self._due.update(room.notebook_id for room in self._rooms.all())
+                        self._wake.set()
+                        await self._listener_lost.wait()
+                        log.warning("document feed lost its LISTEN connection; reconnecting")
+                    finally:
+                        conn.remove_termination_listener(self._lost)
+                        with anyio.CancelScope(shield=True), contextlib.suppress(
+                            OSError, asyncpg.PostgresError, asyncpg.InterfaceError
+                        ):
+                            await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("document feed cannot listen: %s", exc)
             await anyio.sleep(0.5)

@@ -46,6 +46,8 @@ class ExecutorSettings:
     lease_s: float = 15.0
     kernel_uid: int = 1000
     instance: str = "weft"
+    # Run cells in this process (one machine, one command) or leave them to `weft executor`.
+    in_process: bool = True
 
     @classmethod
     def from_env(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ExecutorSettings:
@@ -65,6 +67,7 @@ class ExecutorSettings:
             file_quota_bytes=int(_num(env, "WEFT_FILES_QUOTA_BYTES", 1_000_000_000)),
             upload_limit_bytes=int(_num(env, "WEFT_UPLOAD_LIMIT_BYTES", 200_000_000)),
             lease_s=_num(env, "WEFT_RUN_LEASE_SECONDS", 15.0),
+            in_process=(env.get("WEFT_EXECUTOR") or "on").lower() not in ("off", "0", "false"),
             # Containers left by an earlier run of this same server are removed at start.
             instance=env.get("WEFT_INSTANCE")
             or "weft-" + hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:12],

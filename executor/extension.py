@@ -17,8 +17,10 @@ from executor.service import Executor
 class ExecutorExtension:
     name = "executor"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, worker: bool | None = None) -> None:
         self.settings = ExecutorSettings.from_env(settings)
+        # WEFT_EXECUTOR=off: this server only queues runs; `weft executor` workers run them.
+        self.worker = self.settings.in_process if worker is None else worker
         self.executor: Executor | None = None
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -26,7 +28,7 @@ class ExecutorExtension:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, services: Services) -> AsyncIterator[None]:
-        async with Executor(self.settings, services).running() as executor:
+        async with Executor(self.settings, services).running(worker=self.worker) as executor:
             self.executor = executor
             services.extras["executor"] = executor
             yield

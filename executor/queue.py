@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 
 NOTIFY_CHANNEL = "weft_runs"
+# Interrupts and restarts travel to the worker holding the notebook's kernel.
+CONTROL_CHANNEL = "weft_run_control"
 
 # One notebook's runs happen one at a time, in order. The per-notebook advisory lock keeps
 # two workers from claiming two runs of one notebook at the same moment.
@@ -177,6 +179,17 @@ class RunQueue:
                 (record["finished_at"] - record["started_at"]).total_seconds() * 1000, 1
             )
         return out
+
+    async def running(self, notebook_id: uuid.UUID) -> bool:
+        found = await self._pool.fetchval(
+            "SELECT 1 FROM runs WHERE notebook_id = $1 AND state = 'running'", notebook_id
+        )
+        return found is not None
+
+    async def control(self, action: str, notebook_id: uuid.UUID) -> None:
+        await self._pool.execute(
+            "SELECT pg_notify($1, $2)", CONTROL_CHANNEL, f"{action}:{notebook_id}"
+        )
 
     async def pending(self, notebook_id: uuid.UUID) -> list[asyncpg.Record]:
         return list(

@@ -26,7 +26,7 @@ from executor.files import FileStore
 from executor.kernel import Kernel, KernelError, docker_client, remove_leftover_kernels
 from executor.kernels import KernelPool
 from executor.outputs import OutputWriter
-from executor.queue import NOTIFY_CHANNEL, Run, RunQueue
+from executor.queue import CONTROL_CHANNEL, NOTIFY_CHANNEL, Run, RunQueue
 
 log = logging.getLogger(__name__)
 
@@ -65,31 +65,45 @@ class Executor:
         self._interrupted: set[uuid.UUID] = set()
         self._restarted: set[uuid.UUID] = set()
         self._wake = anyio.Event()
+        self._controls: list[tuple[str, uuid.UUID]] = []
+        self._control_wake = anyio.Event()
         self._tg: TaskGroup | None = None
         self.docker_error: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[Executor]:
+    async def running(self, *, worker: bool = True) -> AsyncIterator[Executor]:
+        """Serve the API side always; with ``worker``, also claim runs and host kernels.
+
+        A server started with WEFT_EXECUTOR=off queues runs and forwards interrupts and
+        restarts (NOTIFY) to the workers (``weft executor``) that hold the kernels.
+        """
         self.settings.files_root.mkdir(parents=True, exist_ok=True)
-        try:
-            client = await anyio.to_thread.run_sync(docker_client)
-            removed = await remove_leftover_kernels(client, self.settings.instance)
-            self.kernels = KernelPool(client, self.settings)
-            log.info("executor ready", extra={"worker": self.worker, "leftover_kernels": removed})
-        except KernelError as exc:
-            # The server still serves documents; runs fail with this message.
-            self.docker_error = str(exc)
-            log.error("executor has no Docker engine: %s", exc)
+        if worker:
+            try:
+                client = await anyio.to_thread.run_sync(docker_client)
+                removed = await remove_leftover_kernels(client, self.settings.instance)
+                self.kernels = KernelPool(client, self.settings)
+                log.info(
+                    "executor ready", extra={"worker": self.worker, "leftover_kernels": removed}
+                )
+            except KernelError as exc:
+                # The server still serves documents; runs fail with this message.
+                self.docker_error = str(exc)
+                log.error("executor has no Docker engine: %s", exc)
         listener = await self.services.pool.acquire()
-        await listener.add_listener(NOTIFY_CHANNEL, self._notified)
+        if worker:
+            await listener.add_listener(NOTIFY_CHANNEL, self._notified)
+            await listener.add_listener(CONTROL_CHANNEL, self._controlled)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._claim_loop)
-                tg.start_soon(self._lease_loop)
-                tg.start_soon(self._reap_loop)
+                if worker:
+                    tg.start_soon(self._claim_loop)
+                    tg.start_soon(self._lease_loop)
+                    tg.start_soon(self._reap_loop)
+                    tg.start_soon(self._control_loop)
                 try:
                     yield self
                 finally:
@@ -100,10 +114,46 @@ class Executor:
                 # At shutdown the database may already be gone; nothing is lost by not saying bye.
                 with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     await listener.remove_listener(NOTIFY_CHANNEL, self._notified)
+                    await listener.remove_listener(CONTROL_CHANNEL, self._controlled)
                     await self.services.pool.release(listener)
 
     def _notified(self, *_args: Any) -> None:
         self._wake.set()
+
+    def _controlled(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        """An interrupt or restart for a notebook, from whichever server took the request."""
+        action, _, notebook = payload.partition(":")
+        try:
+            notebook_id = uuid.UUID(notebook)
+        except ValueError:
+            return
+        # asyncpg calls this outside any task: hand it to the control loop.
+        if action in ("interrupt", "restart"):
+            self._controls.append((action, notebook_id))
+            self._control_wake.set()
+
+    async def _control_loop(self) -> None:
+        while True:
+            await self._control_wake.wait()
+            self._control_wake = anyio.Event()
+            controls, self._controls = self._controls, []
+            for action, notebook_id in controls:
+                await self._apply_control(action, notebook_id)
+
+    async def _apply_control(self, action: str, notebook_id: uuid.UUID) -> None:
+        if action == "interrupt":
+            if notebook_id in self._running:
+                # The run may still be starting its kernel: the flag stops it as soon as it
+                # can, and _drive repeats SIGINT until the runner acknowledges it.
+                self._interrupted.add(notebook_id)
+                kernel = self.kernels.current(notebook_id)
+                if kernel is not None and kernel.alive:
+                    await kernel.interrupt()
+        else:
+            if notebook_id in self._running:
+                self._restarted.add(notebook_id)
+            if self.kernels.current(notebook_id) is not None or notebook_id in self._running:
+                await self.kernels.discard(notebook_id)
 
     # -- requests (from the API) ------------------------------------------------------
 
@@ -148,35 +198,20 @@ class Executor:
         return run_ids
 
     async def interrupt(self, notebook_id: uuid.UUID) -> dict[str, int]:
-        """Cancel the queued runs and interrupt the one in progress."""
+        """Cancel the queued runs and interrupt the one in progress (on whichever worker)."""
         cancelled = await self.queue.cancel_queued(notebook_id)
         await self._mark_cancelled(notebook_id, cancelled)
-        interrupted = 0
-        if notebook_id in self._running:
-            # The run may still be starting its kernel: the flag stops it as soon as it can,
-            # and _drive repeats SIGINT until the runner acknowledges it.
-            self._interrupted.add(notebook_id)
-            kernel = self.kernels.current(notebook_id)
-            if kernel is not None and kernel.alive:
-                await kernel.interrupt()
-            interrupted = 1
-        return {"cancelled": len(cancelled), "interrupted": interrupted}
+        running = await self.queue.running(notebook_id)
+        await self.queue.control("interrupt", notebook_id)
+        return {"cancelled": len(cancelled), "interrupted": int(running)}
 
     async def restart(self, notebook_id: uuid.UUID) -> dict[str, int]:
         """Cancel queued runs and replace the kernel: every namespace is gone."""
         cancelled = await self.queue.cancel_queued(notebook_id)
         await self._mark_cancelled(notebook_id, cancelled)
-        if notebook_id in self._running:
-            self._restarted.add(notebook_id)
-        await self.kernels.discard(notebook_id)
+        await self.queue.control("restart", notebook_id)
         async with open_notebook(self.services.rooms, notebook_id) as notebook:
-            notebook.set_kernel(
-                {
-                    "state": "idle" if self.docker_error is None else "dead",
-                    "since": _now(),
-                    "restarted": True,
-                }
-            )
+            notebook.set_kernel({"state": "idle", "since": _now(), "restarted": True})
         return {"cancelled": len(cancelled)}
 
     async def network_allowed(self, workspace_id: uuid.UUID) -> bool:
