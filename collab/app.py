@@ -11,12 +11,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from collab import api
 from collab.errors import WeftError
 from collab.extensions import Extension, discover
+from collab.metrics import metrics_endpoint
 from collab.services import open_services
 from collab.settings import Settings
 from collab.websocket import sync_endpoint
@@ -65,7 +66,11 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
             yield
         log.info("server stopped")
 
-    routes: list[BaseRoute] = [*api.routes, WebSocketRoute("/ws/{notebook_id}", sync_endpoint)]
+    routes: list[BaseRoute] = [
+        *api.routes,
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        WebSocketRoute("/ws/{notebook_id}", sync_endpoint),
+    ]
     for extension in extensions:
         routes.extend(extension.routes())
     if settings.web_dir is not None and settings.web_dir.is_dir():

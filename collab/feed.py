@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from types import TracebackType
 from typing import Any
@@ -19,6 +20,7 @@ import anyio
 import asyncpg
 from anyio.abc import TaskGroup
 
+from collab.metrics import Metrics
 from collab.rooms import RoomManager
 from collab.store import NOTIFY_CHANNEL, DocumentStore
 
@@ -32,8 +34,16 @@ class DocumentFeed:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, store: DocumentStore, rooms: RoomManager, poll_seconds: float
+        self,
+        pool: asyncpg.Pool,
+        store: DocumentStore,
+        rooms: RoomManager,
+        metrics: Metrics,
+        poll_seconds: float,
     ) -> None:
+        self._metrics = metrics
+        # When each notice we acted on was sent (ms since the epoch), by notebook.
+        self._sent_at: dict[uuid.UUID, float] = {}
         self._pool = pool
         self._store = store
         self._rooms = rooms
@@ -65,13 +75,16 @@ class DocumentFeed:
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.notices += 1
-        notebook, _, seq = payload.partition(":")
+        notebook, _, rest = payload.partition(":")
+        seq, _, sent_ms = rest.partition(":")
         try:
             notebook_id, head = uuid.UUID(notebook), int(seq)
         except ValueError:
             return
         room = self._rooms.loaded(notebook_id)
         if room is not None and head > room.synced_seq:
+            if sent_ms.isdigit():
+                self._sent_at.setdefault(notebook_id, int(sent_ms) / 1000)
             self._due.add(notebook_id)
             self._wake.set()
 
@@ -94,8 +107,11 @@ class DocumentFeed:
                         log.warning("document feed lost its LISTEN connection; reconnecting")
                     finally:
                         conn.remove_termination_listener(self._lost)
-                        with anyio.CancelScope(shield=True), contextlib.suppress(
-                            OSError, asyncpg.PostgresError, asyncpg.InterfaceError
+                        with (
+                            anyio.CancelScope(shield=True),
+                            contextlib.suppress(
+                                OSError, asyncpg.PostgresError, asyncpg.InterfaceError
+                            ),
                         ):
                             await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -136,7 +152,10 @@ class DocumentFeed:
         if snapshot is not None:
             room.apply_snapshot(*snapshot)
         complete = room.apply_logged(rows)
+        sent_at = self._sent_at.pop(notebook_id, None)
         if room.synced_seq > since:
+            if sent_at is not None:
+                self._metrics.notify_lag_seconds.observe(max(time.time() - sent_at, 0))
             self.gaps_filled += 1
             log.debug(
                 "applied updates from the log",

@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 
 from collab.catalog import Catalog
 from collab.errors import NotFound, Unavailable
+from collab.metrics import Metrics
 from collab.room import Room
 from collab.settings import Settings
 from collab.store import DocumentStore
@@ -38,7 +39,9 @@ class RoomManager:
     ...         ...
     """
 
-    def __init__(self, settings: Settings, store: DocumentStore, catalog: Catalog) -> None:
+    def __init__(
+        self, settings: Settings, store: DocumentStore, catalog: Catalog, metrics: Metrics
+    ) -> None:
         self._settings = settings
         self._store = store
         self._catalog = catalog
@@ -46,7 +49,9 @@ class RoomManager:
         self._loading: dict[uuid.UUID, anyio.Lock] = {}
         self._release_tokens: dict[uuid.UUID, int] = {}
         self._compacting: set[uuid.UUID] = set()
-        self.writer = UpdateWriter(store, on_gone=self._gone, on_persisted=self._maybe_compact)
+        self.writer = UpdateWriter(
+            store, on_gone=self._gone, on_persisted=self._maybe_compact, metrics=metrics
+        )
         self._tg: TaskGroup | None = None
 
     async def __aenter__(self) -> RoomManager:

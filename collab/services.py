@@ -12,6 +12,7 @@ import asyncpg
 from collab.catalog import Catalog
 from collab.database import open_pool
 from collab.feed import DocumentFeed
+from collab.metrics import Metrics
 from collab.rooms import RoomManager
 from collab.settings import Settings
 from collab.store import DocumentStore
@@ -24,6 +25,7 @@ class Services:
     catalog: Catalog
     store: DocumentStore
     rooms: RoomManager
+    metrics: Metrics
     # What extensions publish for their own routes (e.g. "executor"): collab never reads it.
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -34,8 +36,22 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         pool = await stack.enter_async_context(open_pool(settings))
         catalog = Catalog(pool)
         store = DocumentStore(pool)
-        rooms = await stack.enter_async_context(RoomManager(settings, store, catalog))
-        await stack.enter_async_context(
-            DocumentFeed(pool, store, rooms, poll_seconds=settings.feed_poll_seconds)
+        metrics = Metrics()
+        rooms = await stack.enter_async_context(RoomManager(settings, store, catalog, metrics))
+        metrics.gauge("weft_rooms", "Notebooks loaded in memory", lambda: rooms.count)
+        metrics.gauge(
+            "weft_clients",
+            "WebSocket clients connected",
+            lambda: sum(len(room.clients) for room in rooms.all()),
         )
-        yield Services(settings=settings, pool=pool, catalog=catalog, store=store, rooms=rooms)
+        await stack.enter_async_context(
+            DocumentFeed(pool, store, rooms, metrics, poll_seconds=settings.feed_poll_seconds)
+        )
+        yield Services(
+            settings=settings,
+            pool=pool,
+            catalog=catalog,
+            store=store,
+            rooms=rooms,
+            metrics=metrics,
+        )

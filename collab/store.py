@@ -60,7 +60,8 @@ class DocumentStore:
             "WITH appended AS (INSERT INTO document_updates (notebook_id, seq, data)"
             " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])"
             " RETURNING notebook_id, seq)"
-            " SELECT pg_notify($4, notebook_id::text || ':' || max(seq))"
+            " SELECT pg_notify($4, notebook_id::text || ':' || max(seq) || ':'"
+            " || (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
             " FROM appended GROUP BY notebook_id",
             list(ids),
             list(seqs),

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from collab.errors import NotFound, ProtocolError, Unavailable
 from collab.ids import parse_uuid
+from collab.metrics import Metrics
 from collab.room import Client, Room
 from collab.rooms import RoomManager, is_ypy_panic
 from collab.settings import Settings
@@ -36,7 +37,15 @@ _CLOSE_TIMEOUT = 2.0
 class Connection:
     """One client's WebSocket bound to a room."""
 
-    def __init__(self, websocket: WebSocket, room: Room, client: Client, settings: Settings):
+    def __init__(
+        self,
+        websocket: WebSocket,
+        room: Room,
+        client: Client,
+        settings: Settings,
+        metrics: Metrics | None = None,
+    ):
+        self.metrics = metrics
         self.websocket = websocket
         self.room = room
         self.client = client
@@ -57,6 +66,8 @@ class Connection:
             if self.disconnected:
                 tg.cancel_scope.cancel()
         if self.client.closing:
+            if self.metrics is not None:
+                self.metrics.refused_frames.labels(code=str(self.client.close_code)).inc()
             log.warning(
                 "closing connection: %s",
                 self.client.close_reason,
@@ -136,7 +147,7 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_UNAVAILABLE, exc.message[:120])
         return
     client = Client(uuid.uuid4().hex[:12], settings.client_send_queue)
-    connection = Connection(websocket, room, client, settings)
+    connection = Connection(websocket, room, client, settings, services.metrics)
     log.info("client joined", extra={**connection.extra, "clients": len(room.clients) + 1})
     try:
         room.join(client)

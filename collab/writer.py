@@ -8,6 +8,7 @@ rounds grow instead of queueing, so throughput holds and latency stays bounded.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
@@ -16,6 +17,7 @@ import anyio
 import asyncpg
 from anyio.abc import TaskGroup
 
+from collab.metrics import Metrics
 from collab.room import Batch, Room
 from collab.store import DocumentStore
 
@@ -37,7 +39,9 @@ class UpdateWriter:
         store: DocumentStore,
         on_gone: Callable[[uuid.UUID], None],
         on_persisted: Callable[[Room], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._on_gone = on_gone
         self._on_persisted = on_persisted
@@ -86,7 +90,13 @@ class UpdateWriter:
             rooms = list(self._dirty.values())
             self._dirty.clear()
             batches = [(room, room.take_batch()) for room in rooms]
+            started = time.perf_counter()
             written = await self._write(batches)
+            if self._metrics is not None:
+                count = sum(len(batch.entries) for _, batch in batches)
+                self._metrics.persist_seconds.observe(time.perf_counter() - started)
+                self._metrics.persist_batch.observe(count)
+                self._metrics.updates.inc(count)
             self.rounds += 1
             for room, batch in written:
                 room.persisted(batch)

@@ -180,6 +180,9 @@ class RunQueue:
             )
         return out
 
+    async def depth(self) -> int:
+        return int(await self._pool.fetchval("SELECT count(*) FROM runs WHERE state = 'queued'"))
+
     async def running(self, notebook_id: uuid.UUID) -> bool:
         found = await self._pool.fetchval(
             "SELECT 1 FROM runs WHERE notebook_id = $1 AND state = 'running'", notebook_id

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import asyncpg
 from anyio.abc import TaskGroup
+from prometheus_client import Histogram
 
 from collab.peers import NotebookPeer, open_notebook
 from collab.services import Services
@@ -69,6 +70,24 @@ class Executor:
         self._control_wake = anyio.Event()
         self._tg: TaskGroup | None = None
         self.docker_error: str | None = None
+        metrics = services.metrics
+        metrics.gauge(
+            "weft_kernels", "Kernel containers alive in this process", lambda: len(self.kernels)
+        )
+        metrics.gauge(
+            "weft_runs_in_progress", "Runs this process is executing", lambda: len(self._running)
+        )
+        self._queue_depth = 0
+        metrics.gauge(
+            "weft_run_queue_depth", "Runs queued, all workers (sampled)", lambda: self._queue_depth
+        )
+        self._run_seconds = Histogram(
+            "weft_run_seconds",
+            "Commit-to-finish time of runs, by final state",
+            ["state"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600),
+            registry=metrics.registry,
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -274,6 +293,7 @@ class Executor:
                 await self.queue.renew(
                     self.worker, [r.id for r in self._running.values()], self.settings.lease_s
                 )
+                self._queue_depth = await self.queue.depth()
                 for row in await self.queue.expire_leases():
                     log.warning(
                         "run failed: its executor stopped",
@@ -405,6 +425,7 @@ class Executor:
             await self.queue.finish(
                 run.id, state, error=error, outputs=writer.outputs, execution_count=count
             )
+            self._run_seconds.labels(state=state).observe(duration_ms / 1000)
             log.info("run finished", extra={**extra, "status": status, "duration_ms": duration_ms})
             if status == "ok":
                 await self._after_success(notebook, run, defined)
