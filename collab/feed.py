@@ -9,6 +9,7 @@ any gap the same way. With a single server the feed only ever sees its own appen
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import time
@@ -20,9 +21,15 @@ import anyio
 import asyncpg
 from anyio.abc import TaskGroup
 
+from collab.errors import ProtocolError
 from collab.metrics import Metrics
+from collab.room import Room
 from collab.rooms import RoomManager
 from collab.store import NOTIFY_CHANNEL, DocumentStore
+
+AWARENESS_CHANNEL = "weft_awareness"
+# NOTIFY payloads are limited to 8000 bytes; presence larger than this stays on its server.
+_MAX_AWARENESS_PAYLOAD = 7000
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,9 @@ class DocumentFeed:
         self._metrics = metrics
         # When each notice we acted on was sent (ms since the epoch), by notebook.
         self._sent_at: dict[uuid.UUID, float] = {}
+        self._node = uuid.uuid4().hex[:12]
+        self._outgoing: list[str] = []
+        self._send_wake = anyio.Event()
         self._pool = pool
         self._store = store
         self._rooms = rooms
@@ -61,6 +71,10 @@ class DocumentFeed:
         await self._tg.__aenter__()
         self._tg.start_soon(self._listen_loop, name="document-feed-listen")
         self._tg.start_soon(self._catch_up_loop, name="document-feed-catch-up")
+        self._tg.start_soon(self._publish_loop, name="document-feed-presence")
+        self._rooms.on_load.append(self._attach)
+        for room in self._rooms.all():
+            self._attach(room)
         return self
 
     async def __aexit__(
@@ -88,6 +102,44 @@ class DocumentFeed:
             self._due.add(notebook_id)
             self._wake.set()
 
+    # -- presence across servers -------------------------------------------------------
+
+    def _attach(self, room: Room) -> None:
+        notebook = str(room.notebook_id)
+
+        def publish(payload: bytes) -> None:
+            text = f"{notebook}:{self._node}:{base64.b64encode(payload).decode()}"
+            if len(text) <= _MAX_AWARENESS_PAYLOAD:
+                self._outgoing.append(text)
+                self._send_wake.set()
+
+        room.publish_awareness = publish
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._send_wake.wait()
+            self._send_wake = anyio.Event()
+            outgoing, self._outgoing = self._outgoing, []
+            try:
+                await self._pool.execute(
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                    AWARENESS_CHANNEL,
+                    outgoing,
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("presence could not be sent to other servers: %s", exc)
+
+    def _presence(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        notebook, node, data = [*payload.split(":", 2), "", ""][:3]
+        if node == self._node:
+            return
+        try:
+            room = self._rooms.loaded(uuid.UUID(notebook))
+            if room is not None:
+                room.apply_remote_awareness(base64.b64decode(data))
+        except (ValueError, ProtocolError) as exc:
+            log.warning("ignored malformed presence from another server: %s", exc)
+
     def _lost(self, _conn: Any) -> None:
         self._listener_lost.set()
 
@@ -98,6 +150,7 @@ class DocumentFeed:
                 async with self._pool.acquire() as conn:
                     self._listener_lost = anyio.Event()
                     await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+                    await conn.add_listener(AWARENESS_CHANNEL, self._presence)
                     conn.add_termination_listener(self._lost)
                     try:
                         # Whatever was appended while we were not listening.
@@ -114,6 +167,7 @@ class DocumentFeed:
                             ),
                         ):
                             await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
+                            await conn.remove_listener(AWARENESS_CHANNEL, self._presence)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("document feed cannot listen: %s", exc)
             await anyio.sleep(0.5)

@@ -146,6 +146,8 @@ class Room:
         self._origin: Client | None = None
         self._applying = False
         self._awareness: dict[int, tuple[int, str]] = {}  # client id -> (clock, state json)
+        # Where accepted presence goes to reach other servers (the document feed sets it).
+        self.publish_awareness: Callable[[bytes], None] = lambda payload: None
         self.users = 0  # holders of the room: connections and in-process peers
         # y-py has no unobserve: the subscription lives exactly as long as the doc.
         self._subscription = self.doc.observe_after_transaction(self._after_transaction)
@@ -310,6 +312,7 @@ class Room:
             frame = protocol.encode_awareness_message(gone)
             for other in self.clients.values():
                 other.send(frame)
+            self.publish_awareness(protocol.encode_awareness(gone))
 
     def receive(self, client: Client, frame: bytes) -> None:
         """Handle one frame from a client. Raises ProtocolError for anything malformed."""
@@ -368,6 +371,20 @@ class Room:
             for other in self.clients.values():
                 if other is not client:
                     other.send(frame)
+            self.publish_awareness(protocol.encode_awareness(accepted))
+
+    def apply_remote_awareness(self, payload: bytes) -> None:
+        """Presence from clients on other servers: same clock rule, relayed to ours."""
+        accepted = []
+        for entry in protocol.decode_awareness(payload):
+            clock, state = self._awareness.get(entry.client_id, (-1, "null"))
+            if clock < entry.clock or (clock == entry.clock and entry.removed and state != "null"):
+                self._awareness[entry.client_id] = (entry.clock, entry.state)
+                accepted.append(entry)
+        if accepted:
+            frame = protocol.encode_awareness_message(accepted)
+            for client in self.clients.values():
+                client.send(frame)
 
     def awareness_states(self) -> dict[int, str]:
         return {cid: state for cid, (_, state) in self._awareness.items() if state != "null"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 import anyio
@@ -53,6 +53,8 @@ class RoomManager:
             store, on_gone=self._gone, on_persisted=self._maybe_compact, metrics=metrics
         )
         self._tg: TaskGroup | None = None
+        # Called with every room as it loads (the document feed wires presence up here).
+        self.on_load: list[Callable[[Room], None]] = []
 
     async def __aenter__(self) -> RoomManager:
         await self.writer.__aenter__()
@@ -149,6 +151,8 @@ class RoomManager:
             extra={**extra, "seq": stored.last_seq, "tail": stored.tail_length},
         )
         self._maybe_compact(room)
+        for callback in self.on_load:
+            callback(room)
         return room
 
     async def _unload_later(self, room: Room, token: int) -> None:

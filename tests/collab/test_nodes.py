@@ -71,9 +71,10 @@ async def test_a_missed_notification_is_noticed_and_filled(
         conn = await asyncpg.connect(database_url)
         try:
             assert two.proc is not None
+            # The feed's connection: its last statement was its last LISTEN.
             killed = await conn.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = $1 AND query LIKE '%weft_documents%'",
+                " WHERE application_name = $1 AND query LIKE 'LISTEN \"weft_awareness\"%'",
                 f"weft:{two.proc.pid}",
             )
             assert killed == 1
@@ -84,3 +85,21 @@ async def test_a_missed_notification_is_noticed_and_filled(
         await alice.call("insert", text="after ")
         await bob.wait_text("after ", timeout=10)
     assert "lost its LISTEN connection" in two.log_text()
+
+
+async def test_presence_crosses_servers(start_server: StartServer):
+    one, two = await start_server(), await start_server()
+    async with httpx.AsyncClient(base_url=one.url) as api:
+        notebook_id = await new_notebook(api)
+    async with node_client(two.ws_base, notebook_id) as bob:
+        async with node_client(one.ws_base, notebook_id) as alice:
+            await alice.call("awareness", state={"user": {"name": "Alice"}})
+            with anyio.fail_after(10):
+                while not any(
+                    "user" in p["state"] for p in (await bob.call("peers"))["peers"]
+                ):
+                    await anyio.sleep(0.05)
+        # Alice's server tells Bob's that she left.
+        with anyio.fail_after(10):
+            while (await bob.call("peers"))["peers"]:
+                await anyio.sleep(0.05)
