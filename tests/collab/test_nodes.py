@@ -95,9 +95,7 @@ async def test_presence_crosses_servers(start_server: StartServer):
         async with node_client(one.ws_base, notebook_id) as alice:
             await alice.call("awareness", state={"user": {"name": "Alice"}})
             with anyio.fail_after(10):
-                while not any(
-                    "user" in p["state"] for p in (await bob.call("peers"))["peers"]
-                ):
+                while not any("user" in p["state"] for p in (await bob.call("peers"))["peers"]):
                     await anyio.sleep(0.05)
         # Alice's server tells Bob's that she left.
         with anyio.fail_after(10):
