@@ -19,12 +19,7 @@ from collab.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"weft: {exc}", file=sys.stderr)
-        return 2
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     settings = dataclasses.replace(
         settings,
         host=args.host or settings.host,
@@ -47,13 +42,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _executor(args: argparse.Namespace) -> int:
+def _executor(args: argparse.Namespace, settings: Settings) -> int:
     """An executor worker: claims runs from the shared queue and hosts their kernels."""
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"weft: {exc}", file=sys.stderr)
-        return 2
     configure_logging(settings.log_level)
     # This process exists to run cells, whatever WEFT_EXECUTOR says for the servers.
     os.environ["WEFT_EXECUTOR"] = "on"
@@ -74,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     worker.set_defaults(func=_executor)
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"weft: {exc}", file=sys.stderr)
+        return 2
+    result: int = args.func(args, settings)
     return result
 
 

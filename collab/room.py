@@ -353,19 +353,25 @@ class Room:
             self._applying = False
         self._record(client, update)
 
+    def _merge_awareness(self, entries: list[AwarenessEntry]) -> list[AwarenessEntry]:
+        """Apply y-protocols' rule (a newer clock wins; a removal at the same clock applies
+        too) and return the entries that changed something."""
+        accepted = []
+        for entry in entries:
+            clock, state = self._awareness.get(entry.client_id, (-1, "null"))
+            if clock < entry.clock or (clock == entry.clock and entry.removed and state != "null"):
+                self._awareness[entry.client_id] = (entry.clock, entry.state)
+                accepted.append(entry)
+        return accepted
+
     def _apply_awareness(self, client: Client, payload: bytes) -> None:
         entries = protocol.decode_awareness(payload)
-        accepted = []
         for entry in entries:
             if entry.client_id not in client.awareness_ids:
                 if len(client.awareness_ids) >= MAX_AWARENESS_IDS_PER_CLIENT:
                     raise ProtocolError("too many awareness ids on one connection")
                 client.awareness_ids.add(entry.client_id)
-            clock, state = self._awareness.get(entry.client_id, (-1, "null"))
-            # y-protocols' rule: newer clock wins; a removal at the same clock also applies.
-            if clock < entry.clock or (clock == entry.clock and entry.removed and state != "null"):
-                self._awareness[entry.client_id] = (entry.clock, entry.state)
-                accepted.append(entry)
+        accepted = self._merge_awareness(entries)
         if accepted:
             frame = protocol.encode_awareness_message(accepted)
             for other in self.clients.values():
@@ -374,13 +380,8 @@ class Room:
             self.publish_awareness(protocol.encode_awareness(accepted))
 
     def apply_remote_awareness(self, payload: bytes) -> None:
-        """Presence from clients on other servers: same clock rule, relayed to ours."""
-        accepted = []
-        for entry in protocol.decode_awareness(payload):
-            clock, state = self._awareness.get(entry.client_id, (-1, "null"))
-            if clock < entry.clock or (clock == entry.clock and entry.removed and state != "null"):
-                self._awareness[entry.client_id] = (entry.clock, entry.state)
-                accepted.append(entry)
+        """Presence from clients on other servers: same rule, relayed to ours."""
+        accepted = self._merge_awareness(protocol.decode_awareness(payload))
         if accepted:
             frame = protocol.encode_awareness_message(accepted)
             for client in self.clients.values():

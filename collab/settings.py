@@ -12,7 +12,7 @@ class SettingsError(ValueError):
     """An environment variable has a value Weft cannot use; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -22,7 +22,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -68,12 +68,12 @@ class Settings:
             state_dir=state_dir,
             database_url=env.get("DATABASE_URL") or None,
             host=env.get("WEFT_HOST") or "127.0.0.1",
-            port=_int(env, "WEFT_PORT", 8000),
-            max_frame_bytes=_int(env, "WEFT_MAX_FRAME_BYTES", 8 * 1024 * 1024),
-            client_send_queue=_int(env, "WEFT_CLIENT_SEND_QUEUE", 1024),
-            room_grace_seconds=_float(env, "WEFT_ROOM_GRACE_SECONDS", 30.0),
-            compact_after_updates=_int(env, "WEFT_COMPACT_AFTER_UPDATES", 500),
-            feed_poll_seconds=_float(env, "WEFT_FEED_POLL_SECONDS", 2.0),
+            port=env_int(env, "WEFT_PORT", 8000),
+            max_frame_bytes=env_int(env, "WEFT_MAX_FRAME_BYTES", 8 * 1024 * 1024),
+            client_send_queue=env_int(env, "WEFT_CLIENT_SEND_QUEUE", 1024),
+            room_grace_seconds=env_float(env, "WEFT_ROOM_GRACE_SECONDS", 30.0),
+            compact_after_updates=env_int(env, "WEFT_COMPACT_AFTER_UPDATES", 500),
+            feed_poll_seconds=env_float(env, "WEFT_FEED_POLL_SECONDS", 2.0),
             log_level=(env.get("WEFT_LOG_LEVEL") or "INFO").upper(),
             web_dir=Path(web_dir).resolve() if web_dir else None,
         )

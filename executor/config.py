@@ -8,17 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from collab.settings import Settings, SettingsError
-
-
-def _num(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+from collab.settings import Settings, env_float
 
 
 @dataclass(frozen=True)
@@ -55,18 +45,18 @@ class ExecutorSettings:
         return cls(
             files_root=Path(env.get("WEFT_FILES_DIR") or settings.state_dir / "files").resolve(),
             image=env.get("WEFT_KERNEL_IMAGE") or "weft-runtime:latest",
-            memory_mb=int(_num(env, "WEFT_KERNEL_MEMORY_MB", 512)),
-            cpus=_num(env, "WEFT_KERNEL_CPUS", 1.0),
-            pids=int(_num(env, "WEFT_KERNEL_PIDS", 128)),
-            tmp_mb=int(_num(env, "WEFT_KERNEL_TMP_MB", 64)),
-            cell_timeout_s=_num(env, "WEFT_CELL_TIMEOUT_SECONDS", 600.0),
-            interrupt_grace_s=_num(env, "WEFT_INTERRUPT_GRACE_SECONDS", 3.0),
-            idle_timeout_s=_num(env, "WEFT_KERNEL_IDLE_SECONDS", 900.0),
-            max_kernels=int(_num(env, "WEFT_MAX_KERNELS", 8)),
-            output_cap_bytes=int(_num(env, "WEFT_OUTPUT_CAP_BYTES", 1_000_000)),
-            file_quota_bytes=int(_num(env, "WEFT_FILES_QUOTA_BYTES", 1_000_000_000)),
-            upload_limit_bytes=int(_num(env, "WEFT_UPLOAD_LIMIT_BYTES", 200_000_000)),
-            lease_s=_num(env, "WEFT_RUN_LEASE_SECONDS", 15.0),
+            memory_mb=int(env_float(env, "WEFT_KERNEL_MEMORY_MB", 512)),
+            cpus=env_float(env, "WEFT_KERNEL_CPUS", 1.0),
+            pids=int(env_float(env, "WEFT_KERNEL_PIDS", 128)),
+            tmp_mb=int(env_float(env, "WEFT_KERNEL_TMP_MB", 64)),
+            cell_timeout_s=env_float(env, "WEFT_CELL_TIMEOUT_SECONDS", 600.0),
+            interrupt_grace_s=env_float(env, "WEFT_INTERRUPT_GRACE_SECONDS", 3.0),
+            idle_timeout_s=env_float(env, "WEFT_KERNEL_IDLE_SECONDS", 900.0),
+            max_kernels=int(env_float(env, "WEFT_MAX_KERNELS", 8)),
+            output_cap_bytes=int(env_float(env, "WEFT_OUTPUT_CAP_BYTES", 1_000_000)),
+            file_quota_bytes=int(env_float(env, "WEFT_FILES_QUOTA_BYTES", 1_000_000_000)),
+            upload_limit_bytes=int(env_float(env, "WEFT_UPLOAD_LIMIT_BYTES", 200_000_000)),
+            lease_s=env_float(env, "WEFT_RUN_LEASE_SECONDS", 15.0),
             in_process=(env.get("WEFT_EXECUTOR") or "on").lower() not in ("off", "0", "false"),
             # Containers left by an earlier run of this same server are removed at start.
             instance=env.get("WEFT_INSTANCE")
