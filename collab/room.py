@@ -136,7 +136,10 @@ class Room:
         # Every logged update with seq <= synced_seq is in this doc. Other servers append to
         # the same log (see feed.py); the seqs this one appended above synced_seq wait here.
         self.synced_seq = last_seq
-        self._own_seqs: set[int] = set()
+        self._own_seqs: set[int] = set()  # appended by us, persisted, above synced_seq
+        # Appended by us, maybe not yet persisted: seq -> update, to tell our rows from
+        # another server's row that took the same seq first.
+        self._in_flight: dict[int, bytes] = {}
         self.tail_length = tail_length
         self._sink = sink
         self._pending: list[tuple[Client | None, bytes]] = []
@@ -182,14 +185,20 @@ class Room:
         for origin, update in self._pending:
             self.last_seq += 1
             batch.entries.append((origin, update, self.last_seq))
+            # The notice of our own append can reach the feed before the writer reports it
+            # persisted: it must not be applied and broadcast again.
+            self._in_flight[self.last_seq] = update
         self._pending = []
         return batch
 
     def renumber(self, batch: Batch, after: int) -> None:
         """Give the batch's updates the seqs after ``after`` (another writer took ours)."""
+        for _, _, seq in batch.entries:
+            self._in_flight.pop(seq, None)
         batch.entries = [
             (origin, update, after + n) for n, (origin, update, _) in enumerate(batch.entries, 1)
         ]
+        self._in_flight.update((seq, update) for _, update, seq in batch.entries)
         if batch.entries:
             self.last_seq = max(self.last_seq, batch.entries[-1][2])
 
@@ -200,7 +209,10 @@ class Room:
         self._durable += len(batch.entries)
         self.durable_seq = max(self.durable_seq, batch.entries[-1][2])
         self.tail_length += len(batch.entries)
-        self._own_seqs.update(seq for _, _, seq in batch.entries)
+        for _, _, seq in batch.entries:
+            self._in_flight.pop(seq, None)
+            if seq > self.synced_seq:
+                self._own_seqs.add(seq)
         self._advance()
         if self._deferred:
             still = []
@@ -235,7 +247,7 @@ class Room:
                 continue
             if seq != self.synced_seq + 1:
                 return False  # a gap: an append still in flight, or a row not fetched yet
-            if seq in self._own_seqs:
+            if seq in self._own_seqs or self._in_flight.get(seq) == update:
                 self._own_seqs.discard(seq)
             else:
                 self._applying = True
@@ -374,9 +386,10 @@ class Room:
         accepted = self._merge_awareness(entries)
         if accepted:
             frame = protocol.encode_awareness_message(accepted)
+            # To everyone, the sender too, as the reference server does: y-websocket drops a
+            # connection that hears nothing for 30 s, and a lone client hears only this.
             for other in self.clients.values():
-                if other is not client:
-                    other.send(frame)
+                other.send(frame)
             self.publish_awareness(protocol.encode_awareness(accepted))
 
     def apply_remote_awareness(self, payload: bytes) -> None:
