@@ -1,0 +1,829 @@
+"""Sync latency: C official Yjs clients type into one notebook; how soon do the others see it?
+
+C clients (yjs + y-websocket's WebsocketProvider under Node, `bench/js/clients.mjs`) join
+one notebook, wait for sync, and each types R stamps per second for D seconds into the first
+cell's source (a Y.Text), each on its own timer with a random phase. Every client records
+when it sees each remote stamp appear; the delay from an edit to each OTHER client seeing it
+gives p50 / p99 / max over all (edit, observer) pairs. After typing, the clients wait for
+quiet (bounded) and compare a hash of the final text (`converged`). The server's CPU seconds
+(utime + stime, from /proc, its PostgreSQL separately) and peak RSS (VmHWM) are read for the
+measured phase, and so is the load generator's own CPU.
+
+The same harness runs against the Weft server (`weft serve`, fresh state directory) and the
+reference Node server (`@y/websocket-server`, in memory) in one invocation; one JSON line:
+
+    .venv/bin/python bench/sync_latency.py --clients 20 --rate 10 --duration 10
+    .venv/bin/python bench/sync_latency.py --only reference
+    .venv/bin/python bench/sync_latency.py --only weft --server-url http://127.0.0.1:8000
+
+Progress goes to stderr; see bench/README.md and docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+JS_DIR = ROOT / "bench" / "js"
+REFERENCE_SERVER = JS_DIR / "node_modules" / "@y" / "websocket-server" / "src" / "server.js"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Clients per load-generator process when --procs is not given (see docs/performance.md:
+# one Node process keeps up with this many at R=10 on the 2-core machine).
+CLIENTS_PER_PROC = 25
+
+
+class BenchError(RuntimeError):
+    """A run could not be completed; the message says what went wrong."""
+
+
+def log(message: str) -> None:
+    print(f"[sync_latency] {message}", file=sys.stderr, flush=True)
+
+
+# --- /proc ------------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat from field 3 (state) on; None if the process is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """utime + stime of the processes and of their children already reaped (cutime, cstime)."""
+    total = 0
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            total += sum(int(v) for v in fields[11:15])
+    return total / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, all processes), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def descendants(root: int) -> list[int]:
+    """root and every live process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def listening_pid(port: int) -> int | None:
+    """The process that listens on 127.0.0.1:port (a server we did not start), if visible."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(parts[9])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(entry.name)
+    return None
+
+
+# --- servers ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return status, raw.decode(errors="replace")
+
+
+async def wait_http_ok(url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"server exited with {proc.returncode} before answering {url}")
+        with contextlib.suppress(OSError):
+            status, _ = await asyncio.to_thread(http_json, "GET", url)
+            if status == 200:
+                return
+        if time.monotonic() > deadline:
+            raise BenchError(f"{url} did not answer 200 within {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        log(f"pid {proc.pid} ignored SIGTERM for {grace:.0f} s: SIGKILL")
+        proc.kill()
+        proc.wait(5)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@dataclass
+class Server:
+    """A server under test: where clients connect, which processes to account for."""
+
+    name: str
+    init_cell: bool  # the harness creates the notebook's cell (the reference has no notebooks)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    keep_log: bool = False
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def room(self) -> tuple[str, str]:
+        """(WebSocket base URL, room name) for one fresh notebook."""
+        raise NotImplementedError
+
+    def server_pids(self) -> list[int]:
+        return descendants(self.proc.pid) if self.proc and self.proc.poll() is None else []
+
+    def postgres_pids(self) -> list[int] | None:
+        return None
+
+    def stop(self) -> None:
+        stop_process(self.proc, 15)
+
+    def log_problems(self, since: float) -> list[dict[str, Any]]:
+        return []
+
+    async def metrics(self) -> dict[str, float] | None:
+        """Counters of the server's Prometheus endpoint, if it has one."""
+        return None
+
+
+def _open_log(prefix: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".log")
+    os.close(fd)
+    return Path(name)
+
+
+@dataclass
+class WeftServer(Server):
+    state_dir: Path | None = None
+
+    async def start(self) -> None:
+        weft = Path(sys.executable).parent / "weft"
+        if not weft.exists():
+            found = shutil.which("weft")
+            if found is None:
+                raise BenchError("no `weft` command: run `pip install -e .` in the venv first")
+            weft = Path(found)
+        self.state_dir = Path(tempfile.mkdtemp(prefix="weft-bench-state-"))
+        self.log_path = _open_log("weft-bench-server-")
+        env = {**os.environ, "WEFT_STATE_DIR": str(self.state_dir)}
+        command = [str(weft), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,  # Ctrl-C reaches us; we stop it in order
+            )
+        log(f"weft serve on port {self.port} (pid {self.proc.pid}, log {self.log_path})")
+        await wait_http_ok(f"http://127.0.0.1:{self.port}/healthz", self.proc, 60)
+
+    async def room(self) -> tuple[str, str]:
+        return await create_notebook(f"http://127.0.0.1:{self.port}")
+
+    def _postmaster(self) -> int | None:
+        if self.state_dir is None:
+            return None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid_file = self.state_dir / "postgres" / "postmaster.pid"
+            pid = int(pid_file.read_text().splitlines()[0])
+            if alive(pid):
+                return pid
+        return None
+
+    def postgres_pids(self) -> list[int] | None:
+        postmaster = self._postmaster()
+        return descendants(postmaster) if postmaster else []
+
+    def stop(self) -> None:
+        postmaster = self._postmaster()
+        stop_process(self.proc, 15)
+        # The embedded PostgreSQL is a daemon of its own; weft stops it at exit, but make
+        # sure: it is ours, found by the state directory we made.
+        if postmaster is not None and not wait_gone(postmaster, 10):
+            log(f"embedded PostgreSQL (pid {postmaster}) still running: stopping it")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(postmaster, signal.SIGINT)  # fast shutdown
+            if not wait_gone(postmaster, 10):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(postmaster, signal.SIGKILL)
+                wait_gone(postmaster, 5)
+        if self.state_dir is not None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def log_problems(self, since: float) -> list[dict[str, Any]]:
+        return read_log_problems(self.log_path, since)
+
+    async def metrics(self) -> dict[str, float] | None:
+        return await scrape_metrics(f"http://127.0.0.1:{self.port}")
+
+
+@dataclass
+class ExternalWeft(Server):
+    """A Weft server someone else started (--server-url): nothing to start or stop."""
+
+    url: str = ""
+
+    async def start(self) -> None:
+        port = urllib.parse.urlsplit(self.url).port
+        self.port = port if port is not None else 80
+        await wait_http_ok(f"{self.url}/healthz", None, 10)
+
+    async def room(self) -> tuple[str, str]:
+        return await create_notebook(self.url)
+
+    async def metrics(self) -> dict[str, float] | None:
+        return await scrape_metrics(self.url)
+
+    def server_pids(self) -> list[int]:
+        pid = listening_pid(self.port)
+        return descendants(pid) if pid is not None else []
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass
+class ReferenceServer(Server):
+    async def start(self) -> None:
+        self.log_path = _open_log("weft-bench-reference-")
+        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        for name in ("YPERSISTENCE", "CALLBACK_URL", "GC"):  # its defaults: in memory, gc on
+            env.pop(name, None)
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                ["node", str(REFERENCE_SERVER)],
+                cwd=JS_DIR,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        log(f"@y/websocket-server on port {self.port} (pid {self.proc.pid})")
+        await wait_http_ok(f"http://127.0.0.1:{self.port}/", self.proc, 30)
+
+    async def room(self) -> tuple[str, str]:
+        return f"ws://127.0.0.1:{self.port}", f"bench-{uuid.uuid4().hex[:12]}"
+
+    def stop(self) -> None:
+        stop_process(self.proc, 5)
+        if self.log_path is not None and not self.keep_log:
+            self.log_path.unlink(missing_ok=True)  # only worth keeping when the run failed
+
+
+async def create_notebook(base: str) -> tuple[str, str]:
+    status, workspace = await asyncio.to_thread(
+        http_json, "POST", f"{base}/api/workspaces", {"name": "bench"}
+    )
+    if status != 201:
+        raise BenchError(f"POST /api/workspaces answered {status}: {workspace}")
+    status, notebook = await asyncio.to_thread(
+        http_json,
+        "POST",
+        f"{base}/api/workspaces/{workspace['id']}/notebooks",
+        {"title": "bench"},
+    )
+    if status != 201:
+        raise BenchError(f"POST /api/workspaces/.../notebooks answered {status}: {notebook}")
+    parts = urllib.parse.urlsplit(base)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}/ws", str(notebook["id"])
+
+
+_SAMPLE = re.compile(r"^(weft_[a-zA-Z0-9_]*(?:_total|_count|_sum))(\{[^}]*\})? ([-+0-9.eE]+)$")
+
+
+async def scrape_metrics(base: str) -> dict[str, float] | None:
+    """Weft's counters (`*_total`, `*_count`, `*_sum`) from GET /metrics; None if absent."""
+
+    def fetch() -> str | None:
+        try:
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+                return str(response.read().decode())
+        except (OSError, urllib.error.HTTPError):
+            return None
+
+    text = await asyncio.to_thread(fetch)
+    if text is None:
+        return None
+    found = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            found[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return found
+
+
+def read_log_problems(path: Path | None, since: float) -> list[dict[str, Any]]:
+    """Warning and error lines of a JSON-lines server log written after `since` (epoch s)."""
+    if path is None or not path.exists():
+        return []
+    cutoff = datetime.datetime.fromtimestamp(since, datetime.UTC).isoformat()[:23]
+    problems = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if line.strip():
+                problems.append({"raw": line[:500]})
+            continue
+        level = str(entry.get("level", "")).lower()
+        if level in ("warning", "error", "critical") and str(entry.get("ts", "")) >= cutoff:
+            problems.append(entry)
+    return problems
+
+
+# --- the load generator -----------------------------------------------------------------
+
+
+@dataclass
+class NodeProc:
+    proc: asyncio.subprocess.Process
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    reader: asyncio.Task[None] | None = None
+
+    async def read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            try:
+                await self.events.put(json.loads(line))
+            except json.JSONDecodeError:
+                log(f"load generator {self.proc.pid} printed: {line[:200]!r}")
+        await self.events.put({"event": "exit"})
+
+    async def expect(self, name: str, timeout: float) -> dict[str, Any]:
+        try:
+            event = await asyncio.wait_for(self.events.get(), timeout)
+        except TimeoutError:
+            raise BenchError(
+                f"load generator {self.proc.pid}: no {name!r} within {timeout:.0f} s"
+            ) from None
+        if event.get("event") == "error":
+            raise BenchError(f"load generator {self.proc.pid}: {event.get('message')}")
+        if event.get("event") != name:
+            raise BenchError(f"load generator {self.proc.pid}: expected {name!r}, got {event}")
+        return event
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.proc.stdin is None or self.proc.stdin.is_closing():
+            return
+        with contextlib.suppress(ConnectionError):
+            self.proc.stdin.write((json.dumps(message) + "\n").encode())
+            await self.proc.stdin.drain()
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            await self.send({"cmd": "exit"})
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+
+
+@contextlib.asynccontextmanager
+async def load_generators(
+    url: str, room: str, init: bool, args: argparse.Namespace, procs: int
+) -> AsyncIterator[list[NodeProc]]:
+    started: list[NodeProc] = []
+    try:
+        for p in range(procs):
+            config = {
+                "url": url,
+                "room": room,
+                "ids": list(range(p, args.clients, procs)),
+                "total": args.clients,
+                "rate": args.rate,
+                "duration": args.duration,
+                "warmup": args.warmup,
+                "init": init and p == 0,
+                "seed": args.seed,
+                "quietMs": int(args.quiet * 1000),
+                "settleMs": 500,
+                "readyTimeoutMs": 60_000,
+            }
+            proc = await asyncio.create_subprocess_exec(
+                "node",
+                str(JS_DIR / "clients.mjs"),
+                json.dumps(config),
+                cwd=JS_DIR,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=1 << 28,  # the result is one long line
+            )
+            node = NodeProc(proc)
+            node.reader = asyncio.create_task(node.read())
+            started.append(node)
+        yield started
+    finally:
+        for node in started:
+            await node.close()
+
+
+# --- one run ----------------------------------------------------------------------------
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest rank on a sorted list."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def rounded(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+async def run_one(server: Server, args: argparse.Namespace, procs: int) -> dict[str, Any]:
+    await server.start()
+    url, room = await server.room()
+    log(f"{server.name}: {args.clients} clients in {procs} process(es) joining {url} {room}")
+    since = time.time()
+    async with load_generators(url, room, server.init_cell, args, procs) as nodes:
+        for node in nodes:
+            await node.expect("ready", 90)
+        loadgen_pids = [node.proc.pid for node in nodes]
+        at = time.time() * 1000 + 500
+        for node in nodes:
+            await node.send({"cmd": "start", "at": at})
+        log(f"{server.name}: typing for {args.warmup} s (warm-up) + {args.duration} s")
+        # Resources are counted from the end of the warm-up to the end of the quiet period.
+        await asyncio.sleep(max(0.0, at / 1000 + args.warmup - time.time()))
+        server_pids, pg_pids = server.server_pids(), server.postgres_pids() or []
+        metrics0 = await server.metrics()
+        cpu0 = cpu_seconds(server_pids), cpu_seconds(pg_pids), cpu_seconds(loadgen_pids)
+        busy0, own0 = machine_busy_seconds(), cpu_seconds([os.getpid()])
+        per_proc0 = [cpu_seconds([pid]) for pid in loadgen_pids]
+        wall0 = time.monotonic()
+        bound = args.duration + 2 * args.quiet + 60 + args.warmup
+        results = [await node.expect("result", bound) for node in nodes]
+        wall = time.monotonic() - wall0
+        server_alive = bool(server_pids) and bool(server.server_pids())
+        pg_pids = server.postgres_pids() or pg_pids
+        cpu1 = cpu_seconds(server_pids), cpu_seconds(pg_pids), cpu_seconds(loadgen_pids)
+        busy1, own1 = machine_busy_seconds(), cpu_seconds([os.getpid()])
+        per_proc1 = [cpu_seconds([pid]) for pid in loadgen_pids]
+        metrics1 = await server.metrics()
+        server_rss = peak_rss_mb(server_pids[0]) if server_pids else None
+        pg_rss = [peak_rss_mb(pid) for pid in pg_pids]
+
+    other = (busy1 - busy0) - (own1 - own0) - (sum(cpu1) - sum(cpu0))
+    if args.dump is not None:
+        dump = args.dump.with_name(f"{args.dump.stem}-{server.name}{args.dump.suffix}")
+        dump.write_text(json.dumps({"at": at, "results": results}))
+        log(f"{server.name}: raw samples in {dump}")
+    report = summarize(results, args)
+    pg_known = server.postgres_pids() is not None or bool(pg_pids)
+    report.update(
+        {
+            "server_cpu_s": rounded(cpu1[0] - cpu0[0]) if server_alive else None,
+            "postgres_cpu_s": rounded(cpu1[1] - cpu0[1]) if pg_known else None,
+            "server_peak_rss_mb": server_rss,
+            "postgres_peak_rss_mb": rounded(sum(r for r in pg_rss if r), 1) if pg_known else None,
+            "loadgen_procs": procs,
+            "loadgen_cpu_s": rounded(cpu1[2] - cpu0[2]),
+            "loadgen_max_proc_util": rounded(
+                max(b - a for a, b in zip(per_proc0, per_proc1, strict=True)) / wall
+            ),
+            "wall_s": rounded(wall),
+            # Everything else the machine did meanwhile (other users' jobs): noise.
+            "other_cpu_s": rounded(other),
+            # Cores' worth of it: above ~0.1 the run was disturbed; discard it.
+            "other_cores": rounded(other / wall),
+        }
+    )
+    if metrics0 is not None and metrics1 is not None:
+        # What the server itself counted over the measured phase (only what changed).
+        report["server_metrics"] = {
+            key: round(value - metrics0.get(key, 0.0), 4)
+            for key, value in sorted(metrics1.items())
+            if value != metrics0.get(key, 0.0)
+        }
+    if server.proc is not None and server.proc.poll() is not None:
+        report["server_exited"] = server.proc.returncode  # it died during the run
+    problems = server.log_problems(since)
+    if server.log_path is not None and isinstance(server, WeftServer):
+        report["server_log"] = str(server.log_path)
+        report["server_log_warnings"] = len(problems)
+        if problems:
+            report["server_log_first"] = problems[:3]
+    return report
+
+
+def summarize(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    per_client = round(args.rate * args.duration)
+    clients = [c for r in results for c in r["clients"]]
+    edit_at: dict[tuple[int, int], float] = {}
+    late: list[float] = []
+    for c in clients:
+        for n, t in enumerate(c["edits"]):
+            if t is not None:
+                edit_at[(c["id"], n)] = t
+        late.extend(c["late"])
+    delays: list[float] = []
+    first: dict[tuple[int, int], float] = {}  # per edit: the first and last observer's delay
+    last: dict[tuple[int, int], float] = {}
+    for c in clients:
+        obs = c["obs"]
+        for i in range(0, len(obs), 3):
+            key = (obs[i], obs[i + 1])
+            delay = obs[i + 2] - edit_at[key]
+            delays.append(delay)
+            first[key] = min(first.get(key, delay), delay)
+            last[key] = max(last.get(key, delay), delay)
+    delays.sort()
+    firsts = sorted(first.values())
+    spreads = sorted(last[key] - first[key] for key in first)
+    late.sort()
+    expected = len(edit_at) * (args.clients - 1)
+    hashes = {c["hash"] for c in clients}
+    converged = len(clients) == args.clients and len(hashes) == 1
+    return {
+        "p50_ms": rounded(percentile(delays, 0.5)) if delays else None,
+        "p99_ms": rounded(percentile(delays, 0.99)) if delays else None,
+        "max_ms": rounded(delays[-1]) if delays else None,
+        "min_ms": rounded(delays[0]) if delays else None,
+        "mean_ms": rounded(sum(delays) / len(delays)) if delays else None,
+        # The first other client to see an edit (ingest, persist, first send), and how much
+        # later the last one saw it (fan-out to everyone, and the observers' own delays).
+        "first_observer_p50_ms": rounded(percentile(firsts, 0.5)) if firsts else None,
+        "first_observer_p99_ms": rounded(percentile(firsts, 0.99)) if firsts else None,
+        "fanout_spread_p50_ms": rounded(percentile(spreads, 0.5)) if spreads else None,
+        "fanout_spread_p99_ms": rounded(percentile(spreads, 0.99)) if spreads else None,
+        "edits": len(edit_at),
+        "observations": len(delays),
+        "missing_observations": expected - len(delays),
+        "duplicate_observations": sum(c["duplicates"] for c in clients),
+        "converged": converged,
+        "final_stamps": min(c["stamps"] for c in clients) if clients else 0,
+        "expected_stamps": args.clients * per_client,
+        "text_chars": max(c["chars"] for c in clients) if clients else 0,
+        "all_seen_ms": rounded(max(r["all_seen_ms"] for r in results)),
+        "edit_late_p99_ms": rounded(percentile(late, 0.99)) if late else None,
+        "loadgen_loop_delay_p99_ms": rounded(max(r["loop_delay_ms"]["p99"] for r in results)),
+        "loadgen_loop_delay_max_ms": rounded(max(r["loop_delay_ms"]["max"] for r in results)),
+        # Connection closes during the run, by close code (and reason).
+        "disconnects": merge_counts(
+            {f"{d['code']} {d['reason']}".strip(): 1} for r in results for d in r["disconnects"]
+        ),
+        # What the clients received in the measured phase, all clients together.
+        "frames_in": merge_counts(r["frames_in"] for r in results),
+        "bytes_in": sum(r["bytes_in"] for r in results),
+        # Update frames a client received twice, byte for byte (no-ops that still cost).
+        "duplicate_update_frames": sum(r["duplicate_update_frames"] for r in results),
+    }
+
+
+def merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for one in counts:
+        for key, value in one.items():
+            merged[key] = merged.get(key, 0) + value
+    return dict(sorted(merged.items()))
+
+
+# --- setup and main -----------------------------------------------------------------------
+
+
+def ensure_node_modules() -> None:
+    """`npm ci` in bench/js when node_modules is missing or older than the lock file."""
+    marker = JS_DIR / "node_modules" / ".package-lock.json"
+    newest = max((JS_DIR / n).stat().st_mtime for n in ("package.json", "package-lock.json"))
+    if marker.exists() and marker.stat().st_mtime >= newest and REFERENCE_SERVER.exists():
+        return
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise BenchError("node and npm are needed (Node 20 or later)")
+    # --ignore-scripts: nothing here needs an install script (leveldown, an optional
+    # dependency of the reference server that is never used in memory, ships prebuilds).
+    log("npm ci in bench/js")
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+        cwd=JS_DIR,
+        check=True,
+        timeout=600,
+        stdout=sys.stderr,
+    )
+
+
+def git_revision() -> str | None:
+    """The commit benchmarked, with `+dirty` when collab/ has uncommitted changes (read-only)."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "collab"],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=10,
+        ).returncode
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", "-C", type=int, default=20, help="clients (default 20)")
+    parser.add_argument("--rate", "-R", type=float, default=10, help="edits/s per client")
+    parser.add_argument("--duration", "-D", type=float, default=10, help="seconds of typing")
+    parser.add_argument("--only", choices=["weft", "reference"], help="run one server only")
+    parser.add_argument(
+        "--server-url", help="an already running Weft server (http://HOST:PORT) to target"
+    )
+    parser.add_argument(
+        "--procs",
+        type=int,
+        default=0,
+        help=f"load-generator processes (default: one per {CLIENTS_PER_PROC} clients)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2, help="seconds of unmeasured typing first (default 2)"
+    )
+    parser.add_argument("--quiet", type=float, default=10, help="max wait for quiet after typing")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the clients' timer phases")
+    parser.add_argument(
+        "--dump", type=Path, help="also write each run's raw samples to PATH-<server>.json"
+    )
+    args = parser.parse_args(argv)
+    if not 2 <= args.clients <= 500:
+        parser.error("--clients must be 2..500")
+    if not (0 < args.rate <= 1000 and 0 < args.duration <= 600 and 0 < args.quiet <= 120):
+        parser.error("--rate, --duration and --quiet must be positive and bounded")
+    if not 0 <= args.warmup <= 60:
+        parser.error("--warmup must be 0..60")
+    if args.server_url and args.only == "reference":
+        parser.error("--server-url targets a Weft server; it makes no sense with --only reference")
+    if args.server_url and not re.match(r"^https?://", args.server_url):
+        parser.error("--server-url must look like http://127.0.0.1:8000")
+    return args
+
+
+async def amain(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    procs = args.procs or max(1, math.ceil(args.clients / CLIENTS_PER_PROC))
+    line: dict[str, Any] = {
+        "bench": "sync_latency",
+        "C": args.clients,
+        "R": int(args.rate) if args.rate == int(args.rate) else args.rate,
+        "D": int(args.duration) if args.duration == int(args.duration) else args.duration,
+        "warmup_s": args.warmup,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "rev": git_revision(),
+    }
+    failed = False
+    for name in ("weft", "reference"):
+        if args.only not in (None, name):
+            continue
+        server: Server
+        if name == "reference":
+            server = ReferenceServer(name=name, init_cell=True)
+        elif args.server_url:
+            server = ExternalWeft(name=name, init_cell=False, url=args.server_url.rstrip("/"))
+        else:
+            server = WeftServer(name=name, init_cell=False)
+        try:
+            line[name] = await run_one(server, args, procs)
+        except BenchError as exc:
+            failed = True
+            line[name] = {"error": str(exc)}
+            server.keep_log = True
+            if server.log_path is not None:
+                line[name]["server_log"] = str(server.log_path)
+            log(f"{name}: {exc}")
+        finally:
+            server.stop()
+    weft, ref = line.get("weft", {}), line.get("reference", {})
+    if weft.get("p50_ms") is not None and ref.get("p50_ms"):
+        line["ratio"] = {
+            key: rounded(weft[f"{key}_ms"] / ref[f"{key}_ms"]) if ref[f"{key}_ms"] else None
+            for key in ("p50", "p99", "max")
+        }
+    print(json.dumps(line), flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        ensure_node_modules()
+        return asyncio.run(amain(args))
+    except KeyboardInterrupt:
+        log("interrupted; everything started was stopped")
+        return 130
+    except asyncio.CancelledError:
+        log("terminated; everything started was stopped")
+        return 143
+    except (BenchError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        log(f"failed: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
