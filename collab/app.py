@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from collab import api
 from collab.errors import WeftError
@@ -45,6 +46,20 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return error_response(503, "unavailable", "storage is unavailable; retry later")
 
 
+class WebFiles(StaticFiles):
+    """The web client; a page path it has no file for (a deep link such as /notebooks/{id})
+    gets index.html, so the client's router shows that page. API and asset misses stay 404."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            return await super().get_response(path, scope)
+        except HTTPException as exc:
+            page = not path.startswith(("api/", "ws/")) and "." not in path.rsplit("/", 1)[-1]
+            if exc.status_code != 404 or scope["method"] not in ("GET", "HEAD") or not page:
+                raise
+            return await super().get_response("index.html", scope)
+
+
 def create_app(settings: Settings, extensions: Sequence[Extension] | None = None) -> Starlette:
     """The Weft server. Nothing starts until the lifespan runs.
 
@@ -74,7 +89,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     for extension in extensions:
         routes.extend(extension.routes())
     if settings.web_dir is not None and settings.web_dir.is_dir():
-        routes.append(Mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web"))
+        routes.append(Mount("/", WebFiles(directory=settings.web_dir, html=True), name="web"))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

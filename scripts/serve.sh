@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The web client that setup.sh built; set WEFT_WEB_DIR to serve another (or none: "").
+export WEFT_WEB_DIR="${WEFT_WEB_DIR-$PWD/web/dist}"
 exec .venv/bin/weft serve "$@"

@@ -67,8 +67,17 @@ npm_ci() {
     echo "$want" > "$dir/node_modules/.weft-installed"
   fi
 }
+npm_ci web
 if [[ $DEV -eq 1 ]]; then
   npm_ci tests/js
+fi
+
+# --- the web client (web/ -> web/dist, rebuilt only when its sources changed) -----------
+bash web/build.sh
+
+# --- Chromium for the browser tests (Debian's: Playwright's own download is not used) --
+if [[ $DEV -eq 1 ]]; then
+  apt_install chromium
 fi
 
 # --- Docker engine and the kernel runtime image ----------------------------------------

@@ -1,0 +1,323 @@
+// One cell: its toolbar (type, language, run, move, delete), its editor, its run state and
+// its outputs. Markdown cells show their rendering (with LaTeX) unless someone here is
+// editing them. Everything is driven by the cell's Y.Map, so a change made by anyone shows.
+import * as Y from 'yjs'
+import { h, icon, iconButton, replace, append } from '../ui/dom.js'
+import { createEditor, cursorAtFirstLine, cursorAtLastLine } from './editor.js'
+import { OutputsView } from './outputs.js'
+import { renderMarkdown } from './markdown.js'
+import { describeRun } from './runs.js'
+import { LANGUAGES } from './model.js'
+import { avatar } from './presence.js'
+import { visibleSymbols, shortType } from './symbols.js'
+
+const COMPLETION_TYPES = { function: 'function', class: 'class', module: 'namespace' }
+
+export class CellView {
+  /**
+   * @param {import('./notebook.js').NotebookView} nb
+   * @param {Y.Map} ycell
+   */
+  constructor (nb, ycell) {
+    this.nb = nb
+    this.model = nb.model
+    this.ycell = ycell
+    this.id = this.model.cellId(ycell)
+    this.type = this.model.cellType(ycell)
+    this.editing = false
+    this.editor = null
+    this.metadata = null
+
+    this.gutter = h('div.cell-gutter')
+    this.head = h('div.cell-head')
+    this.editorHost = h('div.cell-editor')
+    this.rendered = h('div.markdown-rendered.markdown-body', { tabIndex: -1 })
+    this.status = h('div.cell-status')
+    this.outputs = new OutputsView({
+      cellLabel: (id) => this.nb.cellLabel(id),
+      onCellRef: (id) => this.nb.select(id, { scroll: true }),
+    })
+    this.presence = h('div.cell-presence')
+    this.element = h('div.cell', { dataset: { cellId: this.id }, tabIndex: -1 },
+      this.gutter,
+      h('div.cell-main', this.head, this.editorHost, this.rendered, this.status, this.outputs.element),
+      this.presence)
+    this.element.addEventListener('mousedown', () => this.nb.select(this.id))
+    this.rendered.addEventListener('dblclick', () => this.edit())
+    this.rendered.addEventListener('click', (event) => {
+      if (!event.target.closest('a') && this.isEmptyMarkdown()) this.edit()
+    })
+
+    this._cellObserver = (event) => this._cellChanged(event)
+    this._metaObserver = () => this._languageChanged()
+    this._textObserver = () => this._sourceChanged()
+    ycell.observe(this._cellObserver)
+    this._bindMetadata()
+    this.build()
+  }
+
+  get language () { return this.model.language(this.ycell) }
+  get ytext () { return this.model.source(this.ycell) }
+  get readOnly () { return this.nb.readOnly }
+
+  isEmptyMarkdown () {
+    return this.type === 'markdown' && !this.model.sourceText(this.ycell).trim()
+  }
+
+  // -- building ---------------------------------------------------------------------
+
+  build () {
+    this.type = this.model.cellType(this.ycell)
+    this.element.dataset.type = this.type
+    this.buildHead()
+    this.buildEditor()
+    this.outputs.bind(this.type === 'code' ? this.ycell.get('outputs') : null)
+    this.renderMarkdownView()
+    this.update()
+  }
+
+  buildHead () {
+    const typeSelect = h('select.cell-type', { 'aria-label': 'Cell type', disabled: this.readOnly, title: 'Cell type' },
+      ['code', 'markdown', 'raw'].map((t) => h('option', { value: t, selected: t === this.type }, { code: 'Code', markdown: 'Markdown', raw: 'Raw' }[t])))
+    typeSelect.addEventListener('change', () => this.model.setCellType(this.id, typeSelect.value))
+    const langSelect = this.type === 'code'
+      ? h('select.cell-lang', { 'aria-label': 'Language', disabled: this.readOnly, title: 'Language' },
+        LANGUAGES.map((l) => h('option', { value: l.id, selected: l.id === this.language }, l.label)))
+      : null
+    if (langSelect) langSelect.addEventListener('change', () => this.model.setLanguage(this.id, langSelect.value))
+    this.langSelect = langSelect
+    const ro = this.readOnly
+    replace(this.head,
+      h('span.cell-label', this.nb.cellLabel(this.id) || ''),
+      typeSelect, langSelect,
+      h('div.cell-head-spacer'),
+      ro ? null : h('div.cell-tools',
+        this.type === 'code' ? iconButton('play', 'Run (Shift-Enter)', () => this.nb.run(this.id), { class: 'tool-run' }) : null,
+        this.type === 'code' ? iconButton('playBelow', 'Run this cell and all below', () => this.nb.runBelow(this.id)) : null,
+        this.type === 'code' && !this.nb.readOnly ? iconButton('x', 'Clear outputs', () => this.model.clearOutputs(this.id), { class: 'tool-clear' }) : null,
+        iconButton('up', 'Move up', () => this.nb.move(this.id, -1)),
+        iconButton('down', 'Move down', () => this.nb.move(this.id, 1)),
+        iconButton('trash', 'Delete cell', () => this.nb.deleteCell(this.id), { class: 'tool-delete' })))
+  }
+
+  buildEditor () {
+    if (this.editor) {
+      this.editor.destroy()
+      this.editor = null
+    }
+    if (this._observedText) this._observedText.unobserve(this._textObserver)
+    const ytext = this.ytext
+    this._observedText = ytext
+    if (!ytext) {
+      this.editorHost.replaceChildren(h('div.cell-broken', 'This cell has no text source.'))
+      return
+    }
+    ytext.observe(this._textObserver)
+    this.editor = createEditor({
+      ytext,
+      awareness: this.nb.connection.awareness,
+      cellType: this.type,
+      language: this.language,
+      readOnly: this.readOnly,
+      placeholder: this.readOnly ? '' : this.type === 'markdown' ? 'Write Markdown, with $\\LaTeX$ math…' : this.type === 'code' ? (this.language === 'sql' ? 'SELECT … FROM a DataFrame above' : 'Python code… Shift-Enter runs it') : 'Raw text',
+      keys: this.keys(),
+      completions: this.type === 'code' ? (context) => this.complete(context) : null,
+      onFocus: () => {
+        this.nb.select(this.id)
+        if (this.type === 'markdown') this.setEditing(true)
+      },
+      onBlur: (event) => {
+        if (this.type === 'markdown' && !this.element.contains(event.relatedTarget)) this.setEditing(false)
+      },
+    })
+    this.editorHost.replaceChildren(this.editor.view.dom)
+  }
+
+  keys () {
+    const nb = this.nb
+    return [
+      { key: 'Shift-Enter', run: () => { nb.run(this.id, { advance: true }); return true } },
+      { key: 'Mod-Enter', run: () => { nb.run(this.id); return true } },
+      { key: 'Alt-Enter', run: () => { nb.run(this.id, { insertBelow: true }); return true } },
+      { key: 'Escape', run: (view) => { view.contentDOM.blur(); nb.select(this.id); this.element.focus(); return true } },
+      { key: 'ArrowUp', run: (view) => view.state.selection.main.empty && cursorAtFirstLine(view) ? nb.focusNeighbour(this.id, -1) : false },
+      { key: 'ArrowDown', run: (view) => view.state.selection.main.empty && cursorAtLastLine(view) ? nb.focusNeighbour(this.id, 1) : false },
+    ]
+  }
+
+  /** Completions from the symbol table: names the cells above defined, with their types. */
+  complete (context) {
+    if (this.language !== 'python') return null
+    const word = context.matchBefore(/[A-Za-z_]\w*/)
+    if (!word && !context.explicit) return null
+    const before = context.state.sliceDoc(Math.max(0, (word ? word.from : context.pos) - 1), word ? word.from : context.pos)
+    if (before === '.') return null
+    const symbols = visibleSymbols(this.model, this.id)
+    if (!symbols.length) return null
+    return {
+      from: word ? word.from : context.pos,
+      options: symbols.map((s) => ({
+        label: s.name,
+        type: COMPLETION_TYPES[shortType(s.type)] || 'variable',
+        detail: shortType(s.type),
+        info: s.repr || undefined,
+        boost: 5,
+      })),
+      validFor: /^\w*$/,
+    }
+  }
+
+  // -- reacting to the document -----------------------------------------------------
+
+  _bindMetadata () {
+    if (this.metadata) this.metadata.unobserve(this._metaObserver)
+    const metadata = this.ycell.get('metadata')
+    this.metadata = metadata instanceof Y.Map ? metadata : null
+    if (this.metadata) this.metadata.observe(this._metaObserver)
+  }
+
+  _cellChanged (event) {
+    const keys = event.keysChanged
+    if (keys.has('cell_type')) {
+      this.build()
+      this.nb.cellTypeChanged(this.id)
+      return
+    }
+    if (keys.has('metadata')) {
+      this._bindMetadata()
+      this._languageChanged()
+    }
+    if (keys.has('source')) this.buildEditor()
+    if (keys.has('outputs')) this.outputs.bind(this.ycell.get('outputs'))
+    if (keys.has('execution_count')) this.update()
+  }
+
+  _languageChanged () {
+    if (this.editor) this.editor.setLanguage(this.type, this.language)
+    if (this.langSelect && this.langSelect.value !== this.language) this.langSelect.value = this.language
+    this.element.dataset.language = this.language
+  }
+
+  _sourceChanged () {
+    clearTimeout(this._sourceTimer)
+    this._sourceTimer = setTimeout(() => {
+      if (this.type === 'markdown' && !this.editing) this.renderMarkdownView()
+      this.update()
+    }, 150)
+  }
+
+  // -- markdown ---------------------------------------------------------------------
+
+  setEditing (editing) {
+    if (this.type !== 'markdown') editing = true
+    if (this.editing === editing) return
+    this.editing = editing
+    this.renderMarkdownView()
+  }
+
+  renderMarkdownView () {
+    const markdown = this.type === 'markdown'
+    const showRendered = markdown && !this.editing
+    this.element.classList.toggle('rendered', showRendered)
+    this.rendered.hidden = !showRendered
+    this.editorHost.hidden = showRendered
+    if (showRendered) {
+      const text = this.model.sourceText(this.ycell)
+      if (text.trim()) this.rendered.innerHTML = renderMarkdown(text)
+      else this.rendered.replaceChildren(h('p.placeholder', this.readOnly ? 'Empty text cell' : 'Empty Markdown cell: double-click to write'))
+    }
+  }
+
+  edit () {
+    if (this.readOnly) return
+    this.setEditing(true)
+    this.focusEditor()
+  }
+
+  // -- state ------------------------------------------------------------------------
+
+  focusEditor (where = 'end') {
+    if (!this.editor) return
+    if (this.type === 'markdown') this.setEditing(true)
+    const view = this.editor.view
+    view.focus()
+    if (where === 'start') view.dispatch({ selection: { anchor: 0 } })
+    else if (where === 'end') view.dispatch({ selection: { anchor: view.state.doc.length } })
+  }
+
+  setSelected (selected) {
+    this.element.classList.toggle('selected', selected)
+  }
+
+  setReadOnly () {
+    if (this.editor) this.editor.setReadOnly(this.readOnly)
+    this.buildHead()
+    this.renderMarkdownView()
+  }
+
+  setLabel (label) {
+    const el = this.head.querySelector('.cell-label')
+    if (el) el.textContent = label
+  }
+
+  /** Gutter, run state line and presence: cheap, called on every tick while running. */
+  update () {
+    const run = this.type === 'code' ? this.model.run(this.id) : null
+    const info = describeRun(run, this.model.sourceText(this.ycell), {
+      who: (by) => this.nb.presence.nameOf(by),
+      cellLabel: (id) => this.nb.cellLabel(id),
+    })
+    const state = info ? info.state : 'idle'
+    this.element.dataset.state = state
+    this.gutter.replaceChildren()
+    if (this.type === 'code') {
+      const count = this.ycell.get('execution_count')
+      const active = state === 'queued' || state === 'running'
+      this.gutter.append(
+        this.readOnly
+          ? h('span.gutter-run.disabled', icon('play', 14))
+          : h('button.gutter-run', { type: 'button', title: active ? 'Queued or running' : 'Run (Shift-Enter)', 'aria-label': 'Run cell', onclick: () => this.nb.run(this.id) },
+            state === 'running' ? h('span.spinner') : icon('play', 14)),
+        h('span.exec-count', { title: 'Execution count' }, `[${active ? '*' : count ?? ' '}]`))
+    }
+    this.status.replaceChildren()
+    this.status.hidden = !info
+    if (info) {
+      this.status.title = info.title
+      append(this.status, [
+        h(`span.run-badge.run-${info.state}`, { dataset: { state: info.state } }, badgeIcon(info.state), h('span.run-label', info.label)),
+        info.detail ? h('span.run-detail', info.detail) : null,
+        info.prior ? h('span.run-detail.run-prior', `last run: ${info.prior.toLowerCase()}`) : null,
+        run && run.error && (info.state === 'error' || info.state === 'cancelled') ? h('span.run-error', run.error) : null])
+    }
+  }
+
+  updatePresence () {
+    const people = this.nb.presence.inCell(this.id)
+    this.presence.replaceChildren(...people.map((p) => avatar(p, { size: 'sm', title: `${p.name} is here` })))
+    const first = people[0]
+    this.element.style.setProperty('--presence-color', first ? first.color : 'transparent')
+    this.element.classList.toggle('has-presence', people.length > 0)
+  }
+
+  destroy () {
+    clearTimeout(this._sourceTimer)
+    this.ycell.unobserve(this._cellObserver)
+    if (this.metadata) this.metadata.unobserve(this._metaObserver)
+    if (this._observedText) this._observedText.unobserve(this._textObserver)
+    if (this.editor) this.editor.destroy()
+    this.outputs.destroy()
+    this.element.remove()
+  }
+}
+
+function badgeIcon (state) {
+  switch (state) {
+    case 'running': return h('span.spinner')
+    case 'queued': return icon('clock', 13)
+    case 'done': return icon('check', 13)
+    case 'error': return icon('alert', 13)
+    case 'stale': case 'edited': return icon('refresh', 13)
+    default: return icon('x', 13)
+  }
+}

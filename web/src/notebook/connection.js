@@ -1,0 +1,127 @@
+// One notebook's live document: a Y.Doc synced with the server over y-websocket, and this
+// person's presence. Edits made while the socket is down stay in the Y.Doc and are sent by
+// the sync handshake when it comes back; the status tells the UI what to show meanwhile.
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import { wsBase } from '../api.js'
+import { getToken } from '../session.js'
+
+// The server answers "query awareness" (message type 3) with every presence state. Asking
+// now and then keeps y-websocket's 30 s "no message received" watchdog quiet when nobody
+// else is in the room (the server does not echo a client's own messages).
+const KEEPALIVE_MS = 10000
+const QUERY_AWARENESS = new Uint8Array([3])
+
+// Close codes from docs/api.md that mean "stop retrying".
+const CLOSE_REASONS = {
+  4401: 'You are not signed in, or your session expired.',
+  4403: 'You do not have access to this notebook.',
+  4404: 'This notebook does not exist.',
+  4410: 'This notebook was deleted.',
+}
+
+export class NotebookConnection {
+  /**
+   * @param {string} notebookId
+   * @param {{name: string, color: string, colorLight: string}} user
+   */
+  constructor (notebookId, user) {
+    this.doc = new Y.Doc()
+    this.listeners = new Set()
+    this.status = 'connecting'
+    this.everSynced = false
+    this.closed = null
+    this.browserOnline = navigator.onLine
+    this.lastError = null
+    const params = {}
+    const token = getToken()
+    if (token) params.token = token
+    this.provider = new WebsocketProvider(wsBase(), notebookId, this.doc, { params, maxBackoffTime: 2500 })
+    this.awareness = this.provider.awareness
+    this.awareness.setLocalStateField('user', user)
+
+    this.provider.on('status', ({ status }) => {
+      if (status === 'connected') this.lastError = null
+      this._set(status === 'connected' ? (this.provider.synced ? 'synced' : 'syncing') : status)
+    })
+    this.provider.on('sync', (synced) => {
+      if (synced) {
+        this.everSynced = true
+        this._set('synced')
+      }
+    })
+    this.provider.on('connection-close', (event) => {
+      if (event && event.code && event.code !== 1000 && event.code !== 1006) {
+        this.lastError = { code: event.code, reason: event.reason }
+      }
+    })
+    this.provider.on('closed', ({ code, reason }) => {
+      this.closed = { code, reason, message: CLOSE_REASONS[code] || reason || `closed (${code})` }
+      this._set('closed')
+    })
+    // The browser knows first: drop the dead socket at once (which also clears other
+    // people's presence), and reconnect as soon as the network is back.
+    this._online = () => {
+      this.browserOnline = true
+      if (!this.closed && !this.provider.ws) this.provider.connect()
+      this._emit()
+    }
+    this._offline = () => {
+      this.browserOnline = false
+      if (this.provider.ws) this.provider.ws.close()
+      this._emit()
+    }
+    window.addEventListener('online', this._online)
+    window.addEventListener('offline', this._offline)
+    this._keepalive = setInterval(() => {
+      const ws = this.provider.ws
+      if (this.provider.wsconnected && ws && ws.readyState === WebSocket.OPEN) ws.send(QUERY_AWARENESS)
+    }, KEEPALIVE_MS)
+    this._beforeUnload = () => this.awareness.setLocalState(null)
+    window.addEventListener('beforeunload', this._beforeUnload)
+  }
+
+  /** True when edits cannot reach the server right now. */
+  get offline () {
+    return this.status !== 'synced' || !this.browserOnline
+  }
+
+  setUser (user) {
+    this.awareness.setLocalStateField('user', user)
+  }
+
+  onChange (listener) {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  _set (status) {
+    this.status = status
+    this._emit()
+  }
+
+  _emit () {
+    for (const listener of this.listeners) listener(this)
+  }
+
+  /** Wait until the first sync with the server (or a terminal close). */
+  whenSynced () {
+    if (this.everSynced) return Promise.resolve(true)
+    return new Promise((resolve) => {
+      const off = this.onChange((c) => {
+        if (c.everSynced || c.closed) { off(); resolve(!c.closed) }
+      })
+    })
+  }
+
+  destroy () {
+    clearInterval(this._keepalive)
+    window.removeEventListener('online', this._online)
+    window.removeEventListener('offline', this._offline)
+    window.removeEventListener('beforeunload', this._beforeUnload)
+    this.awareness.setLocalState(null)
+    this.provider.destroy()
+    this.doc.destroy()
+    this.listeners.clear()
+  }
+}

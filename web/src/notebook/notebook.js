@@ -1,0 +1,446 @@
+// The notebook: the list of cells (kept in step with the document's `cells` array), which
+// cell is selected, running (Shift-Enter, run all, run below, interrupt, restart), the kernel
+// card and task list, the symbol table, files, presence and the connection banner.
+import * as Y from 'yjs'
+import { h, icon, iconButton, button } from '../ui/dom.js'
+import { api } from '../api.js'
+import { toast, toastError } from '../ui/toast.js'
+import { confirm } from '../ui/dialog.js'
+import { NotebookModel } from './model.js'
+import { CellView } from './cell.js'
+import { Presence } from './presence.js'
+import { kernelPanel, kernelLight, kernelState } from './kernel.js'
+import { symbolsPanel } from './symbols.js'
+import { filesPanel } from '../files/panel.js'
+
+export class NotebookView {
+  /**
+   * @param {{id: string, workspace_id: string, title: string}} notebook
+   * @param {import('./connection.js').NotebookConnection} connection
+   * @param {{readOnly?: boolean}} options
+   */
+  constructor (notebook, connection, { readOnly = false } = {}) {
+    this.notebook = notebook
+    this.notebookId = notebook.id
+    this.connection = connection
+    this.model = new NotebookModel(connection.doc)
+    this.presence = new Presence(connection.awareness)
+    this.readOnly = readOnly
+    this.views = new Map() // Y.Map -> CellView
+    this.order = [] // CellView, in document order
+    this.selectedId = null
+    this.pendingDelete = null
+    this.disposers = []
+
+    this.cellsHost = h('div.cells', { role: 'list', 'aria-label': 'Cells' })
+    this.emptyHint = h('div.cells-empty')
+    this.loading = h('div.nb-loading', h('span.spinner'), ' Opening notebook…')
+    this.main = h('div.nb-main', { tabIndex: -1 }, this.loading, this.cellsHost, this.emptyHint, this.addBar(null, { end: true }))
+
+    this.kernel = kernelPanel({
+      model: this.model,
+      connection,
+      cellLabel: (id) => this.cellLabel(id),
+      cellSnippet: (id) => this.cellSnippet(id),
+      who: (by) => this.presence.nameOf(by),
+      onSelect: (id) => this.select(id, { scroll: true }),
+      actions: this.readOnly ? [] : [
+        iconButton('stop', 'Interrupt: cancel queued cells and stop the running one', () => this.interrupt(), { class: 'kernel-interrupt' }),
+        iconButton('restart', 'Restart the kernel', () => this.restart(), { class: 'kernel-restart' }),
+      ],
+    })
+    this.symbols = symbolsPanel({ model: this.model, cellLabel: (id) => this.cellLabel(id), onSelectCell: (id) => this.select(id, { scroll: true }) })
+    this.files = filesPanel(notebook.workspace_id, { compact: true, readOnly: this.readOnly, onInsert: (file) => this.insertReadCode(file) })
+    this.sidebar = this.buildSidebar()
+    this.element = h('div.nb-layout', this.main, this.sidebar)
+
+    this.bindDocument()
+    this.bindKeys()
+    this.ticker = setInterval(() => this.tick(), 250)
+    this.slowTicker = setInterval(() => this.refreshAll(), 30000)
+  }
+
+  // -- layout -----------------------------------------------------------------------
+
+  buildSidebar () {
+    const tabs = [
+      { id: 'symbols', label: 'Symbols', icon: 'symbols', panel: this.symbols.element },
+      { id: 'files', label: 'Files', icon: 'folder', panel: this.files.element },
+    ]
+    const bar = h('div.side-tabs', { role: 'tablist' })
+    const body = h('div.side-tab-body')
+    const show = (id) => {
+      for (const tab of tabs) {
+        tab.button.classList.toggle('active', tab.id === id)
+        tab.button.setAttribute('aria-selected', String(tab.id === id))
+        tab.panel.hidden = tab.id !== id
+      }
+      if (id === 'files') this.files.refresh()
+    }
+    for (const tab of tabs) {
+      tab.button = h('button.side-tab', { type: 'button', role: 'tab', dataset: { tab: tab.id }, onclick: () => show(tab.id) }, icon(tab.icon, 14), tab.label)
+      bar.append(tab.button)
+      body.append(tab.panel)
+    }
+    show('symbols')
+    this.showTab = show
+    return h('aside.nb-sidebar', this.kernel.element, h('section.side-card.side-tabs-card', bar, body))
+  }
+
+  /** The "+ Code  + Markdown" bar under a cell, or at the end of the notebook. */
+  addBar (afterId, { end = false } = {}) {
+    if (this.readOnly) return h('div.add-bar.hidden')
+    const add = (type) => {
+      const index = end ? this.model.cells.length : this.model.indexOf(afterId) + 1
+      const id = this.model.insertCell(index, { type })
+      this.afterRender(() => this.focusCell(id))
+    }
+    return h(`div.add-bar${end ? '.add-bar-end' : ''}`,
+      h('button.add-btn', { type: 'button', onclick: () => add('code'), title: 'Add a code cell here' }, icon('plus', 13), 'Code'),
+      h('button.add-btn', { type: 'button', onclick: () => add('markdown'), title: 'Add a Markdown cell here' }, icon('plus', 13), 'Markdown'))
+  }
+
+  // -- the document -----------------------------------------------------------------
+
+  bindDocument () {
+    const { cells, runs, symbols, kernel } = this.model
+    const onCells = () => this.syncCells()
+    cells.observe(onCells)
+    const onRuns = (event) => {
+      for (const id of event.keysChanged) this.viewById(id)?.update()
+      this.kernel.render()
+      this.symbols.render()
+    }
+    runs.observe(onRuns)
+    const onSymbols = () => this.symbols.render()
+    symbols.observe(onSymbols)
+    const onKernel = () => this.kernel.render()
+    kernel.observe(onKernel)
+    const offPresence = this.presence.onChange(() => { for (const view of this.order) view.updatePresence() })
+    const offConnection = this.connection.onChange(() => {
+      this.kernel.render()
+      if (this.connection.everSynced) this.loading.hidden = true
+      this.main.classList.toggle('offline', this.connection.offline)
+    })
+    this.disposers.push(() => {
+      cells.unobserve(onCells)
+      runs.unobserve(onRuns)
+      symbols.unobserve(onSymbols)
+      kernel.unobserve(onKernel)
+      offPresence()
+      offConnection()
+    })
+    this.syncCells()
+    this.kernel.render()
+  }
+
+  /** Make the cell views match the `cells` array: reuse, create, destroy, reorder. */
+  syncCells () {
+    const ycells = this.model.cells.toArray()
+    const seen = new Set()
+    const order = []
+    for (const ycell of ycells) {
+      if (!(ycell instanceof Y.Map)) continue
+      let view = this.views.get(ycell)
+      if (!view) {
+        view = new CellView(this, ycell)
+        view.addBar = this.addBar(view.id)
+        this.views.set(ycell, view)
+      }
+      seen.add(ycell)
+      order.push(view)
+    }
+    for (const [ycell, view] of this.views) {
+      if (!seen.has(ycell)) {
+        view.addBar.remove()
+        view.destroy()
+        this.views.delete(ycell)
+      }
+    }
+    this.order = order
+    // Re-append in order; nodes already in place are moved without being re-created.
+    let cursor = this.cellsHost.firstChild
+    for (const view of order) {
+      for (const node of [view.element, view.addBar]) {
+        if (node === cursor) cursor = cursor.nextSibling
+        else this.cellsHost.insertBefore(node, cursor)
+      }
+    }
+    order.forEach((view, i) => {
+      view.setLabel(`Cell ${i + 1}`)
+      view.updatePresence()
+    })
+    this.emptyHint.replaceChildren(order.length ? '' : h('p', this.readOnly ? 'This notebook is empty.' : 'This notebook is empty: add a cell to start.'))
+    if (this.selectedId && !this.viewById(this.selectedId)) this.selectedId = null
+    if (!this.selectedId && order.length) this.select(order[0].id)
+    this.kernel.render()
+    this.symbols.render()
+    const callbacks = this._afterRender || []
+    this._afterRender = []
+    for (const cb of callbacks) cb()
+  }
+
+  afterRender (callback) {
+    (this._afterRender ||= []).push(callback)
+    // Local inserts render synchronously (Yjs observers run inside the transaction's end),
+    // so also try right away.
+    queueMicrotask(() => {
+      const pending = this._afterRender || []
+      this._afterRender = []
+      for (const cb of pending) cb()
+    })
+  }
+
+  cellTypeChanged () {
+    this.kernel.render()
+    this.symbols.render()
+  }
+
+  viewById (id) {
+    return this.order.find((v) => v.id === id) || null
+  }
+
+  cellLabel (id) {
+    const i = this.order.findIndex((v) => v.id === id)
+    return i < 0 ? null : `Cell ${i + 1}`
+  }
+
+  cellSnippet (id) {
+    const view = this.viewById(id)
+    if (!view) return ''
+    const line = this.model.sourceText(view.ycell).split('\n').find((l) => l.trim()) || ''
+    return line.length > 40 ? `${line.slice(0, 39)}…` : line
+  }
+
+  // -- selection and focus ----------------------------------------------------------
+
+  select (id, { scroll = false } = {}) {
+    const view = this.viewById(id)
+    if (!view) return
+    if (this.selectedId !== id) {
+      this.viewById(this.selectedId)?.setSelected(false)
+      this.selectedId = id
+      view.setSelected(true)
+      this.symbols.select(id)
+      this.presence.setCell(id)
+    }
+    if (scroll) view.element.scrollIntoView({ block: 'nearest', behavior: 'smooth' })
+  }
+
+  focusCell (id, where = 'end') {
+    const view = this.viewById(id)
+    if (!view) return
+    this.select(id)
+    if (this.readOnly) { view.element.focus(); return }
+    view.focusEditor(where)
+    view.element.scrollIntoView({ block: 'nearest' })
+  }
+
+  focusNeighbour (id, delta) {
+    const i = this.order.findIndex((v) => v.id === id)
+    const next = this.order[i + delta]
+    if (!next) return false
+    if (next.type === 'markdown' && !next.editing) {
+      this.select(next.id, { scroll: true })
+      next.element.focus()
+    } else {
+      this.focusCell(next.id, delta > 0 ? 'start' : 'end')
+    }
+    return true
+  }
+
+  // -- editing ----------------------------------------------------------------------
+
+  move (id, delta) {
+    if (this.readOnly) return
+    if (this.model.moveCell(id, delta)) this.afterRender(() => this.select(id, { scroll: true }))
+  }
+
+  async deleteCell (id) {
+    if (this.readOnly) return
+    const view = this.viewById(id)
+    if (!view) return
+    const i = this.order.indexOf(view)
+    const neighbour = this.order[i + 1] || this.order[i - 1]
+    this.model.deleteCell(id)
+    if (neighbour) this.select(neighbour.id)
+  }
+
+  insertReadCode (file) {
+    if (this.readOnly) return
+    const path = JSON.stringify(file.path)
+    const name = file.name.replace(/\.[^.]+$/, '').replace(/\W+/g, '_').replace(/^(\d)/, '_$1').toLowerCase() || 'data'
+    const reader = /\.parquet$/i.test(file.name) ? 'read_parquet' : /\.json$/i.test(file.name) ? 'read_json' : /\.xlsx?$/i.test(file.name) ? 'read_excel' : 'read_csv'
+    const source = /\.(csv|tsv|parquet|json|xlsx?)$/i.test(file.name)
+      ? `import pandas as pd\n\n${name} = pd.${reader}(${path}${/\.tsv$/i.test(file.name) ? ", sep='\\t'" : ''})\n${name}.head()`
+      : `with open(${path}) as f:\n    text = f.read()\nprint(text[:1000])`
+    const index = this.selectedId ? this.model.indexOf(this.selectedId) + 1 : this.model.cells.length
+    const id = this.model.insertCell(index, { type: 'code', source })
+    this.afterRender(() => this.focusCell(id))
+  }
+
+  // -- running ----------------------------------------------------------------------
+
+  async run (id, { advance = false, insertBelow = false } = {}) {
+    if (this.readOnly) return
+    const view = this.viewById(id)
+    if (!view) return
+    if (view.type === 'markdown') view.setEditing(false)
+    if (view.type === 'code') {
+      const source = this.model.sourceText(view.ycell)
+      this.request(() => api.run(this.notebookId, id, source), 'Could not run the cell')
+    }
+    if (insertBelow || (advance && this.order[this.order.length - 1] === view)) {
+      const newId = this.model.insertCell(this.model.indexOf(id) + 1, { type: 'code' })
+      this.afterRender(() => this.focusCell(newId))
+    } else if (advance) {
+      const next = this.order[this.order.indexOf(view) + 1]
+      if (next.type === 'markdown' && next.model.sourceText(next.ycell).trim()) {
+        this.select(next.id, { scroll: true })
+        next.element.focus()
+      } else {
+        this.focusCell(next.id, 'end')
+      }
+    }
+  }
+
+  runBelow (id) {
+    if (this.readOnly) return
+    const view = this.viewById(id)
+    if (!view) return
+    this.request(() => api.runBelow(this.notebookId, id), 'Could not run the cells')
+  }
+
+  runAll () {
+    if (this.readOnly) return
+    this.request(() => api.runAll(this.notebookId), 'Could not run the notebook')
+  }
+
+  interrupt () {
+    this.request(() => api.interrupt(this.notebookId), 'Could not interrupt').then((result) => {
+      if (result && (result.cancelled || result.interrupted)) {
+        toast(`Interrupted${result.cancelled ? `; ${result.cancelled} queued cell${result.cancelled === 1 ? '' : 's'} cancelled` : ''}`)
+      }
+    })
+  }
+
+  async restart () {
+    const ok = await confirm('Restart the kernel?', 'Every name that cells defined is dropped and queued cells are cancelled, for everyone in this notebook. Outputs stay.', { ok: 'Restart', danger: true })
+    if (ok) this.request(() => api.restart(this.notebookId), 'Could not restart').then((r) => r && toast('Kernel restarted'))
+  }
+
+  /**
+   * A run request reaches the server over HTTP while the cell itself travels over the
+   * socket: a cell added a moment ago may not be there yet, so a 404 is retried briefly.
+   */
+  async request (call, failure) {
+    if (this.connection.offline) {
+      toast('You are offline: cells run once the connection is back.', { kind: 'error' })
+      return null
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call()
+      } catch (error) {
+        if (error.status === 404 && attempt < 8) {
+          await new Promise((resolve) => setTimeout(resolve, 150 * (attempt + 1)))
+          continue
+        }
+        toastError(error, failure)
+        return null
+      }
+    }
+  }
+
+  // -- keyboard (command mode: a cell is selected, no editor has focus) ---------------
+
+  bindKeys () {
+    let lastD = 0
+    const onKey = (event) => {
+      if (event.defaultPrevented || !this.element.isConnected) return
+      const target = event.target
+      if (target.closest && (target.closest('.cm-editor') || target.closest('input, textarea, select, .modal'))) return
+      const id = this.selectedId
+      if (!id) return
+      const view = this.viewById(id)
+      const key = event.key
+      const plainKey = !event.ctrlKey && !event.metaKey && !event.altKey
+      if (key === 'Enter' && event.shiftKey) { event.preventDefault(); this.run(id, { advance: true }); return }
+      if ((event.ctrlKey || event.metaKey) && key === 'Enter') { event.preventDefault(); this.run(id); return }
+      if (!plainKey) return
+      if (key === 'Enter') { event.preventDefault(); if (view && !this.readOnly) view.edit(); return }
+      if (key === 'ArrowDown' || key === 'j') { event.preventDefault(); this.selectNeighbour(id, 1); return }
+      if (key === 'ArrowUp' || key === 'k') { event.preventDefault(); this.selectNeighbour(id, -1); return }
+      if (this.readOnly) return
+      if (key === 'a' || key === 'b') {
+        event.preventDefault()
+        const index = this.model.indexOf(id) + (key === 'b' ? 1 : 0)
+        const newId = this.model.insertCell(index, { type: 'code' })
+        this.afterRender(() => this.focusCell(newId))
+      } else if (key === 'm') {
+        this.model.setCellType(id, 'markdown')
+      } else if (key === 'y') {
+        this.model.setCellType(id, 'code')
+      } else if (key === 'd') {
+        const now = Date.now()
+        if (now - lastD < 600) { this.deleteCell(id); lastD = 0 } else lastD = now
+      }
+    }
+    document.addEventListener('keydown', onKey)
+    this.disposers.push(() => document.removeEventListener('keydown', onKey))
+  }
+
+  selectNeighbour (id, delta) {
+    const i = this.order.findIndex((v) => v.id === id)
+    const next = this.order[i + delta]
+    if (next) {
+      this.select(next.id, { scroll: true })
+      next.element.focus()
+    }
+  }
+
+  // -- ticking ----------------------------------------------------------------------
+
+  tick () {
+    let running = false
+    this.model.runs.forEach((run, id) => {
+      if (run && run.state === 'running') {
+        running = true
+        this.viewById(id)?.update()
+      }
+    })
+    if (running) this.kernel.render()
+  }
+
+  refreshAll () {
+    for (const view of this.order) view.update()
+    this.kernel.render()
+  }
+
+  /** The compact light for the top bar. */
+  topLight () {
+    const host = h('span.top-kernel')
+    const render = () => host.replaceChildren(kernelLight(kernelState(this.model, this.connection)))
+    render()
+    this.model.kernel.observe(render)
+    const off = this.connection.onChange(render)
+    this.disposers.push(() => { this.model.kernel.unobserve(render); off() })
+    return host
+  }
+
+  runButtons () {
+    if (this.readOnly) return []
+    return [
+      button('Run all', { variant: 'secondary', onclick: () => this.runAll(), title: 'Run every code cell, top to bottom', class: 'run-all' }, 'playAll'),
+    ]
+  }
+
+  destroy () {
+    clearInterval(this.ticker)
+    clearInterval(this.slowTicker)
+    for (const dispose of this.disposers) dispose()
+    for (const view of this.views.values()) view.destroy()
+    this.views.clear()
+    this.presence.destroy()
+  }
+}

@@ -1,0 +1,73 @@
+// Who is here: each person's name and colour (awareness `user`), and which cell they are in
+// (awareness `cell`). Cursors inside a cell are drawn by y-codemirror.next from `cursor`.
+import { h } from '../ui/dom.js'
+import { initials } from '../session.js'
+
+export class Presence {
+  constructor (awareness) {
+    this.awareness = awareness
+    this.listeners = new Set()
+    this._onChange = () => { for (const l of this.listeners) l(this) }
+    awareness.on('change', this._onChange)
+  }
+
+  get selfId () { return this.awareness.clientID }
+
+  /** Everyone else, one entry per awareness client that has a user. */
+  others () {
+    const people = []
+    this.awareness.getStates().forEach((state, clientId) => {
+      if (clientId === this.selfId || !state || !state.user) return
+      people.push({ clientId, ...state.user, cell: state.cell || null, editing: !!state.cursor })
+    })
+    return people.sort((a, b) => String(a.name).localeCompare(String(b.name)))
+  }
+
+  inCell (cellId) {
+    return this.others().filter((p) => p.cell === cellId)
+  }
+
+  setCell (cellId) {
+    if (this.awareness.getLocalState()?.cell !== cellId) this.awareness.setLocalStateField('cell', cellId)
+  }
+
+  /** A name for a user id written by the server (run.by), from anyone present with that id. */
+  nameOf (userId) {
+    if (!userId) return null
+    let found = null
+    this.awareness.getStates().forEach((state) => {
+      if (state?.user && (state.user.id === userId)) found = state.user.name
+    })
+    return found || (/^[0-9a-f-]{36}$/i.test(String(userId)) ? null : String(userId))
+  }
+
+  onChange (listener) {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  destroy () {
+    this.awareness.off('change', this._onChange)
+    this.listeners.clear()
+  }
+}
+
+export function avatar (person, { size = 'md', title = null } = {}) {
+  return h(`span.avatar.avatar-${size}`, { style: { background: person.color || '#888' }, title: title || person.name },
+    initials(person.name))
+}
+
+/** The faces in the top bar: everyone in the notebook now. */
+export function peopleBar (presence, me) {
+  const el = h('div.people', { 'aria-label': 'People in this notebook' })
+  const render = () => {
+    const others = presence.others()
+    el.replaceChildren(...others.slice(0, 6).map((p) => avatar(p)))
+    if (others.length > 6) el.append(h('span.avatar.avatar-more', `+${others.length - 6}`))
+    el.title = others.length ? `Here now: ${others.map((p) => p.name).join(', ')}` : 'Only you are here'
+    el.classList.toggle('alone', others.length === 0)
+  }
+  render()
+  presence.onChange(render)
+  return el
+}

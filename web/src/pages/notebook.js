@@ -1,0 +1,124 @@
+// "/notebooks/{id}": the live notebook, with its top bar (title, people, connection, kernel,
+// run all, export) and the offline banner.
+import { h, icon, iconButton } from '../ui/dom.js'
+import { api, download } from '../api.js'
+import { topbar, meChip } from './chrome.js'
+import { getIdentity } from '../session.js'
+import { toastError } from '../ui/toast.js'
+import { NotebookConnection } from '../notebook/connection.js'
+import { NotebookView } from '../notebook/notebook.js'
+import { peopleBar } from '../notebook/presence.js'
+
+export async function notebookPage ({ id }, root) {
+  let notebook
+  let workspace = null
+  try {
+    notebook = await api.notebook(id)
+    workspace = await api.workspace(notebook.workspace_id).catch(() => null)
+  } catch (error) {
+    root.append(topbar([{ label: 'Workspaces', href: '/' }]), h('main.page', h('div.empty-state.error',
+      h('h1', error.status === 404 ? 'Notebook not found' : 'Could not open the notebook'),
+      h('p', error.status === 404 ? 'It may have been deleted, or the link is wrong.' : error.message),
+      h('a.btn.btn-primary', { href: '/' }, 'Your workspaces'))))
+    return
+  }
+  // Until accounts and roles land every person may edit; a viewer role will set this.
+  const readOnly = notebook.role === 'viewer'
+  const connection = new NotebookConnection(id, getIdentity())
+  const view = new NotebookView(notebook, connection, { readOnly })
+
+  const title = h('input.nb-title', { type: 'text', value: notebook.title, 'aria-label': 'Notebook title', readOnly, spellcheck: false })
+  const saveTitle = async () => {
+    const value = title.value.trim()
+    if (!value || value === notebook.title) { title.value = notebook.title; return }
+    try {
+      notebook = { ...notebook, ...(await api.renameNotebook(id, value)) }
+      document.title = `${notebook.title} · Weft`
+    } catch (error) {
+      title.value = notebook.title
+      toastError(error, 'Could not rename')
+    }
+  }
+  title.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') title.blur()
+    if (e.key === 'Escape') { title.value = notebook.title; title.blur() }
+  })
+  title.addEventListener('change', saveTitle)
+  // The title lives in the document too (meta.metadata.title): follow renames by others.
+  const followTitle = () => {
+    const live = view.model.title()
+    if (live && live !== notebook.title && document.activeElement !== title) {
+      notebook.title = live
+      title.value = live
+      document.title = `${live} · Weft`
+    }
+  }
+  view.model.meta.observeDeep(followTitle)
+  document.title = `${notebook.title} · Weft`
+
+  const status = connectionBadge(connection)
+  const banner = offlineBanner(connection, readOnly)
+  const bar = topbar([
+    { label: 'Workspaces', href: '/' },
+    { label: workspace ? workspace.name : 'Workspace', href: `/workspaces/${notebook.workspace_id}` },
+  ],
+  peopleBar(view.presence),
+  status,
+  view.topLight(),
+  ...view.runButtons(),
+  iconButton('export', 'Download as .ipynb', () => download(api.exportUrl(id), `${notebook.title}.ipynb`).catch((e) => toastError(e, 'Export failed'))),
+  meChip((user) => connection.setUser(user)))
+  bar.querySelector('.crumbs').append(h('span.crumb-sep', '/'), title)
+  bar.classList.add('nb-topbar')
+
+  root.append(bar, banner, view.element)
+  root.classList.add('nb-root')
+
+  return () => {
+    root.classList.remove('nb-root')
+    view.model.meta.unobserveDeep(followTitle)
+    view.destroy()
+    connection.destroy()
+  }
+}
+
+function connectionBadge (connection) {
+  const el = h('span.conn-badge', { role: 'status' })
+  const render = () => {
+    const c = connection
+    let state, label
+    if (c.closed) { state = 'closed'; label = 'Closed' } else if (!c.browserOnline || c.status === 'disconnected') { state = 'offline'; label = 'Offline' } else if (c.status === 'synced') { state = 'online'; label = 'Live' } else { state = 'connecting'; label = c.everSynced ? 'Reconnecting' : 'Connecting' }
+    el.dataset.state = state
+    el.replaceChildren(state === 'offline' ? icon('wifiOff', 14) : h('span.conn-dot'), h('span', label))
+    el.title = state === 'online' ? 'Connected: edits are shared as you type' : state === 'offline' ? 'Offline: your edits are kept and sync when the connection is back' : ''
+  }
+  render()
+  connection.onChange(render)
+  return el
+}
+
+function offlineBanner (connection, readOnly) {
+  const el = h('div.banner', { role: 'status', 'aria-live': 'polite' })
+  const render = () => {
+    const c = connection
+    el.className = 'banner'
+    el.replaceChildren()
+    if (c.closed) {
+      el.classList.add('banner-error')
+      el.append(icon('alert', 16), h('span', c.closed.message), h('a', { href: '/' }, 'Back to your workspaces'))
+    } else if (c.everSynced && c.offline) {
+      el.classList.add('banner-offline')
+      el.append(icon('wifiOff', 16), h('span', h('strong', 'You are offline. '), readOnly ? 'Reconnecting…' : 'Keep working: your edits are kept here and sync when the connection is back. Running cells needs the connection.'))
+    } else if (readOnly) {
+      el.classList.add('banner-readonly')
+      el.append(icon('eye', 16), h('span', h('strong', 'View only. '), 'You see every change live, but cannot edit or run this notebook.'))
+    } else {
+      el.hidden = true
+      return
+    }
+    el.hidden = false
+  }
+  render()
+  connection.onChange(render)
+  return el
+}
