@@ -214,6 +214,9 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     keep_log: bool = False
+    # Further WebSocket bases serving the same notebooks (other nodes); load-generator
+    # processes are spread over [first, *others] round robin.
+    other_ws_bases: list[str] = field(default_factory=list)
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -248,6 +251,11 @@ def _open_log(prefix: str) -> Path:
 @dataclass
 class WeftServer(Server):
     state_dir: Path | None = None
+    # nodes=2: a second `weft serve` on the first one's embedded PostgreSQL, the clients
+    # split over both (documents cross nodes through the log and LISTEN/NOTIFY).
+    nodes: int = 1
+    second: subprocess.Popen[bytes] | None = None
+    second_state: Path | None = None
 
     async def start(self) -> None:
         weft = Path(sys.executable).parent / "weft"
@@ -272,6 +280,28 @@ class WeftServer(Server):
             )
         log(f"weft serve on port {self.port} (pid {self.proc.pid}, log {self.log_path})")
         await wait_http_ok(f"http://127.0.0.1:{self.port}/healthz", self.proc, 60)
+        if self.nodes > 1:
+            port = free_port()
+            self.second_state = Path(tempfile.mkdtemp(prefix="weft-bench-state-"))
+            database = f"postgresql://postgres@/postgres?host={self.state_dir}/postgres"
+            env2 = {
+                **os.environ,
+                "WEFT_STATE_DIR": str(self.second_state),
+                "DATABASE_URL": database,
+            }
+            with self.log_path.open("ab") as out:
+                self.second = subprocess.Popen(
+                    [str(weft), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                    cwd=ROOT,
+                    env=env2,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
+            log(f"second weft node on port {port} (pid {self.second.pid})")
+            await wait_http_ok(f"http://127.0.0.1:{port}/healthz", self.second, 60)
+            self.other_ws_bases = [f"ws://127.0.0.1:{port}/ws"]
 
     async def room(self) -> tuple[str, str]:
         return await create_notebook(f"http://127.0.0.1:{self.port}")
@@ -290,7 +320,16 @@ class WeftServer(Server):
         postmaster = self._postmaster()
         return descendants(postmaster) if postmaster else []
 
+    def server_pids(self) -> list[int]:
+        pids = super().server_pids()
+        if self.second is not None and self.second.poll() is None:
+            pids += descendants(self.second.pid)
+        return pids
+
     def stop(self) -> None:
+        stop_process(self.second, 15)
+        if self.second_state is not None:
+            shutil.rmtree(self.second_state, ignore_errors=True)
         postmaster = self._postmaster()
         stop_process(self.proc, 15)
         # The embedded PostgreSQL is a daemon of its own; weft stops it at exit, but make
@@ -483,13 +522,14 @@ class NodeProc:
 
 @contextlib.asynccontextmanager
 async def load_generators(
-    url: str, room: str, init: bool, args: argparse.Namespace, procs: int
+    server: Server, url: str, room: str, init: bool, args: argparse.Namespace, procs: int
 ) -> AsyncIterator[list[NodeProc]]:
     started: list[NodeProc] = []
     try:
         for p in range(procs):
+            bases = [url, *server.other_ws_bases]
             config = {
-                "url": url,
+                "url": bases[p % len(bases)],
                 "room": room,
                 "ids": list(range(p, args.clients, procs)),
                 "total": args.clients,
@@ -537,7 +577,7 @@ async def run_one(server: Server, args: argparse.Namespace, procs: int) -> dict[
     url, room = await server.room()
     log(f"{server.name}: {args.clients} clients in {procs} process(es) joining {url} {room}")
     since = time.time()
-    async with load_generators(url, room, server.init_cell, args, procs) as nodes:
+    async with load_generators(server, url, room, server.init_cell, args, procs) as nodes:
         for node in nodes:
             await node.expect("ready", 90)
         loadgen_pids = [node.proc.pid for node in nodes]
@@ -728,6 +768,13 @@ def git_revision() -> str | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", "-C", type=int, default=20, help="clients (default 20)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: also run Weft on two nodes sharing one PostgreSQL, clients split over both",
+    )
     parser.add_argument("--rate", "-R", type=float, default=10, help="edits/s per client")
     parser.add_argument("--duration", "-D", type=float, default=10, help="seconds of typing")
     parser.add_argument("--only", choices=["weft", "reference"], help="run one server only")
@@ -767,6 +814,9 @@ async def amain(args: argparse.Namespace) -> int:
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     procs = args.procs or max(1, math.ceil(args.clients / CLIENTS_PER_PROC))
+    if args.nodes == 2:
+        # At least one load generator per node, and the same split for every run compared.
+        procs = max(procs, 2)
     line: dict[str, Any] = {
         "bench": "sync_latency",
         "C": args.clients,
@@ -778,8 +828,9 @@ async def amain(args: argparse.Namespace) -> int:
         "rev": git_revision(),
     }
     failed = False
-    for name in ("weft", "reference"):
-        if args.only not in (None, name):
+    names = ["weft", "weft_2nodes", "reference"] if args.nodes == 2 else ["weft", "reference"]
+    for name in names:
+        if args.only not in (None, name.split("_")[0]):
             continue
         server: Server
         if name == "reference":
@@ -787,7 +838,9 @@ async def amain(args: argparse.Namespace) -> int:
         elif args.server_url:
             server = ExternalWeft(name=name, init_cell=False, url=args.server_url.rstrip("/"))
         else:
-            server = WeftServer(name=name, init_cell=False)
+            server = WeftServer(
+                name=name, init_cell=False, nodes=2 if name.endswith("2nodes") else 1
+            )
         try:
             line[name] = await run_one(server, args, procs)
         except BenchError as exc:
@@ -804,6 +857,11 @@ async def amain(args: argparse.Namespace) -> int:
         line["ratio"] = {
             key: rounded(weft[f"{key}_ms"] / ref[f"{key}_ms"]) if ref[f"{key}_ms"] else None
             for key in ("p50", "p99", "max")
+        }
+    two = line.get("weft_2nodes", {})
+    if two.get("p50_ms") is not None and weft.get("p50_ms"):
+        line["cross_node_ratio"] = {
+            key: rounded(two[f"{key}_ms"] / weft[f"{key}_ms"]) for key in ("p50", "p99")
         }
     print(json.dumps(line), flush=True)
     return 1 if failed else 0

@@ -48,16 +48,22 @@ async def _database_error(request: Request, exc: Exception) -> Response:
 
 class WebFiles(StaticFiles):
     """The web client; a page path it has no file for (a deep link such as /notebooks/{id})
-    gets index.html, so the client's router shows that page. API and asset misses stay 404."""
+    gets index.html, so the client's router shows that page. API and asset misses stay 404.
+    Hashed build assets are cached for good; everything else is revalidated on each load."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         try:
-            return await super().get_response(path, scope)
+            response = await super().get_response(path, scope)
         except HTTPException as exc:
             page = not path.startswith(("api/", "ws/")) and "." not in path.rsplit("/", 1)[-1]
             if exc.status_code != 404 or scope["method"] not in ("GET", "HEAD") or not page:
                 raise
-            return await super().get_response("index.html", scope)
+            response = await super().get_response("index.html", scope)
+        immutable = path.startswith("assets/") and response.status_code == 200
+        response.headers["Cache-Control"] = (
+            "public, max-age=31536000, immutable" if immutable else "no-cache"
+        )
+        return response
 
 
 def create_app(settings: Settings, extensions: Sequence[Extension] | None = None) -> Starlette:

@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 CLOSE_TOO_SLOW = 1008
 CLOSE_GONE = 4410
 
-# A client may speak for a few awareness ids (tabs sharing a connection are rare); more is abuse.
-MAX_AWARENESS_IDS_PER_CLIENT = 8
+# Presence ids a connection may bring into a room (removed when it leaves); tabs sharing
+# one connection are rare, so a large number is abuse, but not worth a disconnect.
+MAX_AWARENESS_IDS_PER_CLIENT = 64
 _EMPTY_UPDATE = b"\x00\x00"
 
 
@@ -376,14 +377,22 @@ class Room:
                 accepted.append(entry)
         return accepted
 
+    def _present(self, client_id: int) -> bool:
+        return self._awareness.get(client_id, (-1, "null"))[1] != "null"
+
     def _apply_awareness(self, client: Client, payload: bytes) -> None:
         entries = protocol.decode_awareness(payload)
-        for entry in entries:
-            if entry.client_id not in client.awareness_ids:
-                if len(client.awareness_ids) >= MAX_AWARENESS_IDS_PER_CLIENT:
-                    raise ProtocolError("too many awareness ids on one connection")
-                client.awareness_ids.add(entry.client_id)
+        # y-websocket clients re-send the presence of others they have heard of, so an id a
+        # connection sends is not always its own. As the reference server does, a connection
+        # owns (and loses when it leaves) the ids it brought into the room, not ones relayed.
+        absent = {e.client_id for e in entries if not self._present(e.client_id)}
         accepted = self._merge_awareness(entries)
+        for entry in accepted:
+            if entry.removed:
+                client.awareness_ids.discard(entry.client_id)
+            elif entry.client_id in absent:
+                if len(client.awareness_ids) < MAX_AWARENESS_IDS_PER_CLIENT:
+                    client.awareness_ids.add(entry.client_id)
         if accepted:
             frame = protocol.encode_awareness_message(accepted)
             # To everyone, the sender too, as the reference server does: y-websocket drops a

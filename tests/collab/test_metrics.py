@@ -29,13 +29,17 @@ async def test_metrics_move_when_work_happens(server: ServerProcess, api: httpx.
     assert before["weft_rooms"] == 0
     assert before["weft_clients"] == 0
     notebook_id = await new_notebook(api)
-    async with node_client(server.ws_base, notebook_id) as alice:
+    async with (
+        node_client(server.ws_base, notebook_id) as alice,
+        node_client(server.ws_base, notebook_id) as bob,
+    ):
         for n in range(5):
             await alice.call("insert", text=f"x{n}")
-        await alice.call("wait", contains="x4", timeout_ms=5000)
+        # Bob seeing the last edit means the server stored all five (persist before broadcast).
+        await bob.wait_text("x4")
         during = await scrape(api)
         assert during["weft_rooms"] == 1
-        assert during["weft_clients"] == 1
+        assert during["weft_clients"] == 2
     after = await scrape(api)
     assert after["weft_document_updates_total"] >= before.get("weft_document_updates_total", 0) + 5
     assert after["weft_persist_seconds_count"] > before.get("weft_persist_seconds_count", 0)

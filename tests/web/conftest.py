@@ -86,6 +86,10 @@ class WebWeft:
     def url(self) -> str:
         return self.server.url
 
+    @property
+    def server_web_dir(self) -> Path:
+        return Path(self.server.env["WEFT_WEB_DIR"])
+
     async def workspace(self, name: str = "Analysis") -> str:
         response = await self.api.post("/api/workspaces", json={"name": name})
         assert response.status_code == 201, response.text

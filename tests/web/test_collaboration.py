@@ -122,7 +122,16 @@ async def test_cells_are_added_moved_retyped_and_deleted_for_everyone(web: WebWe
     await cell(ada, "c0").get_by_role("button", name="Delete cell").click()
     await expect(cell(grace, "c0")).to_have_count(0)
     assert [await c.get_attribute("data-cell-id") for c in await cells.all()] == [new_id, "c1"]
-    assert await cell_text(grace, "c1") is not None
+
+    # ... and bring it back from the toast, where it was, with its text.
+    await ada.locator(".toast").get_by_role("button", name="Undo").click()
+    await expect(cell(grace, "c0")).to_have_count(1)
+    assert [await c.get_attribute("data-cell-id") for c in await cells.all()] == [
+        new_id,
+        "c0",
+        "c1",
+    ]
+    await wait_text(grace, "c0", "a = 1")
 
 
 async def test_an_edit_made_offline_reaches_the_other_person_when_back_online(

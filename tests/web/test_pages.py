@@ -75,3 +75,24 @@ async def test_workspaces_search_and_deep_links(web: WebWeft) -> None:
     # A link to a notebook that does not exist says so.
     missing = await web.page(context, "/notebooks/00000000-0000-4000-8000-000000000000")
     await expect(missing.locator("h1")).to_have_text("Notebook not found")
+
+
+async def test_the_server_serves_the_client_at_every_page_link(web: WebWeft) -> None:
+    index = await web.api.get("/")
+    assert index.status_code == 200
+    assert '<div id="app">' in index.text
+    assert index.headers["cache-control"] == "no-cache"
+    for link in ("/workspaces/abc", "/notebooks/00000000-0000-4000-8000-000000000000"):
+        page = await web.api.get(link)
+        assert page.status_code == 200, link
+        assert page.text == index.text
+    asset = next(p for p in (web.server_web_dir / "assets").iterdir() if p.suffix == ".js")
+    cached = await web.api.get(f"/assets/{asset.name}")
+    assert cached.status_code == 200
+    assert "immutable" in cached.headers["cache-control"]
+    # Misses that are not pages stay misses: the API answers JSON, assets 404.
+    api_miss = await web.api.get("/api/nothing-here")
+    assert api_miss.status_code == 404
+    assert api_miss.json()["error"]["code"] == "not_found"
+    assert (await web.api.get("/assets/gone-1234.js")).status_code == 404
+    assert (await web.api.post("/notebooks/x")).status_code in (404, 405)

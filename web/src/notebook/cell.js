@@ -288,7 +288,8 @@ export class CellView {
         h(`span.run-badge.run-${info.state}`, { dataset: { state: info.state } }, badgeIcon(info.state), h('span.run-label', info.label)),
         info.detail ? h('span.run-detail', info.detail) : null,
         info.prior ? h('span.run-detail.run-prior', `last run: ${info.prior.toLowerCase()}`) : null,
-        run && run.error && (info.state === 'error' || info.state === 'cancelled') ? h('span.run-error', run.error) : null])
+        // "the cell raised an exception" says nothing the traceback below does not.
+        run && run.error && run.status !== 'error' && (info.state === 'error' || info.state === 'cancelled') ? h('span.run-error', run.error) : null])
     }
   }
 

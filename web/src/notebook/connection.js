@@ -6,12 +6,6 @@ import { WebsocketProvider } from 'y-websocket'
 import { wsBase } from '../api.js'
 import { getToken } from '../session.js'
 
-// The server answers "query awareness" (message type 3) with every presence state. Asking
-// now and then keeps y-websocket's 30 s "no message received" watchdog quiet when nobody
-// else is in the room (the server does not echo a client's own messages).
-const KEEPALIVE_MS = 10000
-const QUERY_AWARENESS = new Uint8Array([3])
-
 // Close codes from docs/api.md that mean "stop retrying".
 const CLOSE_REASONS = {
   4401: 'You are not signed in, or your session expired.',
@@ -73,10 +67,6 @@ export class NotebookConnection {
     }
     window.addEventListener('online', this._online)
     window.addEventListener('offline', this._offline)
-    this._keepalive = setInterval(() => {
-      const ws = this.provider.ws
-      if (this.provider.wsconnected && ws && ws.readyState === WebSocket.OPEN) ws.send(QUERY_AWARENESS)
-    }, KEEPALIVE_MS)
     this._beforeUnload = () => this.awareness.setLocalState(null)
     window.addEventListener('beforeunload', this._beforeUnload)
   }
@@ -115,7 +105,6 @@ export class NotebookConnection {
   }
 
   destroy () {
-    clearInterval(this._keepalive)
     window.removeEventListener('online', this._online)
     window.removeEventListener('offline', this._offline)
     window.removeEventListener('beforeunload', this._beforeUnload)

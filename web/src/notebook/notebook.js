@@ -262,8 +262,24 @@ export class NotebookView {
     if (!view) return
     const i = this.order.indexOf(view)
     const neighbour = this.order[i + 1] || this.order[i - 1]
+    const index = this.model.indexOf(id)
+    const copy = this.model.copyCell(view.ycell)
     this.model.deleteCell(id)
     if (neighbour) this.select(neighbour.id)
+    const note = toast(h('span.toast-action', `${this.cellLabelAt(index)} deleted`,
+      h('button.toast-btn', {
+        type: 'button',
+        onclick: () => {
+          note.remove()
+          if (this.model.indexOf(id) >= 0) return
+          this.model.cells.insert(Math.min(index, this.model.cells.length), [copy])
+          this.afterRender(() => this.select(id, { scroll: true }))
+        },
+      }, 'Undo')), { timeout: 8000 })
+  }
+
+  cellLabelAt (index) {
+    return `Cell ${index + 1}`
   }
 
   insertReadCode (file) {

@@ -5,6 +5,7 @@ import { api, download } from '../api.js'
 import { topbar, meChip } from './chrome.js'
 import { getIdentity } from '../session.js'
 import { toastError } from '../ui/toast.js'
+import { modal } from '../ui/dialog.js'
 import { NotebookConnection } from '../notebook/connection.js'
 import { NotebookView } from '../notebook/notebook.js'
 import { peopleBar } from '../notebook/presence.js'
@@ -66,6 +67,7 @@ export async function notebookPage ({ id }, root) {
   status,
   view.topLight(),
   ...view.runButtons(),
+  iconButton('keyboard', 'Keyboard shortcuts', () => shortcutsDialog()),
   iconButton('export', 'Download as .ipynb', () => download(api.exportUrl(id), `${notebook.title}.ipynb`).catch((e) => toastError(e, 'Export failed'))),
   meChip((user) => connection.setUser(user)))
   bar.querySelector('.crumbs').append(h('span.crumb-sep', '/'), title)
@@ -121,4 +123,22 @@ function offlineBanner (connection, readOnly) {
   render()
   connection.onChange(render)
   return el
+}
+
+const SHORTCUTS = [
+  ['Shift-Enter', 'Run the cell and move to the next one'],
+  ['Ctrl/Cmd-Enter', 'Run the cell'],
+  ['Alt-Enter', 'Run the cell and insert one below'],
+  ['Esc', 'Leave the editor (the cell stays selected)'],
+  ['Enter', 'Edit the selected cell'],
+  ['↑ ↓ or k j', 'Previous / next cell'],
+  ['a / b', 'Insert a cell above / below'],
+  ['m / y', 'Make the cell Markdown / code'],
+  ['d d', 'Delete the cell'],
+  ['Ctrl-Z, Ctrl-Shift-Z', 'Undo / redo your own edits (never someone else\'s)'],
+]
+
+function shortcutsDialog () {
+  modal('Keyboard shortcuts', h('table.shortcuts', h('tbody', SHORTCUTS.map(([keys, what]) =>
+    h('tr', h('td', keys.split(/(\s+or\s+|, | \/ )/).map((part) => /^(\s+or\s+|, | \/ )$/.test(part) ? part : h('kbd', part))), h('td', what))))))
 }
