@@ -25,6 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import sign_up  # noqa: E402
 from tests.support.pyclient import py_client  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
@@ -44,7 +45,9 @@ async def weft_runs(warm: int, cold: int) -> tuple[list[float], list[float]]:
         server = ServerProcess(state_dir=Path(state), env={"WEFT_LOG_LEVEL": "WARNING"})
         await server.start()
         try:
-            async with httpx.AsyncClient(base_url=server.url, timeout=60) as api:
+            token = await sign_up(server.url, "bench@example.org", "Bench")
+            auth = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=auth) as api:
                 ws = (await api.post("/api/workspaces", json={"name": "bench"})).json()["id"]
                 notebook = {
                     "nbformat": 4,
@@ -66,7 +69,7 @@ async def weft_runs(warm: int, cold: int) -> tuple[list[float], list[float]]:
                         f"/api/workspaces/{ws}/notebooks/import", content=json.dumps(notebook)
                     )
                 ).json()["id"]
-                async with py_client(server.ws_base, nid) as client:
+                async with py_client(server.ws_base, nid, token=token) as client:
                     runs = client.doc.get_map("runs")
 
                     async def one() -> float:

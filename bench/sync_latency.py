@@ -40,7 +40,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,11 +152,15 @@ def free_port() -> int:
         return port
 
 
-def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def http_json(
+    method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
@@ -349,7 +353,15 @@ class WeftServer(Server):
         return read_log_problems(self.log_path, since)
 
     async def metrics(self) -> dict[str, float] | None:
-        return await scrape_metrics(f"http://127.0.0.1:{self.port}")
+        """Counters of every node, added up."""
+        found = await scrape_metrics(f"http://127.0.0.1:{self.port}")
+        for base in self.other_ws_bases:
+            other = await scrape_metrics(base.replace("ws://", "http://").removesuffix("/ws"))
+            if found is None or other is None:
+                return found or other
+            for key, value in other.items():
+                found[key] = found.get(key, 0.0) + value
+        return found
 
 
 @dataclass
@@ -357,6 +369,7 @@ class ExternalWeft(Server):
     """A Weft server someone else started (--server-url): nothing to start or stop."""
 
     url: str = ""
+    token: str | None = None
 
     async def start(self) -> None:
         port = urllib.parse.urlsplit(self.url).port
@@ -364,7 +377,7 @@ class ExternalWeft(Server):
         await wait_http_ok(f"{self.url}/healthz", None, 10)
 
     async def room(self) -> tuple[str, str]:
-        return await create_notebook(self.url)
+        return await create_notebook(self.url, self.token)
 
     async def metrics(self) -> dict[str, float] | None:
         return await scrape_metrics(self.url)
@@ -406,9 +419,28 @@ class ReferenceServer(Server):
             self.log_path.unlink(missing_ok=True)  # only worth keeping when the run failed
 
 
-async def create_notebook(base: str) -> tuple[str, str]:
+async def sign_up(base: str) -> str:
+    """A fresh account's bearer token (Weft needs one for every call and socket)."""
+    body = {
+        "email": f"bench-{uuid.uuid4().hex[:12]}@example.org",
+        "password": f"bench {uuid.uuid4().hex}",
+        "name": "Bench",
+    }
+    status, answer = await asyncio.to_thread(http_json, "POST", f"{base}/api/auth/signup", body)
+    if status != 201:
+        raise BenchError(
+            f"POST /api/auth/signup answered {status}: {answer} (pass --token to use an account)"
+        )
+    return str(answer["token"])
+
+
+async def create_notebook(base: str, token: str | None = None) -> tuple[str, str]:
+    """(WebSocket base, room): the room is the notebook id with the token as ?token=, which
+    y-websocket appends to its base URL as it is."""
+    if token is None:
+        token = await sign_up(base)
     status, workspace = await asyncio.to_thread(
-        http_json, "POST", f"{base}/api/workspaces", {"name": "bench"}
+        http_json, "POST", f"{base}/api/workspaces", {"name": "bench"}, token
     )
     if status != 201:
         raise BenchError(f"POST /api/workspaces answered {status}: {workspace}")
@@ -417,12 +449,14 @@ async def create_notebook(base: str) -> tuple[str, str]:
         "POST",
         f"{base}/api/workspaces/{workspace['id']}/notebooks",
         {"title": "bench"},
+        token,
     )
     if status != 201:
         raise BenchError(f"POST /api/workspaces/.../notebooks answered {status}: {notebook}")
     parts = urllib.parse.urlsplit(base)
     scheme = "wss" if parts.scheme == "https" else "ws"
-    return f"{scheme}://{parts.netloc}/ws", str(notebook["id"])
+    room = f"{notebook['id']}?{urllib.parse.urlencode({'token': token})}"
+    return f"{scheme}://{parts.netloc}/ws", room
 
 
 _SAMPLE = re.compile(r"^(weft_[a-zA-Z0-9_]*(?:_total|_count|_sum))(\{[^}]*\})? ([-+0-9.eE]+)$")
@@ -575,7 +609,8 @@ def rounded(value: float | None, digits: int = 2) -> float | None:
 async def run_one(server: Server, args: argparse.Namespace, procs: int) -> dict[str, Any]:
     await server.start()
     url, room = await server.room()
-    log(f"{server.name}: {args.clients} clients in {procs} process(es) joining {url} {room}")
+    notebook = room.split("?")[0]  # not the token
+    log(f"{server.name}: {args.clients} clients in {procs} process(es) joining {url} {notebook}")
     since = time.time()
     async with load_generators(server, url, room, server.init_cell, args, procs) as nodes:
         for node in nodes:
@@ -611,6 +646,10 @@ async def run_one(server: Server, args: argparse.Namespace, procs: int) -> dict[
         dump.write_text(json.dumps({"at": at, "results": results}))
         log(f"{server.name}: raw samples in {dump}")
     report = summarize(results, args)
+    nodes = 1 + len(server.other_ws_bases)
+    if nodes > 1:
+        # Process p serves clients p, p + procs, ... on node p % nodes (load_generators).
+        report.update(by_node(results, lambda client: (client % procs) % nodes))
     pg_known = server.postgres_pids() is not None or bool(pg_pids)
     report.update(
         {
@@ -712,6 +751,27 @@ def summarize(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     }
 
 
+def by_node(results: list[dict[str, Any]], node_of: Callable[[int], int]) -> dict[str, Any]:
+    """Delays split by whether the editor and the observer were on the same node."""
+    clients = [c for r in results for c in r["clients"]]
+    edit_at = {(c["id"], n): t for c in clients for n, t in enumerate(c["edits"]) if t is not None}
+    split: dict[bool, list[float]] = {True: [], False: []}
+    for c in clients:
+        obs = c["obs"]
+        for i in range(0, len(obs), 3):
+            author = obs[i]
+            split[node_of(author) == node_of(c["id"])].append(
+                obs[i + 2] - edit_at[(author, obs[i + 1])]
+            )
+    report: dict[str, Any] = {}
+    for same, name in ((True, "same_node"), (False, "cross_node")):
+        delays = sorted(split[same])
+        report[f"{name}_p50_ms"] = rounded(percentile(delays, 0.5)) if delays else None
+        report[f"{name}_p99_ms"] = rounded(percentile(delays, 0.99)) if delays else None
+        report[f"{name}_observations"] = len(delays)
+    return report
+
+
 def merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
     merged: dict[str, int] = {}
     for one in counts:
@@ -782,6 +842,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--server-url", help="an already running Weft server (http://HOST:PORT) to target"
     )
     parser.add_argument(
+        "--token", help="with --server-url: an account's bearer token (default: sign up)"
+    )
+    parser.add_argument(
         "--procs",
         type=int,
         default=0,
@@ -836,7 +899,9 @@ async def amain(args: argparse.Namespace) -> int:
         if name == "reference":
             server = ReferenceServer(name=name, init_cell=True)
         elif args.server_url:
-            server = ExternalWeft(name=name, init_cell=False, url=args.server_url.rstrip("/"))
+            server = ExternalWeft(
+                name=name, init_cell=False, url=args.server_url.rstrip("/"), token=args.token
+            )
         else:
             server = WeftServer(
                 name=name, init_cell=False, nodes=2 if name.endswith("2nodes") else 1

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from collab import api
+from collab import api, auth_api, search
 from collab.errors import WeftError
 from collab.extensions import Extension, discover
 from collab.metrics import metrics_endpoint
@@ -89,6 +89,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
 
     routes: list[BaseRoute] = [
         *api.routes,
+        *search.routes(),
+        *auth_api.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         WebSocketRoute("/ws/{notebook_id}", sync_endpoint),
     ]

@@ -45,16 +45,32 @@ class Catalog:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create_workspace(self, name: str) -> Row:
-        record = await self._pool.fetchrow(
-            "INSERT INTO workspaces (id, name) VALUES ($1, $2) RETURNING *", uuid.uuid4(), name
-        )
-        return _row(record)
+    async def create_workspace(self, name: str, owner: uuid.UUID) -> Row:
+        """A new workspace, with ``owner`` as its first owner (one transaction)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            record = await conn.fetchrow(
+                "INSERT INTO workspaces (id, name) VALUES ($1, $2) RETURNING *", uuid.uuid4(), name
+            )
+            await conn.execute(
+                "INSERT INTO workspace_members (workspace_id, user_id, role)"
+                " VALUES ($1, $2, 'owner')",
+                record["id"],
+                owner,
+            )
+        return {**_row(record), "role": "owner"}
 
-    async def list_workspaces(self) -> list[Row]:
+    async def list_workspaces(self, user_id: uuid.UUID, link_id: uuid.UUID | None) -> list[Row]:
+        """The workspaces a person is a member of (a guest: the one their link covers)."""
         records = await self._pool.fetch(
-            "SELECT w.*, (SELECT count(*) FROM notebooks n WHERE n.workspace_id = w.id)"
-            " AS notebook_count FROM workspaces w ORDER BY w.created_at, w.id"
+            "SELECT w.*, a.role,"
+            " (SELECT count(*) FROM notebooks n WHERE n.workspace_id = w.id) AS notebook_count"
+            " FROM workspaces w JOIN ("
+            "   SELECT workspace_id, role FROM workspace_members WHERE user_id = $1"
+            "   UNION ALL SELECT workspace_id, role FROM share_links"
+            "   WHERE id = $2 AND notebook_id IS NULL"
+            " ) a ON a.workspace_id = w.id ORDER BY w.created_at, w.id",
+            user_id,
+            link_id,
         )
         return [_row(r) for r in records]
 

@@ -12,6 +12,7 @@ import anyio
 import uvicorn
 
 from collab.app import create_app
+from collab.database import open_pool
 from collab.headless import load_extension, run_headless
 from collab.logs import configure_logging
 from collab.settings import Settings, SettingsError
@@ -52,6 +53,32 @@ def _executor(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _adopt_orphans(settings: Settings, email: str) -> int:
+    async with open_pool(settings) as pool:
+        user_id = await pool.fetchval(
+            "SELECT id FROM users WHERE lower(email) = lower($1) AND NOT guest", email
+        )
+        if user_id is None:
+            print(f"weft: no account for {email}; sign up first", file=sys.stderr)
+            return 1
+        adopted = await pool.fetch(
+            "INSERT INTO workspace_members (workspace_id, user_id, role)"
+            " SELECT w.id, $1, 'owner' FROM workspaces w WHERE NOT EXISTS"
+            " (SELECT 1 FROM workspace_members m WHERE m.workspace_id = w.id)"
+            " RETURNING workspace_id",
+            user_id,
+        )
+    print(f"{email} now owns {len(adopted)} workspace(s) that had no members")
+    return 0
+
+
+def _adopt(args: argparse.Namespace, settings: Settings) -> int:
+    """Give workspaces without members (made before accounts existed) an owner."""
+    configure_logging(settings.log_level)
+    result: int = anyio.run(_adopt_orphans, settings, args.email)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="weft", description="Live, shared notebooks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         "executor", help="run an executor worker (DATABASE_URL, DOCKER_HOST) with no HTTP server"
     )
     worker.set_defaults(func=_executor)
+    adopt = commands.add_parser(
+        "adopt", help="make an account the owner of every workspace that has no members"
+    )
+    adopt.add_argument("email", help="the account (it must have signed up)")
+    adopt.set_defaults(func=_adopt)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()

@@ -47,3 +47,33 @@ class ProtocolError(WeftError):
 
     status = 400
     code = "protocol_error"
+
+
+class Unauthorized(WeftError):
+    """No credential, or one that is unknown, expired or revoked: sign in again."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(WeftError):
+    """The caller is known but their role does not allow this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class Gone(WeftError):
+    """The thing existed but is no longer usable (a revoked, expired or used-up link)."""
+
+    status = 410
+    code = "gone"
+
+
+class TooManyRequests(WeftError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

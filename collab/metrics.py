@@ -5,11 +5,15 @@ Extensions add theirs to ``services.metrics.registry``; ``GET /metrics`` serves 
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
+
+from collab.errors import Forbidden, Unauthorized
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -48,12 +52,39 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.renumbered = Counter(
+            "weft_appends_renumbered",
+            "Append batches numbered again because another server appended first",
+            registry=self.registry,
+        )
+        self.refused_updates = Counter(
+            "weft_refused_updates",
+            "Document updates refused from read-only (viewer) connections",
+            registry=self.registry,
+        )
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge read when scraped (rooms loaded, clients connected, kernels alive...)."""
         Gauge(name, documentation, registry=self.registry).set_function(read)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def metrics_endpoint(request: Request) -> Response:
-    metrics: Metrics = request.app.state.services.metrics
+    """Prometheus text. With WEFT_METRICS_TOKEN set it needs that bearer token; without,
+    only callers on this machine (loopback) may scrape."""
+    services = request.app.state.services
+    expected = services.settings.metrics_token
+    if expected is not None:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized("/metrics needs 'Authorization: Bearer <WEFT_METRICS_TOKEN>'")
+    elif not _loopback(request.client.host if request.client else ""):
+        raise Forbidden("/metrics answers this machine only; set WEFT_METRICS_TOKEN to scrape it")
+    metrics: Metrics = services.metrics
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE)

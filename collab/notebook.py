@@ -224,3 +224,24 @@ def to_ipynb(doc: Y.YDoc, title: str | None = None) -> dict[str, JSON]:
         "metadata": metadata,
         "cells": cells,
     }
+
+
+# Maps that describe a live session (its kernel, its runs, the names it holds), not content.
+SESSION_MAPS = ("runs", "symbols", "kernel")
+
+
+def copy_update(doc: Y.YDoc, title: str) -> bytes:
+    """A new notebook's document holding exactly this one's content (cells, sources, outputs,
+    metadata) under ``title``, without the session state of the original's kernel."""
+    copy = Y.YDoc()
+    Y.apply_update(copy, Y.encode_state_as_update(doc))
+    meta = copy.get_map("meta")
+    with copy.begin_transaction() as txn:
+        for name in SESSION_MAPS:
+            session = copy.get_map(name)
+            for key in list(session.keys()):
+                session.pop(txn, key)
+        if "metadata" not in meta:
+            meta.set(txn, "metadata", Y.YMap({}))
+        meta["metadata"].set(txn, "title", title)
+    return bytes(Y.encode_state_as_update(copy))

@@ -14,6 +14,8 @@ room's document, so it is made durable and broadcast exactly like a person's edi
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -21,9 +23,18 @@ from typing import Any
 
 import y_py as Y
 
+from collab import protocol
 from collab.notebook import _json as to_json
+from collab.protocol import AwarenessEntry
 from collab.room import Room
 from collab.rooms import RoomManager
+
+log = logging.getLogger(__name__)
+
+# A change to a Y.Text or Y.Array as Yjs describes it: a list of {"retain": n},
+# {"insert": str | list} and {"delete": n}, in document order. Text offsets count UTF-8
+# bytes, as y-py does.
+Delta = list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +131,10 @@ class NotebookPeer:
                 yield
             finally:
                 self._txn = None
+
+    @property
+    def in_batch(self) -> bool:
+        return self._txn is not None
 
     def _write(self, action: Callable[[Y.YTransaction], None]) -> None:
         if self._txn is not None:
@@ -221,6 +236,107 @@ class NotebookPeer:
                 added.set(txn, key, output[key])
 
         self._write(action)
+
+    # -- text, in place (the assistant) ----------------------------------------------------
+
+    def cell_text(self, cell_id: str) -> CellText | None:
+        """A handle on one cell's source as it is now: writes through it are ordinary
+        transactions, and it keeps pointing at the same text if the cell moves index."""
+        cell = self._ycell(cell_id)
+        if cell is None or "source" not in cell or not isinstance(cell["source"], Y.YText):
+            return None
+        return CellText(self, cell_id, cell["source"])
+
+    def observe_cells(self, callback: Callable[[Delta], None]) -> Callable[[], None]:
+        """Call ``callback`` with the delta of every insertion or deletion of cells (not of
+        changes inside them); returns the function that stops it."""
+        return _observe(self._cells(), callback)
+
+    def cell_index(self, cell_id: str) -> int | None:
+        cells = self._cells()
+        for index in range(len(cells)):
+            cell = cells[index]
+            if "id" in cell and str(cell["id"]) == cell_id:
+                return index
+        return None
+
+    # -- the assistant's marks and presence --------------------------------------------
+
+    def assist(self) -> dict[str, dict[str, Any]]:
+        """The top-level ``assist`` map: cell id -> the assistant's work in that cell (a
+        generation streaming, or a suggestion pending), for every collaborator to see."""
+        value = to_json(self._doc.get_map("assist"))
+        return value if isinstance(value, dict) else {}
+
+    def set_assist(self, cell_id: str, value: dict[str, Any] | None) -> None:
+        table = self._doc.get_map("assist")
+
+        def action(txn: Y.YTransaction) -> None:
+            if value is None:
+                if cell_id in table:
+                    table.pop(txn, cell_id)
+            else:
+                table.set(txn, cell_id, value)
+
+        self._write(action)
+
+    def set_presence(self, client_id: int, clock: int, state: dict[str, Any] | None) -> None:
+        """Presence of a server-side peer (awareness ``client_id``), as a person's client
+        would send it: relayed to every client here and on other servers; ``None`` removes
+        it. ``clock`` must grow with every change of the same ``client_id``."""
+        entry = AwarenessEntry(client_id, clock, "null" if state is None else json.dumps(state))
+        payload = protocol.encode_awareness([entry])
+        self._room.apply_remote_awareness(payload)
+        self._room.publish_awareness(payload)
+
+
+class CellText:
+    """One cell's ``source`` (a Y.Text). Offsets count UTF-8 bytes (y-py's unit); every
+    write is one transaction (or part of the peer's ``batch()``)."""
+
+    def __init__(self, peer: NotebookPeer, cell_id: str, text: Y.YText) -> None:
+        self._peer = peer
+        self.cell_id = cell_id
+        self._text = text
+
+    def __str__(self) -> str:
+        return str(self._text)
+
+    def __len__(self) -> int:
+        return len(self._text)
+
+    def insert(self, index: int, text: str) -> None:
+        if text:
+            self._peer._write(lambda txn: self._text.insert(txn, index, text))
+
+    def delete(self, index: int, length: int) -> None:
+        if length > 0:
+            self._peer._write(lambda txn: self._text.delete_range(txn, index, length))
+
+    def observe(self, callback: Callable[[Delta], None]) -> Callable[[], None]:
+        """Call ``callback`` with the delta of every change to this text, local or remote,
+        right after its transaction; returns the function that stops it."""
+        return _observe(self._text, callback)
+
+
+def _observe(target: Any, callback: Callable[[Delta], None]) -> Callable[[], None]:
+    def handler(event: Any) -> None:
+        # Raising into y-py's observer machinery can panic the document: never do it.
+        try:
+            callback(list(event.delta))
+        except Exception:
+            log.exception("a peer's observer failed")
+
+    subscription = target.observe(handler)
+    done = False
+
+    def stop() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            target.unobserve(subscription)
+
+    return stop
 
 
 @contextlib.asynccontextmanager

@@ -32,6 +32,9 @@ CLOSE_GONE = 4410
 # one connection are rare, so a large number is abuse, but not worth a disconnect.
 MAX_AWARENESS_IDS_PER_CLIENT = 64
 _EMPTY_UPDATE = b"\x00\x00"
+# Awareness id the server speaks under to one connection (its role, see collab.websocket);
+# never accepted from clients, which re-send every state they have heard.
+SERVER_AWARENESS_ID = 0
 
 
 class Client:
@@ -267,18 +270,33 @@ class Room:
         return True
 
     def apply_snapshot(self, seq: int, snapshot: bytes) -> None:
-        """Another server compacted past what we have: merge its snapshot (idempotent)."""
+        """Another server compacted past what we have: merge its snapshot (idempotent).
+
+        The snapshot holds exactly the logged updates up to ``seq`` (store.py), so our rows
+        at or below it are in it, and our appends still in flight with such seqs will be
+        refused and renumbered above it. Clients get only what it adds to this document,
+        not the whole document again.
+        """
+        if seq <= self.synced_seq:
+            return
+        known = Y.encode_state_vector(self.doc)
         self._applying = True
         try:
             Y.apply_update(self.doc, snapshot)
         finally:
             self._applying = False
-        frame = protocol.create_update_message(snapshot)
+        # Encoded from the snapshot alone: our document also holds updates not yet durable,
+        # whose deletions must not reach other clients before they are.
+        whole = Y.YDoc()
+        Y.apply_update(whole, snapshot)
+        missing = bytes(Y.encode_state_as_update(whole, known))
+        frame = protocol.create_update_message(missing)
         for client in list(self.clients.values()):
             client.send(frame)
-        self.synced_seq = max(self.synced_seq, seq)
+        self.synced_seq = seq
         self.last_seq = max(self.last_seq, seq)
         self.durable_seq = max(self.durable_seq, seq)
+        self.tail_length = max(self.durable_seq - seq, 0)
         self._own_seqs = {s for s in self._own_seqs if s > seq}
         self._advance()
 
@@ -381,7 +399,9 @@ class Room:
         return self._awareness.get(client_id, (-1, "null"))[1] != "null"
 
     def _apply_awareness(self, client: Client, payload: bytes) -> None:
-        entries = protocol.decode_awareness(payload)
+        entries = [
+            e for e in protocol.decode_awareness(payload) if e.client_id != SERVER_AWARENESS_ID
+        ]
         # y-websocket clients re-send the presence of others they have heard of, so an id a
         # connection sends is not always its own. As the reference server does, a connection
         # owns (and loses when it leaves) the ids it brought into the room, not ones relayed.

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 import anyio
 import asyncpg
-import y_py as Y
 from anyio.abc import TaskGroup
 
 from collab.catalog import Catalog
@@ -178,29 +178,53 @@ class RoomManager:
             and room.notebook_id not in self._compacting
             and self._tg is not None
         ):
-            self._tg.start_soon(self._compact, room)
+            # The newest updates stay in the log: another server that is a few updates
+            # behind (notices take a few milliseconds) catches up from the log, not from the
+            # whole snapshot.
+            keep = self._settings.compact_after_updates // 10
+            self._tg.start_soon(self._compact, room, keep)
 
-    async def _compact(self, room: Room) -> None:
+    async def _compact(self, room: Room, keep: int = 0) -> None:
         if room.tail_length == 0 or room.notebook_id in self._compacting:
             return
         self._compacting.add(room.notebook_id)
+        extra = {"notebook_id": str(room.notebook_id)}
+        started = time.perf_counter()
         try:
-            # Taken together, in one step: the snapshot covers at least every update up to seq
-            # (it may hold newer ones too, which applying the log again leaves unchanged).
-            # synced_seq, not durable_seq: with other servers appending, this doc holds every
-            # update up to synced_seq but not necessarily all up to the last one we wrote.
-            seq = room.synced_seq
-            snapshot = bytes(Y.encode_state_as_update(room.doc))
-            await self._store.compact(room.notebook_id, seq, snapshot)
-            room.tail_length = max(room.durable_seq - seq, 0)
+            # From the stored rows, not from room.doc: the live document may hold updates
+            # accepted but not yet logged, and a snapshot at seq S must hold exactly the
+            # updates logged up to S (see store.py). At most up to synced_seq: this room has
+            # applied all of those, so it never needs the snapshot it writes.
+            upto = room.synced_seq - keep
+            compaction = await self._store.compact(room.notebook_id, upto=upto)
+            if compaction is None:  # no snapshot row to fold into: the notebook is gone
+                room.tail_length = 0
+                return
+            # Also when another server compacted first: do not try again at every append.
+            room.tail_length = max(room.durable_seq - compaction.seq, 0)
+            if not compaction.folded:
+                return
             log.info(
                 "document compacted",
-                extra={"notebook_id": str(room.notebook_id), "seq": seq, "bytes": len(snapshot)},
+                extra={
+                    **extra,
+                    "seq": compaction.seq,
+                    "bytes": compaction.size,
+                    "updates": compaction.folded,
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                },
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning(
-                "compaction failed; the log stays as it is",
-                extra={"notebook_id": str(room.notebook_id), "error": str(exc)},
+                "compaction failed; the log stays as it is", extra={**extra, "error": str(exc)}
             )
+        except BaseException as exc:
+            if not (isinstance(exc, Exception) or is_ypy_panic(exc)):
+                raise
+            log.error(
+                "compaction failed: the stored document could not be read; the log stays",
+                extra={**extra, "error": repr(exc)},
+            )
+            room.tail_length = 0  # not again at every append
         finally:
             self._compacting.discard(room.notebook_id)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from collab.access_watch import AccessWatch, LiveSockets, announce
+from collab.accounts import Accounts
 from collab.catalog import Catalog
 from collab.database import open_pool
 from collab.feed import DocumentFeed
+from collab.links import Links
+from collab.members import Members
 from collab.metrics import Metrics
 from collab.rooms import RoomManager
+from collab.search_index import SearchIndexer
 from collab.settings import Settings
 from collab.store import DocumentStore
 
@@ -26,6 +32,13 @@ class Services:
     store: DocumentStore
     rooms: RoomManager
     metrics: Metrics
+    accounts: Accounts
+    members: Members
+    links: Links
+    sockets: LiveSockets
+    # Run when a workspace is copied (source id, copy's id): extensions copy what they own
+    # (the executor, the file store).
+    workspace_copied: list[Callable[[uuid.UUID, uuid.UUID], Awaitable[None]]]
     # What extensions publish for their own routes (e.g. "executor"): collab never reads it.
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -47,6 +60,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await stack.enter_async_context(
             DocumentFeed(pool, store, rooms, metrics, poll_seconds=settings.feed_poll_seconds)
         )
+        await stack.enter_async_context(SearchIndexer(pool, store, rooms))
+        accounts = Accounts(pool, settings)
+
+        async def access_changed(scope: str) -> None:
+            await announce(pool, scope)
+
+        sockets = LiveSockets()
+        await stack.enter_async_context(AccessWatch(pool, accounts, sockets).running())
         yield Services(
             settings=settings,
             pool=pool,
@@ -54,4 +75,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             store=store,
             rooms=rooms,
             metrics=metrics,
+            accounts=accounts,
+            members=Members(pool, access_changed),
+            links=Links(pool, accounts, access_changed),
+            sockets=sockets,
+            workspace_copied=[],
         )

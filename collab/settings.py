@@ -32,6 +32,13 @@ def env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server needs to know, decided at start.
@@ -58,6 +65,22 @@ class Settings:
     feed_poll_seconds: float = 2.0
     log_level: str = "INFO"
     web_dir: Path | None = None
+    # "open": anyone may sign up; "invite": only with a share link or an owner's invitation.
+    signup: str = "open"
+    # Origins (scheme://host[:port]) browsers may call from with a cookie or open sockets
+    # from; the server's own origin is always allowed.
+    origins: tuple[str, ...] = ()
+    # Lifetime of a browser session and of a guest session made by a share link.
+    session_days: float = 14.0
+    guest_days: float = 7.0
+    # Failed logins within the window: slowed down after the first, locked after the second
+    # (per account); one address may fail this many times in the window across accounts.
+    login_slow_after: int = 3
+    login_lock_after: int = 10
+    login_window_seconds: float = 900.0
+    login_address_limit: int = 100
+    # Bearer token for /metrics; without it, /metrics answers loopback callers only.
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,4 +99,17 @@ class Settings:
             feed_poll_seconds=env_float(env, "WEFT_FEED_POLL_SECONDS", 2.0),
             log_level=(env.get("WEFT_LOG_LEVEL") or "INFO").upper(),
             web_dir=Path(web_dir).resolve() if web_dir else None,
+            signup=_choice(env, "WEFT_SIGNUP", ("open", "invite")),
+            origins=tuple(
+                o.strip().rstrip("/")
+                for o in (env.get("WEFT_ORIGINS") or "").split(",")
+                if o.strip()
+            ),
+            session_days=env_float(env, "WEFT_SESSION_DAYS", 14.0),
+            guest_days=env_float(env, "WEFT_GUEST_DAYS", 7.0),
+            login_slow_after=env_int(env, "WEFT_LOGIN_SLOW_AFTER", 3),
+            login_lock_after=env_int(env, "WEFT_LOGIN_LOCK_AFTER", 10),
+            login_window_seconds=env_float(env, "WEFT_LOGIN_WINDOW_SECONDS", 900.0),
+            login_address_limit=env_int(env, "WEFT_LOGIN_ADDRESS_LIMIT", 100),
+            metrics_token=env.get("WEFT_METRICS_TOKEN") or None,
         )

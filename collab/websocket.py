@@ -7,16 +7,21 @@ frame, a y-py panic, a frame too large, a client too slow) closes that connectio
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from collab.errors import NotFound, ProtocolError, Unavailable
+from collab import protocol
+from collab.access import Principal, Role, credential_of, require_notebook
+from collab.access_watch import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED
+from collab.credentials import token_hash
+from collab.errors import Forbidden, NotFound, ProtocolError, Unauthorized, Unavailable
 from collab.ids import parse_uuid
 from collab.metrics import Metrics
-from collab.room import Client, Room
+from collab.room import SERVER_AWARENESS_ID, Client, Room
 from collab.rooms import RoomManager, is_ypy_panic
 from collab.settings import Settings
 
@@ -32,6 +37,19 @@ CLOSE_UNKNOWN_NOTEBOOK = 4404
 
 # How long a closing handshake may take before we drop the socket anyway.
 _CLOSE_TIMEOUT = 2.0
+_EMPTY_UPDATE = b"\x00\x00"
+
+
+def access_notice(role: Role, refused: int) -> bytes:
+    """The server's word to one connection about its access, as an awareness entry under
+    the reserved client id 0 that only this connection receives (docs/api.md)."""
+    notice: dict[str, object] = {"role": role.label, "readonly": role < Role.EDITOR}
+    if refused:
+        notice["refused_updates"] = True
+        notice["message"] = "you are a viewer: your edits are not saved or shared"
+    state = {"weft": notice}
+    entry = protocol.AwarenessEntry(SERVER_AWARENESS_ID, 1 + min(refused, 1), json.dumps(state))
+    return protocol.encode_awareness_message([entry])
 
 
 class Connection:
@@ -44,8 +62,19 @@ class Connection:
         client: Client,
         settings: Settings,
         metrics: Metrics | None = None,
+        *,
+        principal: Principal,
+        workspace_id: uuid.UUID,
+        credential_digest: bytes,
     ):
         self.metrics = metrics
+        self.notebook_id = room.notebook_id
+        self.workspace_id = workspace_id
+        self.credential_digest = credential_digest
+        assert principal.credential_id is not None
+        self.credential_id = principal.credential_id
+        self.role = principal.role
+        self.refused_updates = 0
         self.websocket = websocket
         self.room = room
         self.client = client
@@ -56,7 +85,12 @@ class Connection:
             "notebook_id": str(room.notebook_id),
             "conn_id": client.conn_id,
             "user_id": client.user_id,
+            "role": principal.role.label,
         }
+
+    def revoke(self, code: int, reason: str) -> None:
+        """Close because access changed (collab.access_watch)."""
+        self.client.close(code, reason)
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -98,6 +132,8 @@ class Connection:
                 return
             self.frames_in += 1
             try:
+                if self.role < Role.EDITOR and self._refused(data):
+                    continue
                 self.room.receive(self.client, data)
             except ProtocolError as exc:
                 self._refuse(CLOSE_PROTOCOL_ERROR, exc.message)
@@ -107,6 +143,24 @@ class Connection:
                     raise
                 self._refuse(CLOSE_PROTOCOL_ERROR, "update rejected by the CRDT decoder")
                 return
+
+    def _refused(self, frame: bytes) -> bool:
+        """A viewer's document update: never applied, stored or broadcast; counted, logged,
+        and the client told once. Its other messages (sync step 1, presence) go through."""
+        message = protocol.parse_message(frame)
+        if message.kind is not protocol.MessageType.SYNC:
+            return False
+        if message.sync_type is protocol.SyncType.STEP1:
+            return False
+        if message.payload == _EMPTY_UPDATE:
+            return True  # a step 2 with nothing in it: nothing to refuse
+        self.refused_updates += 1
+        if self.metrics is not None:
+            self.metrics.refused_updates.inc()
+        if self.refused_updates == 1:
+            log.warning("update refused: read-only connection", extra=self.extra)
+            self.client.send(access_notice(self.role, self.refused_updates))
+        return True
 
     def _refuse(self, code: int, reason: str) -> None:
         # A close reason must fit in a control frame (123 bytes).
@@ -138,6 +192,21 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         return
     extra = {"notebook_id": str(notebook_id)}
     try:
+        principal = await require_notebook(websocket, notebook_id, Role.VIEWER)
+        workspace_id = (await services.catalog.get_notebook(notebook_id))["workspace_id"]
+    except Unauthorized as exc:
+        log.info("refused: not signed in", extra=extra)
+        await websocket.close(CLOSE_UNAUTHORIZED, exc.message[:120])
+        return
+    except Forbidden as exc:
+        log.info("refused: forbidden", extra=extra)
+        await websocket.close(CLOSE_FORBIDDEN, exc.message[:120])
+        return
+    except NotFound:
+        log.info("refused: unknown notebook", extra=extra)
+        await websocket.close(CLOSE_UNKNOWN_NOTEBOOK, "unknown notebook")
+        return
+    try:
         room = await rooms.acquire(notebook_id)
     except NotFound:
         log.info("refused: unknown notebook", extra=extra)
@@ -146,13 +215,28 @@ async def sync_endpoint(websocket: WebSocket) -> None:
     except Unavailable as exc:
         await websocket.close(CLOSE_UNAVAILABLE, exc.message[:120])
         return
-    client = Client(uuid.uuid4().hex[:12], settings.client_send_queue)
-    connection = Connection(websocket, room, client, settings, services.metrics)
+    credential = credential_of(websocket)
+    assert credential is not None  # require_notebook succeeded
+    client = Client(uuid.uuid4().hex[:12], settings.client_send_queue, str(principal.user_id))
+    connection = Connection(
+        websocket,
+        room,
+        client,
+        settings,
+        services.metrics,
+        principal=principal,
+        workspace_id=uuid.UUID(str(workspace_id)),
+        credential_digest=token_hash(credential[0]),
+    )
     log.info("client joined", extra={**connection.extra, "clients": len(room.clients) + 1})
+    services.sockets.add(connection)
     try:
         room.join(client)
+        if principal.role < Role.EDITOR:
+            client.send(access_notice(principal.role, 0))
         await connection.run()
     finally:
+        services.sockets.discard(connection)
         room.leave(client)
         rooms.release(room)
         log.info(

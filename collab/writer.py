@@ -51,6 +51,7 @@ class UpdateWriter:
         self._round_done = anyio.Event()
         self._tg: TaskGroup | None = None
         self.rounds = 0
+        self.renumbered = 0  # batches numbered again after another server's appends
 
     async def __aenter__(self) -> UpdateWriter:
         self._tg = anyio.create_task_group()
@@ -111,8 +112,7 @@ class UpdateWriter:
         delay = _RETRY_FIRST
         while True:
             try:
-                await self._store.append([row for _, b in batches for row in _rows(b)])
-                return batches
+                refused = await self._store.append([row for _, b in batches for row in _rows(b)])
             except (asyncpg.ForeignKeyViolationError, asyncpg.UniqueViolationError):
                 # A notebook was deleted while clients were editing it, or another server
                 # appended to the same log: write room by room to find which.
@@ -122,15 +122,32 @@ class UpdateWriter:
                     "appending updates failed; retrying",
                     extra={"rooms": len(batches), "error": str(exc), "retry_in_s": delay},
                 )
+            else:
+                if not refused:
+                    return batches
+                # Another server compacted these logs past the seqs we gave: the rest of the
+                # round is in; append these after the log's head.
+                written = []
+                for room, batch in batches:
+                    if room.notebook_id not in refused or await self._write_one(
+                        room, batch, renumber=True
+                    ):
+                        written.append((room, batch))
+                return written
             await anyio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
 
-    async def _write_one(self, room: Room, batch: Batch) -> bool:
+    async def _write_one(self, room: Room, batch: Batch, renumber: bool = False) -> bool:
         delay = _RETRY_FIRST
         while True:
             try:
-                await self._store.append(_rows(batch))
-                return True
+                if renumber:
+                    await self._renumber(room, batch)
+                    renumber = False
+                if not await self._store.append(_rows(batch)):
+                    return True
+                renumber = True  # refused: the log was compacted past these seqs
+                continue
             except asyncpg.ForeignKeyViolationError:
                 log.info(
                     "notebook deleted while loaded", extra={"notebook_id": str(room.notebook_id)}
@@ -140,12 +157,7 @@ class UpdateWriter:
                 return False
             except asyncpg.UniqueViolationError:
                 # Another server holds this notebook too and took these seqs: append after it.
-                last = await self._store.last_seq(room.notebook_id)
-                room.renumber(batch, last)
-                log.warning(
-                    "update log appended by another server; renumbered",
-                    extra={"notebook_id": str(room.notebook_id), "after_seq": last},
-                )
+                renumber = True
                 continue
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning(
@@ -154,6 +166,18 @@ class UpdateWriter:
                 )
             await anyio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
+
+    async def _renumber(self, room: Room, batch: Batch) -> None:
+        last = await self._store.last_seq(room.notebook_id)
+        room.renumber(batch, last)
+        self.renumbered += 1
+        if self._metrics is not None:
+            self._metrics.renumbered.inc()
+        # Expected whenever two servers write one notebook at once: not worth a warning.
+        log.debug(
+            "update log appended by another server; renumbered",
+            extra={"notebook_id": str(room.notebook_id), "after_seq": last},
+        )
 
 
 def _rows(batch: Batch) -> list[tuple[uuid.UUID, int, bytes]]:

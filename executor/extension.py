@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Sequence
 
+import anyio
 from starlette.routing import BaseRoute
 
 from collab.services import Services
@@ -31,4 +33,9 @@ class ExecutorExtension:
         async with Executor(self.settings, services).running(worker=self.worker) as executor:
             self.executor = executor
             services.extras["executor"] = executor
+
+            async def copy_files(source: uuid.UUID, copy: uuid.UUID) -> None:
+                await anyio.to_thread.run_sync(executor.files.copy_workspace, source, copy)
+
+            services.workspace_copied.append(copy_files)
             yield

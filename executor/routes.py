@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from collab.access import (
+    Principal,
+    Role,
+    current_principal,
+    require_notebook,
+    require_workspace,
+)
 from collab.errors import BadRequest, NotFound, WeftError
-from collab.ids import parse_uuid
+from collab.http import json_object, path_uuid
 from collab.peers import open_notebook
 from executor.files import FileStoreError
 from executor.service import Executor
@@ -22,47 +27,33 @@ def _executor(request: Request) -> Executor:
     return executor
 
 
-def _uuid(request: Request, name: str, kind: str) -> uuid.UUID:
-    value = parse_uuid(request.path_params[name])
-    if value is None:
-        raise NotFound(f"no {kind} {request.path_params[name]}")
-    return value
+async def _notebook(request: Request, minimum: Role) -> tuple[uuid.UUID, Principal]:
+    """The notebook in the path, if the caller holds ``minimum`` on it."""
+    notebook_id = path_uuid(request, "notebook_id", "notebook")
+    return notebook_id, await require_notebook(request, notebook_id, minimum)
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise BadRequest("body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise BadRequest("body must be a JSON object")
-    return value
-
-
-async def _notebook(request: Request) -> uuid.UUID:
-    notebook_id = _uuid(request, "notebook_id", "notebook")
-    await _executor(request).services.catalog.get_notebook(notebook_id)
-    return notebook_id
-
-
-async def _workspace(request: Request) -> uuid.UUID:
-    workspace_id = _uuid(request, "workspace_id", "workspace")
-    await _executor(request).services.catalog.get_workspace(workspace_id)
+async def _workspace(request: Request, minimum: Role) -> uuid.UUID:
+    workspace_id = path_uuid(request, "workspace_id", "workspace")
+    await require_workspace(request, workspace_id, minimum)
     return workspace_id
 
 
+def _by(principal: Principal) -> str:
+    return principal.name
+
+
 async def run_cell(request: Request) -> Response:
-    notebook_id = await _notebook(request)
-    body = await _json(request)
+    notebook_id, principal = await _notebook(request, Role.EDITOR)
+    body = await json_object(request)
     source = body.get("source")
     if source is not None and not isinstance(source, str):
         raise BadRequest("'source' must be a string")
     cell_id = request.path_params["cell_id"]
     try:
-        run_ids = await _executor(request).request(notebook_id, [(cell_id, source)], by=None)
+        run_ids = await _executor(request).request(
+            notebook_id, [(cell_id, source)], by=_by(principal)
+        )
     except LookupError as exc:
         raise NotFound(str(exc)) from None
     if not run_ids:
@@ -71,7 +62,7 @@ async def run_cell(request: Request) -> Response:
 
 
 async def _run_cells(request: Request, below: str | None) -> Response:
-    notebook_id = await _notebook(request)
+    notebook_id, principal = await _notebook(request, Role.EDITOR)
     executor = _executor(request)
     async with open_notebook(executor.services.rooms, notebook_id) as notebook:
         cells = notebook.cells()
@@ -83,7 +74,7 @@ async def _run_cells(request: Request, below: str | None) -> Response:
     run_ids = await executor.request(
         notebook_id,
         [(i, None) for i in ids],
-        by=None,
+        by=_by(principal),
         reason="run-all" if below is None else "run-below",
     )
     return JSONResponse({"run_ids": [str(r) for r in run_ids]}, status_code=202)
@@ -98,22 +89,26 @@ async def run_below(request: Request) -> Response:
 
 
 async def interrupt(request: Request) -> Response:
-    return JSONResponse(await _executor(request).interrupt(await _notebook(request)))
+    notebook_id, _ = await _notebook(request, Role.EDITOR)
+    return JSONResponse(await _executor(request).interrupt(notebook_id))
 
 
 async def restart(request: Request) -> Response:
-    return JSONResponse(await _executor(request).restart(await _notebook(request)))
+    notebook_id, _ = await _notebook(request, Role.EDITOR)
+    return JSONResponse(await _executor(request).restart(notebook_id))
 
 
 async def get_run(request: Request) -> Response:
-    run = await _executor(request).queue.get(_uuid(request, "run_id", "run"))
+    await current_principal(request)
+    run = await _executor(request).queue.get(path_uuid(request, "run_id", "run"))
     if run is None:
         raise NotFound(f"no run {request.path_params['run_id']}")
+    await require_notebook(request, uuid.UUID(str(run["notebook_id"])), Role.VIEWER)
     return JSONResponse(run)
 
 
 async def list_runs(request: Request) -> Response:
-    notebook_id = await _notebook(request)
+    notebook_id, _ = await _notebook(request, Role.VIEWER)
     rows = await _executor(request).queue.pending(notebook_id)
     return JSONResponse(
         {"runs": [{"id": str(r["id"]), "cell_id": r["cell_id"], "state": r["state"]} for r in rows]}
@@ -136,7 +131,7 @@ def _file_error(exc: FileStoreError) -> WeftError:
 
 
 async def list_files(request: Request) -> Response:
-    workspace_id = await _workspace(request)
+    workspace_id = await _workspace(request, Role.VIEWER)
     store = _executor(request).files
     try:
         entries = store.list(
@@ -156,7 +151,7 @@ async def list_files(request: Request) -> Response:
 
 
 async def put_file(request: Request) -> Response:
-    workspace_id = await _workspace(request)
+    workspace_id = await _workspace(request, Role.EDITOR)
     declared = request.headers.get("content-length")
     try:
         written = await _executor(request).files.write(
@@ -171,7 +166,7 @@ async def put_file(request: Request) -> Response:
 
 
 async def get_file(request: Request) -> Response:
-    workspace_id = await _workspace(request)
+    workspace_id = await _workspace(request, Role.VIEWER)
     try:
         path = _executor(request).files.resolve(
             workspace_id, request.path_params["path"], must_exist=True
@@ -184,7 +179,7 @@ async def get_file(request: Request) -> Response:
 
 
 async def delete_file(request: Request) -> Response:
-    workspace_id = await _workspace(request)
+    workspace_id = await _workspace(request, Role.EDITOR)
     try:
         _executor(request).files.delete(workspace_id, request.path_params["path"])
     except FileStoreError as exc:
@@ -193,8 +188,8 @@ async def delete_file(request: Request) -> Response:
 
 
 async def make_folder(request: Request) -> Response:
-    workspace_id = await _workspace(request)
-    path = (await _json(request)).get("path")
+    workspace_id = await _workspace(request, Role.EDITOR)
+    path = (await json_object(request)).get("path")
     if not isinstance(path, str) or not path:
         raise BadRequest("'path' must be a non-empty string")
     try:
@@ -205,8 +200,8 @@ async def make_folder(request: Request) -> Response:
 
 
 async def move_file(request: Request) -> Response:
-    workspace_id = await _workspace(request)
-    body = await _json(request)
+    workspace_id = await _workspace(request, Role.EDITOR)
+    body = await json_object(request)
     source, destination = body.get("from"), body.get("to")
     if not isinstance(source, str) or not isinstance(destination, str):
         raise BadRequest("'from' and 'to' must be strings")
@@ -218,13 +213,13 @@ async def move_file(request: Request) -> Response:
 
 
 async def get_executor_settings(request: Request) -> Response:
-    workspace_id = await _workspace(request)
+    workspace_id = await _workspace(request, Role.VIEWER)
     return JSONResponse({"network": await _executor(request).network_allowed(workspace_id)})
 
 
 async def update_executor_settings(request: Request) -> Response:
-    workspace_id = await _workspace(request)
-    network = (await _json(request)).get("network")
+    workspace_id = await _workspace(request, Role.OWNER)
+    network = (await json_object(request)).get("network")
     if not isinstance(network, bool):
         raise BadRequest("'network' must be true or false")
     await _executor(request).set_network(workspace_id, network)

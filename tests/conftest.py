@@ -58,8 +58,10 @@ StartServer = Callable[..., Awaitable[ServerProcess]]
 
 @pytest.fixture
 async def start_server(database_url: str, tmp_path: Path) -> AsyncIterator[StartServer]:
-    """Start ``weft serve`` processes against this test's database."""
+    """Start ``weft serve`` processes against this test's database. Each carries the token
+    of one signed-up person (``server.token``), the owner of what the tests create."""
     started: list[ServerProcess] = []
+    owner: dict[str, str] = {}
 
     async def start(**env: str) -> ServerProcess:
         server = ServerProcess(
@@ -73,6 +75,9 @@ async def start_server(database_url: str, tmp_path: Path) -> AsyncIterator[Start
         )
         started.append(server)
         await server.start()
+        if not owner:
+            owner["token"] = await sign_up(server.url, "owner@example.org", "Olive Owner")
+        server.token = owner["token"]
         return server
 
     yield start
@@ -87,8 +92,23 @@ async def server(start_server: StartServer) -> ServerProcess:
 
 @pytest.fixture
 async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    """A client signed in as the owner of everything the test creates."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=server.auth) as client:
         yield client
+
+
+PASSWORD = "correct horse battery"
+
+
+async def sign_up(url: str, email: str, name: str) -> str:
+    """A new account's bearer token."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post(
+            "/api/auth/signup", json={"email": email, "password": PASSWORD, "name": name}
+        )
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
 
 
 async def new_notebook(api: httpx.AsyncClient, title: str = "Test") -> str:
@@ -97,3 +117,9 @@ async def new_notebook(api: httpx.AsyncClient, title: str = "Test") -> str:
     assert response.status_code == 201, response.text
     notebook_id: str = response.json()["id"]
     return notebook_id
+
+
+def token_of(api: httpx.AsyncClient) -> str | None:
+    """The bearer token an API client carries, for the WebSocket's ?token= (None if none)."""
+    header = api.headers.get("Authorization", "")
+    return header.removeprefix("Bearer ") if header.startswith("Bearer ") else None

@@ -50,7 +50,7 @@ async def test_workspace_and_notebook_lifecycle(api: httpx.AsyncClient):
 async def test_rename_reaches_open_clients(server: ServerProcess, api: httpx.AsyncClient):
     ws = (await api.post("/api/workspaces", json={"name": "w"})).json()
     nb = (await api.post(f"/api/workspaces/{ws['id']}/notebooks", json={"title": "Old"})).json()
-    async with node_client(server.ws_base, nb["id"]) as client:
+    async with node_client(server.ws_base, nb["id"], token=server.token) as client:
         assert (await client.call("get"))["meta"]["metadata"]["title"] == "Old"
         await api.patch(f"/api/notebooks/{nb['id']}", json={"title": "New"})
         for _ in range(200):
@@ -65,7 +65,7 @@ async def test_deleting_a_notebook_closes_its_clients(
 ):
     ws = (await api.post("/api/workspaces", json={"name": "w"})).json()
     nb = (await api.post(f"/api/workspaces/{ws['id']}/notebooks", json={"title": "T"})).json()
-    async with node_client(server.ws_base, nb["id"]) as client:
+    async with node_client(server.ws_base, nb["id"], token=server.token) as client:
         await api.delete(f"/api/notebooks/{nb['id']}")
         event = await client.event(lambda e: e.get("event") == "close")
         assert event["code"] == 4410
@@ -122,7 +122,7 @@ async def test_ipynb_round_trip(server: ServerProcess, api: httpx.AsyncClient):
     assert imported.json()["title"] == "Sales analysis"
 
     # Live clients see the imported cells.
-    async with node_client(server.ws_base, notebook_id) as client:
+    async with node_client(server.ws_base, notebook_id, token=server.token) as client:
         cells = (await client.call("get"))["cells"]
         assert [c["id"] for c in cells] == [c["id"] for c in original.cells]
         assert cells[2]["outputs"][0]["text"] == "jan\nfeb\n"

@@ -30,8 +30,8 @@ async def test_metrics_move_when_work_happens(server: ServerProcess, api: httpx.
     assert before["weft_clients"] == 0
     notebook_id = await new_notebook(api)
     async with (
-        node_client(server.ws_base, notebook_id) as alice,
-        node_client(server.ws_base, notebook_id) as bob,
+        node_client(server.ws_base, notebook_id, token=server.token) as alice,
+        node_client(server.ws_base, notebook_id, token=server.token) as bob,
     ):
         for n in range(5):
             await alice.call("insert", text=f"x{n}")

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.anyio
 
 async def test_clients_on_two_servers_converge(start_server: StartServer):
     one, two = await start_server(), await start_server()
-    async with httpx.AsyncClient(base_url=one.url) as api:
+    async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
         notebook_id = await new_notebook(api)
     async with (
-        node_client(one.ws_base, notebook_id) as alice,
-        node_client(two.ws_base, notebook_id) as bob,
+        node_client(one.ws_base, notebook_id, token=one.token) as alice,
+        node_client(two.ws_base, notebook_id, token=two.token) as bob,
     ):
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: alice.call("type", prefix="a", count=40, interval=5))
@@ -33,17 +33,17 @@ async def test_clients_on_two_servers_converge(start_server: StartServer):
         final = await alice.text()
         assert await bob.text() == final
         assert len(re.findall(r"[ab]\d+ ", final)) == 80
-        async with node_client(two.ws_base, notebook_id) as late:
+        async with node_client(two.ws_base, notebook_id, token=two.token) as late:
             assert await late.text() == final
 
 
 async def test_a_client_whose_server_dies_fails_over_and_loses_nothing(start_server: StartServer):
     one, two = await start_server(), await start_server()
-    async with httpx.AsyncClient(base_url=one.url) as api:
+    async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
         notebook_id = await new_notebook(api)
     async with (
-        node_client(one.ws_base, notebook_id) as alice,
-        node_client(two.ws_base, notebook_id) as bob,
+        node_client(one.ws_base, notebook_id, token=one.token) as alice,
+        node_client(two.ws_base, notebook_id, token=two.token) as bob,
     ):
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: alice.call("type", prefix="a", count=200, interval=3, timeout=60))
@@ -59,11 +59,11 @@ async def test_a_missed_notification_is_noticed_and_filled(
 ):
     one = await start_server()
     two = await start_server(WEFT_FEED_POLL_SECONDS="1")
-    async with httpx.AsyncClient(base_url=one.url) as api:
+    async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
         notebook_id = await new_notebook(api)
     async with (
-        node_client(one.ws_base, notebook_id) as alice,
-        node_client(two.ws_base, notebook_id) as bob,
+        node_client(one.ws_base, notebook_id, token=one.token) as alice,
+        node_client(two.ws_base, notebook_id, token=two.token) as bob,
     ):
         await alice.call("insert", text="before ")
         await bob.wait_text("before ")
@@ -89,10 +89,10 @@ async def test_a_missed_notification_is_noticed_and_filled(
 
 async def test_presence_crosses_servers(start_server: StartServer):
     one, two = await start_server(), await start_server()
-    async with httpx.AsyncClient(base_url=one.url) as api:
+    async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
         notebook_id = await new_notebook(api)
-    async with node_client(two.ws_base, notebook_id) as bob:
-        async with node_client(one.ws_base, notebook_id) as alice:
+    async with node_client(two.ws_base, notebook_id, token=two.token) as bob:
+        async with node_client(one.ws_base, notebook_id, token=one.token) as alice:
             await alice.call("awareness", state={"user": {"name": "Alice"}})
             with anyio.fail_after(10):
                 while not any("user" in p["state"] for p in (await bob.call("peers"))["peers"]):

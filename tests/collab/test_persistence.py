@@ -20,12 +20,12 @@ pytestmark = pytest.mark.anyio
 
 async def test_sigkill_loses_nothing_anyone_received(start_server: StartServer):
     server = await start_server()
-    async with httpx.AsyncClient(base_url=server.url) as api:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
         notebook_id = await new_notebook(api)
     async with (
-        node_client(server.ws_base, notebook_id) as alice,
-        node_client(server.ws_base, notebook_id) as bob,
-        node_client(server.ws_base, notebook_id) as watcher,
+        node_client(server.ws_base, notebook_id, token=server.token) as alice,
+        node_client(server.ws_base, notebook_id, token=server.token) as bob,
+        node_client(server.ws_base, notebook_id, token=server.token) as watcher,
     ):
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: alice.call("type", prefix="a", count=400, interval=2, timeout=60))
@@ -40,7 +40,7 @@ async def test_sigkill_loses_nothing_anyone_received(start_server: StartServer):
     assert len(stamps) >= 80
 
     await server.start()
-    async with py_client(server.ws_base, notebook_id) as fresh:
+    async with py_client(server.ws_base, notebook_id, token=server.token) as fresh:
         reloaded = fresh.text()
     missing = [s for s in stamps if s not in reloaded]
     assert not missing, f"{len(missing)} updates seen before the crash were lost: {missing[:5]}"
@@ -48,33 +48,33 @@ async def test_sigkill_loses_nothing_anyone_received(start_server: StartServer):
 
 async def test_edits_survive_restart_and_room_unload(start_server: StartServer):
     server = await start_server(WEFT_ROOM_GRACE_SECONDS="0.2")
-    async with httpx.AsyncClient(base_url=server.url) as api:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
         notebook_id = await new_notebook(api)
-        async with node_client(server.ws_base, notebook_id) as alice:
+        async with node_client(server.ws_base, notebook_id, token=server.token) as alice:
             await alice.call("insert", text="first")
             await alice.call("add_cell", source="second cell", cell_id="c2")
         # The room unloads after its grace period and loads again on the next connect.
         with anyio.fail_after(10):
             while (await api.get("/healthz")).json()["rooms"]:
                 await anyio.sleep(0.05)
-        async with py_client(server.ws_base, notebook_id) as reader:
+        async with py_client(server.ws_base, notebook_id, token=server.token) as reader:
             assert reader.text() == "first"
             assert reader.text(1) == "second cell"
         server.stop()
         await server.start()
-        async with py_client(server.ws_base, notebook_id) as reader:
+        async with py_client(server.ws_base, notebook_id, token=server.token) as reader:
             assert reader.text() == "first"
             assert len(reader.doc.get_array("cells")) == 2
 
 
 async def test_log_is_compacted_into_a_snapshot(start_server: StartServer, database_url: str):
     server = await start_server(WEFT_COMPACT_AFTER_UPDATES="50")
-    async with httpx.AsyncClient(base_url=server.url) as api:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
         notebook_id = await new_notebook(api)
-    async with py_client(server.ws_base, notebook_id) as writer:
+    async with py_client(server.ws_base, notebook_id, token=server.token) as writer:
         for n in range(120):
             await writer.insert(len(writer.text()), f"{n},")
-        async with py_client(server.ws_base, notebook_id) as reader:
+        async with py_client(server.ws_base, notebook_id, token=server.token) as reader:
             await reader.wait_text("119,")
     conn = await asyncpg.connect(database_url)
     try:
@@ -96,7 +96,7 @@ async def test_log_is_compacted_into_a_snapshot(start_server: StartServer, datab
         await conn.close()
     server.stop()
     await server.start()
-    async with py_client(server.ws_base, notebook_id) as reader:
+    async with py_client(server.ws_base, notebook_id, token=server.token) as reader:
         assert reader.text() == "".join(f"{n}," for n in range(120))
 
 
@@ -104,7 +104,7 @@ async def test_unreadable_document_is_never_served_or_overwritten(
     start_server: StartServer, database_url: str
 ):
     server = await start_server()
-    async with httpx.AsyncClient(base_url=server.url) as api:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
         notebook_id = await new_notebook(api)
         conn = await asyncpg.connect(database_url)
         try:
@@ -114,7 +114,9 @@ async def test_unreadable_document_is_never_served_or_overwritten(
                 uuid.UUID(notebook_id),
                 corrupt,
             )
-            async with py_client(server.ws_base, notebook_id, sync=False) as client:
+            async with py_client(
+                server.ws_base, notebook_id, token=server.token, sync=False
+            ) as client:
                 code, reason = await client.wait_closed()
             assert code == 1013
             assert "could not be read" in reason

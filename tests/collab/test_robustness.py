@@ -39,9 +39,9 @@ async def test_malformed_frame_closes_only_that_connection(
 ):
     notebook_id = await new_notebook(api)
     async with (
-        node_client(server.ws_base, notebook_id) as alice,
-        py_client(server.ws_base, notebook_id) as bob,
-        py_client(server.ws_base, notebook_id) as mallory,
+        node_client(server.ws_base, notebook_id, token=server.token) as alice,
+        py_client(server.ws_base, notebook_id, token=server.token) as bob,
+        py_client(server.ws_base, notebook_id, token=server.token) as mallory,
     ):
         await mallory.ws.send(MALFORMED[name])
         code, reason = await mallory.wait_closed()
@@ -57,7 +57,7 @@ async def test_malformed_frame_closes_only_that_connection(
 
 async def test_text_frame_is_refused(server: ServerProcess, api: httpx.AsyncClient):
     notebook_id = await new_notebook(api)
-    async with py_client(server.ws_base, notebook_id) as client:
+    async with py_client(server.ws_base, notebook_id, token=server.token) as client:
         await client.ws.send("hello")
         code, _ = await client.wait_closed()
         assert code == 1003
@@ -65,11 +65,11 @@ async def test_text_frame_is_refused(server: ServerProcess, api: httpx.AsyncClie
 
 async def test_oversized_frame_is_refused(start_server: StartServer):
     server = await start_server(WEFT_MAX_FRAME_BYTES="65536")
-    async with httpx.AsyncClient(base_url=server.url) as api:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
         notebook_id = await new_notebook(api)
     async with (
-        node_client(server.ws_base, notebook_id) as alice,
-        py_client(server.ws_base, notebook_id) as big,
+        node_client(server.ws_base, notebook_id, token=server.token) as alice,
+        py_client(server.ws_base, notebook_id, token=server.token) as big,
     ):
         # A frame just under the limit is fine.
         await big.insert(0, "y" * 60_000)
@@ -84,14 +84,14 @@ async def test_oversized_frame_is_refused(start_server: StartServer):
 
 async def test_slow_client_is_disconnected_not_buffered(start_server: StartServer):
     server = await start_server(WEFT_CLIENT_SEND_QUEUE="32")
-    async with httpx.AsyncClient(base_url=server.url) as api:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
         notebook_id = await new_notebook(api)
-    url = f"{server.ws_base}/{notebook_id}"
+    url = f"{server.ws_base}/{notebook_id}?token={server.token}"
     # The slow client syncs and then never reads: its socket buffers fill, then its queue.
     async with (
         connect(url, max_size=None, compression=None, max_queue=1) as slow,
-        py_client(server.ws_base, notebook_id) as writer,
-        py_client(server.ws_base, notebook_id) as reader,
+        py_client(server.ws_base, notebook_id, token=server.token) as writer,
+        py_client(server.ws_base, notebook_id, token=server.token) as reader,
     ):
         await slow.send(protocol.create_sync_step1_message(b"\x00"))
         chunk = "z" * 60_000

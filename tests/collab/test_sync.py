@@ -19,9 +19,9 @@ pytestmark = pytest.mark.anyio
 async def test_official_and_python_clients_converge(server: ServerProcess, api: httpx.AsyncClient):
     notebook_id = await new_notebook(api)
     async with (
-        node_client(server.ws_base, notebook_id) as alice,
-        node_client(server.ws_base, notebook_id) as bob,
-        py_client(server.ws_base, notebook_id) as carol,
+        node_client(server.ws_base, notebook_id, token=server.token) as alice,
+        node_client(server.ws_base, notebook_id, token=server.token) as bob,
+        py_client(server.ws_base, notebook_id, token=server.token) as carol,
     ):
         # All three type into the same cell at once.
         async with anyio.create_task_group() as tg:
@@ -46,7 +46,7 @@ async def test_official_and_python_clients_converge(server: ServerProcess, api: 
             assert all(f"{prefix}{n} " in final for n in range(30))
 
         # A late joiner receives the whole document in its first sync.
-        async with node_client(server.ws_base, notebook_id) as late:
+        async with node_client(server.ws_base, notebook_id, token=server.token) as late:
             assert await late.text() == final
             cells = (await late.call("get"))["cells"]
             assert cells[0]["cell_type"] == "code"
@@ -56,8 +56,8 @@ async def test_official_and_python_clients_converge(server: ServerProcess, api: 
 async def test_sender_gets_no_echo(server: ServerProcess, api: httpx.AsyncClient):
     notebook_id = await new_notebook(api)
     async with (
-        py_client(server.ws_base, notebook_id) as writer,
-        py_client(server.ws_base, notebook_id) as reader,
+        py_client(server.ws_base, notebook_id, token=server.token) as writer,
+        py_client(server.ws_base, notebook_id, token=server.token) as reader,
     ):
         for n in range(5):
             await writer.insert(0, f"x{n}")
@@ -69,9 +69,9 @@ async def test_sender_gets_no_echo(server: ServerProcess, api: httpx.AsyncClient
 
 async def test_presence_joins_and_leaves(server: ServerProcess, api: httpx.AsyncClient):
     notebook_id = await new_notebook(api)
-    async with node_client(server.ws_base, notebook_id) as alice:
+    async with node_client(server.ws_base, notebook_id, token=server.token) as alice:
         await alice.call("awareness", state={"user": {"name": "Alice", "color": "#f00"}})
-        async with node_client(server.ws_base, notebook_id) as bob:
+        async with node_client(server.ws_base, notebook_id, token=server.token) as bob:
             # Bob joined after Alice set her state: the server hands it to him on join.
             with anyio.fail_after(10):
                 while not (await bob.call("peers"))["peers"]:
@@ -90,8 +90,8 @@ async def test_presence_joins_and_leaves(server: ServerProcess, api: httpx.Async
 
 async def test_python_client_sees_presence_removal(server: ServerProcess, api: httpx.AsyncClient):
     notebook_id = await new_notebook(api)
-    async with py_client(server.ws_base, notebook_id) as watcher:
-        async with node_client(server.ws_base, notebook_id) as alice:
+    async with py_client(server.ws_base, notebook_id, token=server.token) as watcher:
+        async with node_client(server.ws_base, notebook_id, token=server.token) as alice:
             await alice.call("awareness", state={"user": {"name": "Alice"}})
             # y-websocket announces an empty state first, then the one set above.
             with anyio.fail_after(10):
@@ -106,7 +106,7 @@ async def test_python_client_sees_presence_removal(server: ServerProcess, api: h
 
 async def test_unknown_notebook_is_refused(server: ServerProcess):
     for notebook_id in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
-        async with py_client(server.ws_base, notebook_id, sync=False) as client:
+        async with py_client(server.ws_base, notebook_id, token=server.token, sync=False) as client:
             code, reason = await client.wait_closed()
             assert code == 4404
             assert reason == "unknown notebook"

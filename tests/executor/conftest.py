@@ -132,7 +132,7 @@ async def weft(
     instance = f"weft-test-{uuid.uuid4().hex[:8]}"
     server = await start_server(**EXECUTOR_ENV, WEFT_INSTANCE=instance)
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as api:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
             yield Weft(server, api)
     finally:
         server.stop()

@@ -16,7 +16,7 @@ SLOW_LOOP = "import time\nfor i in range(6):\n    print('tick', i, flush=True)\n
 
 async def test_output_streams_live_to_an_official_client(weft: Weft):
     notebook_id, (cell,) = await weft.notebook(SLOW_LOOP)
-    async with node_client(weft.server.ws_base, notebook_id) as watcher:
+    async with node_client(weft.server.ws_base, notebook_id, token=weft.server.token) as watcher:
         await watcher.call("watch_outputs", cell_id=cell)
         run = await weft.run_and_wait(notebook_id, cell)
         assert run["state"] == "done"
@@ -46,7 +46,7 @@ async def test_no_hidden_state_after_delete_and_move(weft: Weft):
     await weft.run_and_wait(notebook_id, a)
     run = await weft.run_and_wait(notebook_id, b)
     assert text_of(run) == "42"
-    async with node_client(weft.server.ws_base, notebook_id) as person:
+    async with node_client(weft.server.ws_base, notebook_id, token=weft.server.token) as person:
         # Move b above a: b no longer sees x.
         await person.call("move_cell", **{"from": 1, "to": 0})
         await anyio.sleep(0.2)
@@ -76,7 +76,7 @@ async def test_stale_marking_and_reactive_mode(weft: Weft):
     notebook_id, (a, b, c) = await weft.notebook("x = 1", "y = x * 2", "print(y)")
     for cell in (a, b, c):
         await weft.run_and_wait(notebook_id, cell)
-    async with node_client(weft.server.ws_base, notebook_id) as person:
+    async with node_client(weft.server.ws_base, notebook_id, token=weft.server.token) as person:
         await weft.run_and_wait(notebook_id, a, source="x = 5")
         state = await person.call("state")
         assert state["runs"][b].get("stale") is True
@@ -116,7 +116,7 @@ async def test_rich_outputs_symbols_and_sql(weft: Weft):
     result = run["outputs"][0]
     assert result["output_type"] == "execute_result"
     assert "<table" in result["data"]["text/html"]
-    async with node_client(weft.server.ws_base, notebook_id) as person:
+    async with node_client(weft.server.ws_base, notebook_id, token=weft.server.token) as person:
         symbols = (await person.call("state"))["symbols"][frame]
     df = next(s for s in symbols if s["name"] == "df")
     assert df["type"].endswith("DataFrame")

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 async def files_api(start_server: StartServer, tmp_path: Path):
     server = await start_server(WEFT_FILES_QUOTA_BYTES="100000", WEFT_FILES_DIR=str(tmp_path / "f"))
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as api:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=server.auth) as api:
         workspace = (await api.post("/api/workspaces", json={"name": "w"})).json()["id"]
         yield api, workspace, tmp_path / "f" / workspace
 

@@ -49,7 +49,9 @@ async def test_two_executors_share_one_queue_exactly_once(
         for instance in instances
     ]
     try:
-        async with httpx.AsyncClient(base_url=servers[0].url, timeout=60) as api:
+        async with httpx.AsyncClient(
+            base_url=servers[0].url, timeout=60, headers=servers[0].auth
+        ) as api:
             weft = Weft(servers[0], api)
             ws = await weft.workspace()
             run_ids = []

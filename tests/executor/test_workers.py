@@ -48,7 +48,7 @@ async def cluster(
     try:
         for worker in workers:
             await worker.start()
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as api:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
             yield Weft(server, api), workers
     finally:
         for worker in workers:
@@ -73,7 +73,7 @@ async def test_workers_run_each_commit_once_and_outputs_reach_clients(cluster):
     assert sorted(files.read_text().split()) == sorted(f"nb{n}" for n in range(3) for _ in "ab")
     # The worker wrote the outputs into its copy of the document; the server's clients see them.
     notebook_id, (first, _second) = notebooks[0]
-    async with node_client(weft.server.ws_base, notebook_id) as person:
+    async with node_client(weft.server.ws_base, notebook_id, token=weft.server.token) as person:
         with anyio.fail_after(20):
             while True:
                 state = await person.call("state")

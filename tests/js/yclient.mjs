@@ -27,6 +27,7 @@ let provider = connectTo(base)
 
 const cells = () => doc.getArray('cells')
 const history = []
+const texts = []
 const source = (i) => cells().get(i).get('source')
 const peers = () => {
   const states = []
@@ -119,6 +120,27 @@ const handlers = {
     return {}
   },
   history: () => ({ history: history.map((h) => JSON.parse(h)) }),
+  // Record every distinct text of one cell's source, to see generated code grow in.
+  watch_text: ({ cell_id }) => {
+    texts.length = 0
+    const record = () => {
+      const c = cells().toArray().find((m) => m.get('id') === cell_id)
+      const text = c ? c.get('source').toString() : null
+      if (texts[texts.length - 1] !== text) texts.push(text)
+    }
+    record()
+    cells().observeDeep(record)
+    return {}
+  },
+  texts: () => ({ texts }),
+  // Insert right before the first occurrence of `before` in a cell's text (at the end if absent).
+  insert_before: ({ cell = 0, before, text }) => {
+    const t = source(cell)
+    const at = t.toString().indexOf(before)
+    t.insert(at < 0 ? t.length : at, text)
+    return { text: t.toString() }
+  },
+  assist: () => ({ assist: doc.getMap('assist').toJSON() }),
   awareness: ({ state }) => { provider.awareness.setLocalState(state); return {} },
   peers: () => ({ peers: peers() }),
   disconnect: () => { provider.disconnect(); return {} },

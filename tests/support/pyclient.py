@@ -109,9 +109,17 @@ class PyYClient:
 
 @contextlib.asynccontextmanager
 async def py_client(
-    ws_base: str, notebook_id: str, *, sync: bool = True, query: str = ""
+    ws_base: str,
+    notebook_id: str,
+    *,
+    token: str | None = None,
+    sync: bool = True,
+    query: str = "",
 ) -> AsyncIterator[PyYClient]:
-    url = f"{ws_base}/{notebook_id}{query}"
+    params = [f"token={token}"] if token else []
+    if query:
+        params.append(query.lstrip("?"))
+    url = f"{ws_base}/{notebook_id}" + (f"?{'&'.join(params)}" if params else "")
     async with connect(url, max_size=None, compression=None) as ws, anyio.create_task_group() as tg:
         client = PyYClient(ws)
         tg.start_soon(client.run)

@@ -82,7 +82,13 @@ class ServerProcess(_Process):
 
     port: int = field(default_factory=free_port)
     starts: int = 0
+    # The bearer token of the test's signed-up owner (set by the start_server fixture).
+    token: str | None = None
     log_name = "server.log"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def url(self) -> str:

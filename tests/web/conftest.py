@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,13 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from tests.conftest import StartServer
+from tests.ai.conftest import assistant_env
+from tests.conftest import PASSWORD, StartServer, sign_up
 from tests.executor.conftest import EXECUTOR_ENV, docker_engine, remove_kernels
+from tests.support.openai_server import FakeOpenAI
 from tests.support.server import ROOT, ServerProcess
 
-__all__ = ["docker_engine"]
+__all__ = ["PASSWORD", "docker_engine"]
 
 CHROMIUM = Path(os.environ.get("WEFT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -74,6 +76,13 @@ async def browser(chromium: Path) -> AsyncIterator[Browser]:
 
 
 @dataclass
+class Account:
+    name: str
+    email: str
+    token: str
+
+
+@dataclass
 class WebWeft:
     """A Weft server serving the web client, its API, and ways to open pages as people."""
 
@@ -81,6 +90,12 @@ class WebWeft:
     api: httpx.AsyncClient
     browser: Browser
     page_errors: list[str] = field(default_factory=list)
+    # Workspaces made by the test's owner, and people (email, role) who join each of them.
+    workspaces: list[str] = field(default_factory=list)
+    members: list[tuple[str, str]] = field(default_factory=list)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    # The fake OpenAI-compatible server the assistant talks to (``web_ai`` only).
+    openai: FakeOpenAI | None = None
 
     @property
     def url(self) -> str:
@@ -94,6 +109,9 @@ class WebWeft:
         response = await self.api.post("/api/workspaces", json={"name": name})
         assert response.status_code == 201, response.text
         workspace_id: str = response.json()["id"]
+        self.workspaces.append(workspace_id)
+        for email, role in self.members:
+            await self.add_member(workspace_id, email, role)
         return workspace_id
 
     async def notebook(
@@ -115,18 +133,46 @@ class WebWeft:
         notebook_id: str = response.json()["id"]
         return notebook_id
 
-    async def person(self, name: str, color: str) -> BrowserContext:
-        """A browser context (its own storage) whose user appears to others as ``name``."""
+    async def person(
+        self,
+        name: str,
+        color: str,
+        *,
+        signed_in: bool = True,
+        role: str = "editor",
+        share: bool = True,
+    ) -> BrowserContext:
+        """A browser context (its own storage) for one person, shown to others as ``name``
+        (the account's name) in ``color``. Signed in (session cookie) as a new account of
+        their own unless ``signed_in`` is False; with ``share`` they are a member (``role``)
+        of every workspace the test made through :meth:`workspace`, and of those made later."""
         context = await self.browser.new_context(
             viewport={"width": 1400, "height": 900}, base_url=self.url
         )
+        if signed_in:
+            email = self.email_for(name)
+            token = await sign_up(self.url, email, name)
+            self.accounts[name] = Account(name, email, token)
+            await context.add_cookies([{"name": "weft_session", "value": token, "url": self.url}])
+            if share:
+                self.members.append((email, role))
+                for workspace_id in self.workspaces:
+                    await self.add_member(workspace_id, email, role)
         # Init scripts run in every frame; sandboxed output frames have no localStorage.
         await context.add_init_script(
-            "if (window === window.top) {"
-            f"localStorage.setItem('weft.name', {json.dumps(name)});"
-            f"localStorage.setItem('weft.color', {json.dumps(color)}); }}"
+            f"if (window === window.top) localStorage.setItem('weft.color', {json.dumps(color)});"
         )
         return context
+
+    def email_for(self, name: str) -> str:
+        slug = "".join(c for c in name.lower() if c.isalnum()) or "person"
+        return f"{slug}-{uuid.uuid4().hex[:6]}@example.org"
+
+    async def add_member(self, workspace_id: str, email: str, role: str) -> None:
+        response = await self.api.post(
+            f"/api/workspaces/{workspace_id}/members", json={"email": email, "role": role}
+        )
+        assert response.status_code == 201, response.text
 
     async def page(self, context: BrowserContext, path: str) -> Page:
         """Open ``path``; any uncaught error in the page fails the test at teardown."""
@@ -141,12 +187,17 @@ class WebWeft:
         return page
 
 
-async def _web_server(start_server: StartServer, web_dist: Path, instance: str) -> ServerProcess:
+async def _web_server(
+    start_server: StartServer, web_dist: Path, instance: str, **extra_env: str
+) -> ServerProcess:
     return await start_server(
-        **EXECUTOR_ENV,
-        WEFT_INSTANCE=instance,
-        WEFT_WEB_DIR=str(web_dist),
-        WEFT_ROOM_GRACE_SECONDS="5",
+        **{
+            **EXECUTOR_ENV,
+            "WEFT_INSTANCE": instance,
+            "WEFT_WEB_DIR": str(web_dist),
+            "WEFT_ROOM_GRACE_SECONDS": "5",
+            **extra_env,
+        }
     )
 
 
@@ -156,7 +207,7 @@ async def web(
 ) -> AsyncIterator[WebWeft]:
     """The server and client without needing a kernel."""
     server = await _web_server(start_server, web_dist, f"weft-web-{uuid.uuid4().hex[:8]}")
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as api:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=server.auth) as api:
         weft = WebWeft(server, api, browser)
         yield weft
     assert not weft.page_errors, weft.page_errors
@@ -170,8 +221,53 @@ async def web_kernel(
     instance = f"weft-web-{uuid.uuid4().hex[:8]}"
     server = await _web_server(start_server, web_dist, instance)
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as api:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
             weft = WebWeft(server, api, browser)
+            yield weft
+        assert not weft.page_errors, weft.page_errors
+    finally:
+        server.stop()
+        remove_kernels(docker_engine, instance)
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A local OpenAI-compatible server (tests/support/openai_server.py); script its answers
+    with ``fake_openai.script(stream(...))`` before asking the assistant."""
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def web_ai(
+    start_server: StartServer, web_dist: Path, browser: Browser, fake_openai: FakeOpenAI
+) -> AsyncIterator[WebWeft]:
+    """The server and client with the assistant configured to use ``fake_openai`` (no
+    kernel: the executor is off). ``web_ai.openai`` is the fake provider."""
+    instance = f"weft-web-{uuid.uuid4().hex[:8]}"
+    server = await _web_server(start_server, web_dist, instance, **assistant_env(fake_openai))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=server.auth) as api:
+        weft = WebWeft(server, api, browser, openai=fake_openai)
+        yield weft
+    assert not weft.page_errors, weft.page_errors
+
+
+@pytest.fixture
+async def web_kernel_ai(
+    docker_engine: Any,
+    start_server: StartServer,
+    web_dist: Path,
+    browser: Browser,
+    fake_openai: FakeOpenAI,
+) -> AsyncIterator[WebWeft]:
+    """``web_kernel`` with the assistant configured to use ``fake_openai``: cells run (in
+    Docker) and can fail, so the assistant can be asked to fix them."""
+    instance = f"weft-web-{uuid.uuid4().hex[:8]}"
+    env = assistant_env(fake_openai, WEFT_EXECUTOR="on")
+    server = await _web_server(start_server, web_dist, instance, **env)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
+            weft = WebWeft(server, api, browser, openai=fake_openai)
             yield weft
         assert not weft.page_errors, weft.page_errors
     finally:

@@ -1,6 +1,8 @@
 // The REST API (docs/api.md). Every call carries the session token when there is one;
-// errors become ApiError with the server's code and message.
-import { getToken } from './session.js'
+// errors become ApiError with the server's code and message. A 401 from any call that needs
+// a credential sends the person to /signin?next=<this page>.
+import { getToken, setCurrentUser } from './session.js'
+import { navigate } from './router.js'
 
 export class ApiError extends Error {
   constructor (status, code, message) {
@@ -28,8 +30,8 @@ async function failure (response) {
   return new ApiError(response.status, code, message)
 }
 
-export async function request (method, path, { json, body, headers: extra } = {}) {
-  const init = { method, headers: headers(extra), credentials: 'same-origin' }
+export async function request (method, path, { json, body, headers: extra, signal } = {}) {
+  const init = { method, headers: headers(extra), credentials: 'same-origin', signal }
   if (json !== undefined) {
     init.body = JSON.stringify(json)
     init.headers['Content-Type'] = 'application/json'
@@ -40,12 +42,30 @@ export async function request (method, path, { json, body, headers: extra } = {}
   try {
     response = await fetch(path, init)
   } catch (error) {
+    if (error && error.name === 'AbortError') throw error // the caller gave up on it
     throw new ApiError(0, 'offline', 'the server cannot be reached; check your connection')
   }
-  if (!response.ok) throw await failure(response)
+  if (!response.ok) {
+    const error = await failure(response)
+    if (response.status === 401 && !isPublic(path)) toSignin()
+    throw error
+  }
   if (response.status === 204) return null
   const type = response.headers.get('content-type') || ''
   return type.includes('json') ? response.json() : response
+}
+
+// Calls that answer 401 for a wrong password or a bad link, not for a missing session.
+function isPublic (path) {
+  return /^\/api\/(auth\/(signup|login|me)|links\/[^/]+(\/accept)?$)/.test(path.split('?')[0])
+}
+
+/** Go to the sign-in page, coming back here afterwards. */
+export function toSignin () {
+  const here = window.location.pathname + window.location.search
+  if (window.location.pathname === '/signin' || window.location.pathname === '/signup') return
+  setCurrentUser(null)
+  navigate(`/signin?next=${encodeURIComponent(here)}`, { replace: true })
 }
 
 export const get = (path) => request('GET', path)
@@ -57,6 +77,22 @@ const enc = encodeURIComponent
 export const filePath = (path) => path.split('/').map(enc).join('/')
 
 export const api = {
+  signup: (body) => post('/api/auth/signup', body),
+  login: (email, password) => post('/api/auth/login', { email, password }),
+  logout: () => post('/api/auth/logout'),
+  me: () => get('/api/auth/me'),
+
+  members: (workspaceId) => get(`/api/workspaces/${enc(workspaceId)}/members`),
+  addMember: (workspaceId, email, role) => post(`/api/workspaces/${enc(workspaceId)}/members`, { email, role }),
+  setMemberRole: (workspaceId, userId, role) => patch(`/api/workspaces/${enc(workspaceId)}/members/${enc(userId)}`, { role }),
+  removeMember: (workspaceId, userId) => del(`/api/workspaces/${enc(workspaceId)}/members/${enc(userId)}`),
+
+  links: (workspaceId) => get(`/api/workspaces/${enc(workspaceId)}/links`),
+  createLink: (workspaceId, body) => post(`/api/workspaces/${enc(workspaceId)}/links`, body),
+  revokeLink: (linkId) => del(`/api/links/${enc(linkId)}`),
+  previewLink: (token) => get(`/api/links/${enc(token)}`),
+  acceptLink: (token, name) => post(`/api/links/${enc(token)}/accept`, name ? { name } : {}),
+
   workspaces: () => get('/api/workspaces'),
   workspace: (id) => get(`/api/workspaces/${enc(id)}`),
   createWorkspace: (name) => post('/api/workspaces', { name }),
@@ -78,6 +114,14 @@ export const api = {
   restart: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/restart`),
   runs: (notebookId) => get(`/api/notebooks/${enc(notebookId)}/runs`),
 
+  // The assistant (docs/api.md "Assistant") and search ("Search").
+  assist: (notebookId, cellId, body) => post(`/api/notebooks/${enc(notebookId)}/cells/${enc(cellId)}/assist`, body),
+  generation: (id) => get(`/api/generations/${enc(id)}`),
+  acceptGeneration: (id) => post(`/api/generations/${enc(id)}/accept`),
+  rejectGeneration: (id) => post(`/api/generations/${enc(id)}/reject`),
+  cancelGeneration: (id) => post(`/api/generations/${enc(id)}/cancel`),
+  search: (q, { limit = 20, signal } = {}) => request('GET', `/api/search?q=${enc(q)}&limit=${limit}`, { signal }),
+
   files: (workspaceId, path = '') => get(`/api/workspaces/${enc(workspaceId)}/files?path=${enc(path)}&schema=1`),
   fileUrl: (workspaceId, path) => `/api/workspaces/${enc(workspaceId)}/files/${filePath(path)}`,
   deleteFile: (workspaceId, path) => del(`/api/workspaces/${enc(workspaceId)}/files/${filePath(path)}`),
@@ -98,6 +142,7 @@ export function upload (url, file, onProgress) {
       let body = null
       try { body = JSON.parse(xhr.responseText) } catch { /* empty */ }
       if (xhr.status >= 200 && xhr.status < 300) resolve(body)
+      else if (xhr.status === 401) { toSignin(); reject(new ApiError(401, 'unauthorized', 'you are signed out')) }
       else reject(new ApiError(xhr.status, body?.error?.code || 'http_error', body?.error?.message || `upload failed (${xhr.status})`))
     }
     xhr.onerror = () => reject(new ApiError(0, 'offline', 'the upload was cut off; check your connection'))

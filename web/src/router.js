@@ -1,14 +1,18 @@
 // History-API routing: every page has its own URL (deep links), and same-origin links
-// navigate without reloading. A page is a function (params, root) returning a cleanup.
+// navigate without reloading. A page is a function (params, root, query) returning a cleanup.
+// Pages need a signed-in person (an account or a guest) unless routed with {public: true}:
+// without one the router goes to /signin?next=<the page>, which comes back after signing in.
+import { loadMe } from './session.js'
 
 const routes = []
 let current = null
 let root = null
+let generation = 0
 
-export function route (pattern, load) {
+export function route (pattern, load, { public: open = false } = {}) {
   const keys = []
   const regex = new RegExp('^' + pattern.replace(/:(\w+)/g, (_, key) => { keys.push(key); return '([^/]+)' }) + '/?$')
-  routes.push({ regex, keys, load })
+  routes.push({ regex, keys, load, open })
 }
 
 export function navigate (path, { replace = false } = {}) {
@@ -18,26 +22,49 @@ export function navigate (path, { replace = false } = {}) {
   render()
 }
 
+/** Draw the current page again (e.g. after the person's role changed). */
+export function reload () {
+  return render()
+}
+
+function leave () {
+  if (current) {
+    try { current() } catch (error) { console.error(error) }
+    current = null
+  }
+}
+
 async function render () {
+  const mine = ++generation
   const path = window.location.pathname
-  for (const { regex, keys, load } of routes) {
+  for (const { regex, keys, load, open } of routes) {
     const match = regex.exec(path)
     if (!match) continue
     const params = Object.fromEntries(keys.map((key, i) => [key, decodeURIComponent(match[i + 1])]))
     const query = Object.fromEntries(new URLSearchParams(window.location.search))
-    if (current) {
-      try { current() } catch (error) { console.error(error) }
-      current = null
+    if (!open) {
+      let me = null
+      try { me = await loadMe() } catch (error) { console.error(error) }
+      if (mine !== generation) return
+      if (!me) {
+        navigate(`/signin?next=${encodeURIComponent(path + window.location.search)}`, { replace: true })
+        return
+      }
     }
+    const page = await load()
+    if (mine !== generation) return
+    leave()
     root.replaceChildren()
     window.scrollTo(0, 0)
-    const page = await load()
-    current = (await page(params, root, query)) || null
+    const cleanup = (await page(params, root, query)) || null
+    if (mine === generation) current = cleanup
+    else if (cleanup) { try { cleanup() } catch (error) { console.error(error) } }
     return
   }
+  leave()
   root.replaceChildren()
   const { notFound } = await import('./pages/notfound.js')
-  current = notFound(root)
+  if (mine === generation) current = notFound(root)
 }
 
 export function start (element) {

@@ -10,6 +10,7 @@ import { describeRun } from './runs.js'
 import { LANGUAGES } from './model.js'
 import { avatar } from './presence.js'
 import { visibleSymbols, shortType } from './symbols.js'
+import { AssistPanel } from './assist.js'
 
 const COMPLETION_TYPES = { function: 'function', class: 'class', module: 'namespace' }
 
@@ -26,6 +27,7 @@ export class CellView {
     this.type = this.model.cellType(ycell)
     this.editing = false
     this.editor = null
+    this.editorTouched = false // focused once: its selection is where the person is
     this.metadata = null
 
     this.gutter = h('div.cell-gutter')
@@ -42,6 +44,8 @@ export class CellView {
       this.gutter,
       h('div.cell-main', this.head, this.editorHost, this.rendered, this.status, this.outputs.element),
       this.presence)
+    this.assist = new AssistPanel(this)
+    this.editorHost.after(this.assist.element)
     this.element.addEventListener('mousedown', () => this.nb.select(this.id))
     this.rendered.addEventListener('dblclick', () => this.edit())
     this.rendered.addEventListener('click', (event) => {
@@ -74,6 +78,7 @@ export class CellView {
     this.outputs.bind(this.type === 'code' ? this.ycell.get('outputs') : null)
     this.renderMarkdownView()
     this.update()
+    this.assist?.render()
   }
 
   buildHead () {
@@ -92,6 +97,7 @@ export class CellView {
       typeSelect, langSelect,
       h('div.cell-head-spacer'),
       ro ? null : h('div.cell-tools',
+        this.type === 'code' ? iconButton('sparkle', 'Ask the assistant (Ctrl/Cmd-K)', () => this.assist.toggle(), { class: 'tool-assist' }) : null,
         this.type === 'code' ? iconButton('play', 'Run (Shift-Enter)', () => this.nb.run(this.id), { class: 'tool-run' }) : null,
         this.type === 'code' ? iconButton('playBelow', 'Run this cell and all below', () => this.nb.runBelow(this.id)) : null,
         this.type === 'code' && !this.nb.readOnly ? iconButton('x', 'Clear outputs', () => this.model.clearOutputs(this.id), { class: 'tool-clear' }) : null,
@@ -123,6 +129,7 @@ export class CellView {
       keys: this.keys(),
       completions: this.type === 'code' ? (context) => this.complete(context) : null,
       onFocus: () => {
+        this.editorTouched = true
         this.nb.select(this.id)
         if (this.type === 'markdown') this.setEditing(true)
       },
@@ -139,6 +146,7 @@ export class CellView {
       { key: 'Shift-Enter', run: () => { nb.run(this.id, { advance: true }); return true } },
       { key: 'Mod-Enter', run: () => { nb.run(this.id); return true } },
       { key: 'Alt-Enter', run: () => { nb.run(this.id, { insertBelow: true }); return true } },
+      { key: 'Mod-k', run: () => { if (this.assist.canAsk) this.assist.openBox(); return true } },
       { key: 'Escape', run: (view) => { view.contentDOM.blur(); nb.select(this.id); this.element.focus(); return true } },
       { key: 'ArrowUp', run: (view) => view.state.selection.main.empty && cursorAtFirstLine(view) ? nb.focusNeighbour(this.id, -1) : false },
       { key: 'ArrowDown', run: (view) => view.state.selection.main.empty && cursorAtLastLine(view) ? nb.focusNeighbour(this.id, 1) : false },
@@ -190,6 +198,7 @@ export class CellView {
     if (keys.has('source')) this.buildEditor()
     if (keys.has('outputs')) this.outputs.bind(this.ycell.get('outputs'))
     if (keys.has('execution_count')) this.update()
+    if (keys.has('outputs') && this.assist.open) this.assist.renderBox()
   }
 
   _languageChanged () {
@@ -203,6 +212,7 @@ export class CellView {
     this._sourceTimer = setTimeout(() => {
       if (this.type === 'markdown' && !this.editing) this.renderMarkdownView()
       this.update()
+      if (this.assist.open) this.assist.renderBox()
     }, 150)
   }
 
@@ -289,13 +299,20 @@ export class CellView {
         info.detail ? h('span.run-detail', info.detail) : null,
         info.prior ? h('span.run-detail.run-prior', `last run: ${info.prior.toLowerCase()}`) : null,
         // "the cell raised an exception" says nothing the traceback below does not.
-        run && run.error && run.status !== 'error' && (info.state === 'error' || info.state === 'cancelled') ? h('span.run-error', run.error) : null])
+        run && run.error && run.status !== 'error' && (info.state === 'error' || info.state === 'cancelled') ? h('span.run-error', run.error) : null,
+        run && run.state === 'error' && this.assist.canAsk
+          ? h('button.btn.btn-ghost.assist-fix-inline', { type: 'button', title: 'Ask the assistant to rewrite this cell so that the error goes away', onclick: () => this.assist.send('fix') }, icon('sparkle', 13), h('span.btn-label', 'Fix'))
+          : null])
     }
   }
 
   updatePresence () {
     const people = this.nb.presence.inCell(this.id)
-    this.presence.replaceChildren(...people.map((p) => avatar(p, { size: 'sm', title: `${p.name} is here` })))
+    this.presence.replaceChildren(...people.map((p) => avatar(p, { size: 'sm', title: p.agent ? `${p.name} is writing here` : `${p.name} is here` })))
+    // The assistant's presence marks the cell before the document's mark arrives.
+    const agent = people.some((p) => p.agent)
+    if (agent || this._agentHere) this.assist.render()
+    this._agentHere = agent
     const first = people[0]
     this.element.style.setProperty('--presence-color', first ? first.color : 'transparent')
     this.element.classList.toggle('has-presence', people.length > 0)
@@ -307,6 +324,7 @@ export class CellView {
     if (this.metadata) this.metadata.unobserve(this._metaObserver)
     if (this._observedText) this._observedText.unobserve(this._textObserver)
     if (this.editor) this.editor.destroy()
+    this.assist.destroy()
     this.outputs.destroy()
     this.element.remove()
   }

@@ -28,6 +28,7 @@ export class NotebookModel {
     this.runs = doc.getMap('runs')
     this.symbols = doc.getMap('symbols')
     this.kernel = doc.getMap('kernel')
+    this.assist = doc.getMap('assist')
   }
 
   cellId (cell) { return String(cell.get('id')) }
@@ -163,6 +164,22 @@ export class NotebookModel {
     const cell = this.cellById(cellId)
     const outputs = cell?.get('outputs')
     if (outputs instanceof Y.Array && outputs.length) outputs.delete(0, outputs.length)
+  }
+
+  /** The assistant's work in a cell (docs/api.md "Assistant"): streaming or pending, or null. */
+  assistMark (cellId) {
+    const mark = this.assist.get(cellId)
+    return mark && typeof mark === 'object' && mark.generation_id ? mark : null
+  }
+
+  /** Whether the cell's last run ended in an error (then the assistant can fix it). */
+  lastRunFailed (cellId) {
+    const run = this.run(cellId)
+    if (run && run.state) return run.state === 'error'
+    const cell = this.cellById(cellId)
+    const outputs = cell?.get('outputs')
+    if (!outputs || typeof outputs.toArray !== 'function') return false
+    return outputs.toArray().some((o) => (o instanceof Y.Map ? o.get('output_type') : o?.output_type) === 'error')
   }
 
   run (cellId) {

@@ -103,7 +103,7 @@ export class NotebookView {
   // -- the document -----------------------------------------------------------------
 
   bindDocument () {
-    const { cells, runs, symbols, kernel } = this.model
+    const { cells, runs, symbols, kernel, assist } = this.model
     const onCells = () => this.syncCells()
     cells.observe(onCells)
     const onRuns = (event) => {
@@ -116,6 +116,14 @@ export class NotebookView {
     symbols.observe(onSymbols)
     const onKernel = () => this.kernel.render()
     kernel.observe(onKernel)
+    // The assistant's marks: which cell it writes in, for whom; pending suggestions.
+    const onAssist = (event) => {
+      for (const id of event.keysChanged) {
+        const view = this.viewById(id)
+        if (view) { view.assist.render(); view.assist.nudge() }
+      }
+    }
+    assist.observe(onAssist)
     const offPresence = this.presence.onChange(() => { for (const view of this.order) view.updatePresence() })
     const offConnection = this.connection.onChange(() => {
       this.kernel.render()
@@ -127,6 +135,7 @@ export class NotebookView {
       runs.unobserve(onRuns)
       symbols.unobserve(onSymbols)
       kernel.unobserve(onKernel)
+      assist.unobserve(onAssist)
       offPresence()
       offConnection()
     })
@@ -383,6 +392,10 @@ export class NotebookView {
       const plainKey = !event.ctrlKey && !event.metaKey && !event.altKey
       if (key === 'Enter' && event.shiftKey) { event.preventDefault(); this.run(id, { advance: true }); return }
       if ((event.ctrlKey || event.metaKey) && key === 'Enter') { event.preventDefault(); this.run(id); return }
+      if ((event.ctrlKey || event.metaKey) && !event.altKey && !event.shiftKey && key.toLowerCase() === 'k') {
+        if (view && view.assist.canAsk) { event.preventDefault(); view.assist.openBox() }
+        return
+      }
       if (!plainKey) return
       if (key === 'Enter') { event.preventDefault(); if (view && !this.readOnly) view.edit(); return }
       if (key === 'ArrowDown' || key === 'j') { event.preventDefault(); this.selectNeighbour(id, 1); return }

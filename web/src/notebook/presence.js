@@ -1,6 +1,6 @@
 // Who is here: each person's name and colour (awareness `user`), and which cell they are in
 // (awareness `cell`). Cursors inside a cell are drawn by y-codemirror.next from `cursor`.
-import { h } from '../ui/dom.js'
+import { h, icon } from '../ui/dom.js'
 import { initials } from '../session.js'
 
 export class Presence {
@@ -13,12 +13,17 @@ export class Presence {
 
   get selfId () { return this.awareness.clientID }
 
-  /** Everyone else, one entry per awareness client that has a user. */
+  /**
+   * Everyone else, one entry per awareness client that has a user. Client 0 is reserved for
+   * the server's access notice: never a person. The assistant, while it writes in a cell,
+   * is present with `user.assistant` and `assistant: {generation_id, for, state}` (`agent`).
+   */
   others () {
     const people = []
     this.awareness.getStates().forEach((state, clientId) => {
-      if (clientId === this.selfId || !state || !state.user) return
-      people.push({ clientId, ...state.user, cell: state.cell || null, editing: !!state.cursor })
+      if (clientId === 0 || clientId === this.selfId || !state || !state.user) return
+      const agent = state.user.assistant ? (state.assistant || {}) : null
+      people.push({ clientId, ...state.user, cell: state.cell || null, editing: !!state.cursor, agent })
     })
     return people.sort((a, b) => String(a.name).localeCompare(String(b.name)))
   }
@@ -53,6 +58,10 @@ export class Presence {
 }
 
 export function avatar (person, { size = 'md', title = null } = {}) {
+  if (person.agent) {
+    return h(`span.avatar.avatar-${size}.avatar-assistant`, { style: { background: person.color || '#7c3aed' }, title: title || person.name },
+      icon('sparkle', size === 'sm' ? 11 : 14))
+  }
   return h(`span.avatar.avatar-${size}`, { style: { background: person.color || '#888' }, title: title || person.name },
     initials(person.name))
 }

@@ -1,7 +1,9 @@
 // The bar at the top of every page: the Weft mark, breadcrumbs, and page actions.
 import { h, icon } from '../ui/dom.js'
-import { getIdentity, initials, setDisplayName } from '../session.js'
-import { prompt } from '../ui/dialog.js'
+import { currentUser, getIdentity, initials, setCurrentUser, setToken } from '../session.js'
+import { api } from '../api.js'
+import { navigate } from '../router.js'
+import { toastError } from '../ui/toast.js'
 
 export function logo () {
   return h('a.logo', { href: '/', title: 'Weft: your workspaces' },
@@ -17,22 +19,24 @@ export function breadcrumbs (items) {
   return nav
 }
 
-// Without accounts the name others see is chosen here (stored in this browser).
-export function meChip (onChange) {
+// Who is signed in (the account's name, in this browser's colour) and signing out.
+export function meChip () {
   const me = getIdentity()
-  const chip = h('button.me-chip', {
-    type: 'button',
-    title: `You appear to others as ${me.name}. Click to change.`,
-    onclick: async () => {
-      const name = await prompt('Your name', { label: 'Collaborators see this name next to your cursor.', value: getIdentity().name, ok: 'Save' })
-      if (name) {
-        const next = setDisplayName(name.slice(0, 40))
-        chip.replaceWith(meChip(onChange))
-        if (onChange) onChange(next)
-      }
-    },
-  }, h('span.avatar', { style: { background: me.color } }, initials(me.name)), h('span.me-name', me.name))
-  return chip
+  const user = currentUser()
+  const signOut = async () => {
+    try { await api.logout() } catch (error) { if (error.status !== 401) { toastError(error, 'Could not sign out'); return } }
+    setToken(null)
+    setCurrentUser(null)
+    navigate('/signin')
+  }
+  return h('div.me',
+    h('span.me-chip', { title: user ? `Signed in as ${user.email || me.name}${user.guest ? ' (guest)' : ''}; others see you as ${me.name}` : 'Not signed in' },
+      h('span.avatar', { style: { background: me.color } }, initials(me.name)),
+      h('span.me-name', me.name),
+      me.guest ? h('span.tag.tag-guest', 'guest') : null),
+    user
+      ? h('button.btn.btn-ghost.signout', { type: 'button', title: 'Sign out', onclick: signOut }, icon('logout', 15), h('span.btn-label', 'Sign out'))
+      : h('a.btn.btn-secondary', { href: `/signin?next=${encodeURIComponent(window.location.pathname + window.location.search)}` }, 'Sign in'))
 }
 
 export function topbar (crumbs, ...right) {

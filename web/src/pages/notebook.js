@@ -1,16 +1,18 @@
 // "/notebooks/{id}": the live notebook, with its top bar (title, people, connection, kernel,
 // run all, export) and the offline banner.
 import { h, icon, iconButton } from '../ui/dom.js'
-import { api, download } from '../api.js'
+import { api, download, toSignin } from '../api.js'
 import { topbar, meChip } from './chrome.js'
 import { getIdentity } from '../session.js'
-import { toastError } from '../ui/toast.js'
+import { toast, toastError } from '../ui/toast.js'
 import { modal } from '../ui/dialog.js'
+import { shareDialog } from '../ui/share.js'
+import { reload } from '../router.js'
 import { NotebookConnection } from '../notebook/connection.js'
 import { NotebookView } from '../notebook/notebook.js'
 import { peopleBar } from '../notebook/presence.js'
 
-export async function notebookPage ({ id }, root) {
+export async function notebookPage ({ id }, root, query = {}) {
   let notebook
   let workspace = null
   try {
@@ -23,8 +25,10 @@ export async function notebookPage ({ id }, root) {
       h('a.btn.btn-primary', { href: '/' }, 'Your workspaces'))))
     return
   }
-  // Until accounts and roles land every person may edit; a viewer role will set this.
-  const readOnly = notebook.role === 'viewer'
+  // The role comes from the notebook's row, and live from the server's awareness notice
+  // (client 0: {weft: {role, readonly}}), which also says when a viewer's edit was refused.
+  const role = notebook.role || 'viewer'
+  const readOnly = role === 'viewer'
   const connection = new NotebookConnection(id, getIdentity())
   const view = new NotebookView(notebook, connection, { readOnly })
 
@@ -57,30 +61,79 @@ export async function notebookPage ({ id }, root) {
   view.model.meta.observeDeep(followTitle)
   document.title = `${notebook.title} · Weft`
 
+  const offNotice = watchAccess(connection, id, readOnly)
+
   const status = connectionBadge(connection)
   const banner = offlineBanner(connection, readOnly)
   const bar = topbar([
     { label: 'Workspaces', href: '/' },
     { label: workspace ? workspace.name : 'Workspace', href: `/workspaces/${notebook.workspace_id}` },
   ],
+  readOnly ? h('span.view-only-badge', { role: 'status', title: 'You can see every change live, but cannot edit or run this notebook' }, icon('eye', 14), 'View only') : null,
   peopleBar(view.presence),
   status,
   view.topLight(),
   ...view.runButtons(),
+  role === 'viewer' ? null : h('button.btn.btn-secondary.share-btn', { type: 'button', title: 'Share this notebook', onclick: () => shareDialog({ workspaceId: notebook.workspace_id, notebookId: id, title: `“${notebook.title}”` }) }, icon('share', 15), h('span.btn-label', 'Share')),
   iconButton('keyboard', 'Keyboard shortcuts', () => shortcutsDialog()),
   iconButton('export', 'Download as .ipynb', () => download(api.exportUrl(id), `${notebook.title}.ipynb`).catch((e) => toastError(e, 'Export failed'))),
-  meChip((user) => connection.setUser(user)))
+  meChip())
   bar.querySelector('.crumbs').append(h('span.crumb-sep', '/'), title)
   bar.classList.add('nb-topbar')
 
   root.append(bar, banner, view.element)
   root.classList.add('nb-root')
+  // ?cell=<id> (a search result): open on that cell.
+  if (query.cell) {
+    connection.whenSynced().then((ok) => { if (ok && view.viewById(query.cell)) view.select(query.cell, { scroll: true }) })
+  }
 
   return () => {
     root.classList.remove('nb-root')
+    offNotice()
     view.model.meta.unobserveDeep(followTitle)
     view.destroy()
     connection.destroy()
+  }
+}
+
+// The server's word on this connection's access. Awareness client 0 is the server, not a
+// person. A notice that this connection is read-only while the page allows editing (the role
+// was lowered), or a 4403 close (the role changed: reconnect), draws the page again with the
+// role the server now gives.
+let redraws = []
+function watchAccess (connection, notebookId, readOnly) {
+  let refusedShown = false
+  let redrawing = false
+  const redraw = async () => {
+    if (redrawing) return
+    const now = Date.now()
+    redraws = redraws.filter((t) => now - t < 60_000)
+    if (redraws.length >= 3) return // the server keeps changing its mind: stay on the banner
+    redrawing = true
+    redraws.push(now)
+    try {
+      await api.notebook(notebookId)
+      reload()
+    } catch { /* no access any more: the closed banner says so */ }
+  }
+  const onAwareness = () => {
+    const notice = connection.awareness.getStates().get(0)?.weft
+    if (!notice) return
+    if (notice.readonly && !readOnly) redraw()
+    if (notice.refused_updates && !refusedShown) {
+      refusedShown = true
+      toast(notice.message || 'View only: your changes were not saved.', { kind: 'error' })
+    }
+  }
+  connection.awareness.on('change', onAwareness)
+  const offClose = connection.onChange((c) => {
+    if (c.closed && c.closed.code === 4403) redraw()
+    if (c.closed && c.closed.code === 4401) toSignin() // signed out or revoked: sign in, come back
+  })
+  return () => {
+    connection.awareness.off('change', onAwareness)
+    offClose()
   }
 }
 
@@ -129,6 +182,7 @@ const SHORTCUTS = [
   ['Shift-Enter', 'Run the cell and move to the next one'],
   ['Ctrl/Cmd-Enter', 'Run the cell'],
   ['Alt-Enter', 'Run the cell and insert one below'],
+  ['Ctrl/Cmd-K', 'Ask the assistant: generate at the cursor, edit or fix the cell'],
   ['Esc', 'Leave the editor (the cell stays selected)'],
   ['Enter', 'Edit the selected cell'],
   ['↑ ↓ or k j', 'Previous / next cell'],

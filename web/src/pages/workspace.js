@@ -8,6 +8,8 @@ import { timeAgo, plural } from '../ui/format.js'
 import { navigate } from '../router.js'
 import { filesPanel } from '../files/panel.js'
 import { highlight } from './workspaces.js'
+import { shareDialog } from '../ui/share.js'
+import { membersPanel } from './members.js'
 
 export async function workspacePage ({ id }, root, query) {
   let workspace
@@ -20,7 +22,8 @@ export async function workspacePage ({ id }, root, query) {
     return
   }
   document.title = `${workspace.name} · Weft`
-  const tab = query.tab === 'files' ? 'files' : 'notebooks'
+  const tab = ['files', 'members'].includes(query.tab) ? query.tab : 'notebooks'
+  const role = workspace.role || 'viewer'
   const title = h('h1.editable', { title: 'Rename', tabIndex: 0 }, workspace.name)
   const rename = async () => {
     const name = await prompt('Rename workspace', { value: workspace.name, ok: 'Rename' })
@@ -37,26 +40,34 @@ export async function workspacePage ({ id }, root, query) {
 
   const tabs = h('div.tabs', { role: 'tablist' },
     h(`a.tab${tab === 'notebooks' ? '.active' : ''}`, { href: `/workspaces/${id}`, role: 'tab' }, icon('notebook', 15), 'Notebooks'),
-    h(`a.tab${tab === 'files' ? '.active' : ''}`, { href: `/workspaces/${id}?tab=files`, role: 'tab' }, icon('folder', 15), 'Files'))
+    h(`a.tab${tab === 'files' ? '.active' : ''}`, { href: `/workspaces/${id}?tab=files`, role: 'tab' }, icon('folder', 15), 'Files'),
+    h(`a.tab${tab === 'members' ? '.active' : ''}`, { href: `/workspaces/${id}?tab=members`, role: 'tab' }, icon('users', 15), 'Members'))
 
   const body = h('div.tab-body')
   root.append(crumbs, h('main.page',
     h('div.page-head',
-      h('div', title, h('span.muted', 'Created ', timeAgo(workspace.created_at))),
-      h('div.head-actions', iconButton('trash', 'Delete workspace', async () => {
+      h('div', title, h('span.muted', 'Created ', timeAgo(workspace.created_at)), role === 'viewer' ? h('span.view-only-badge', { style: { marginLeft: '10px' } }, icon('eye', 14), 'View only') : null),
+      h('div.head-actions',
+        role === 'viewer' ? null : button('Share', { variant: 'secondary', class: 'share-btn', onclick: () => shareDialog({ workspaceId: id, title: `“${workspace.name}”` }) }, 'share'),
+        role !== 'owner' ? null : iconButton('trash', 'Delete workspace', async () => {
         if (!(await confirm(`Delete ${workspace.name}?`, 'Every notebook in it will be deleted, and anyone who has one open is disconnected.'))) return
         try { await api.deleteWorkspace(id); navigate('/') } catch (error) { toastError(error, 'Could not delete') }
       }))),
     tabs, body))
 
   if (tab === 'files') {
-    body.append(filesPanel(id).element)
+    body.append(filesPanel(id, { readOnly: role === 'viewer' }).element)
     return
   }
-  await notebooksTab(id, body)
+  if (tab === 'members') {
+    body.append(membersPanel(id, role))
+    return
+  }
+  await notebooksTab(id, body, role)
 }
 
-async function notebooksTab (workspaceId, body) {
+async function notebooksTab (workspaceId, body, role) {
+  const canEdit = role !== 'viewer'
   const search = h('input.input.search-input', { type: 'search', placeholder: 'Search notebooks…', 'aria-label': 'Search notebooks', autocomplete: 'off' })
   const list = h('div.nb-list', h('div.loading', 'Loading…'))
   const picker = h('input', { type: 'file', accept: '.ipynb,application/x-ipynb+json', hidden: true, 'aria-label': 'Import a notebook' })
@@ -79,8 +90,8 @@ async function notebooksTab (workspaceId, body) {
     h('div.toolbar-row',
       h('label.search-box', icon('search'), search),
       h('div.topbar-spacer'),
-      button('Import .ipynb', { variant: 'secondary', onclick: () => picker.click() }, 'import'),
-      button('New notebook', { variant: 'primary', onclick: create }, 'plus'),
+      canEdit ? button('Import .ipynb', { variant: 'secondary', onclick: () => picker.click() }, 'import') : null,
+      canEdit ? button('New notebook', { variant: 'primary', onclick: create }, 'plus') : null,
       picker),
     list)
 
@@ -90,7 +101,7 @@ async function notebooksTab (workspaceId, body) {
     const shown = notebooks.filter((n) => !q || n.title.toLowerCase().includes(q))
     list.replaceChildren()
     if (!notebooks.length) {
-      list.append(h('div.empty-state', h('h2', 'No notebooks yet'), h('p', 'Create one, or import a Jupyter notebook.'), button('New notebook', { variant: 'primary', onclick: create }, 'plus')))
+      list.append(h('div.empty-state', h('h2', 'No notebooks yet'), canEdit ? h('p', 'Create one, or import a Jupyter notebook.') : null, canEdit ? button('New notebook', { variant: 'primary', onclick: create }, 'plus') : null))
       return
     }
     if (!shown.length) list.append(h('div.empty-state', h('p', `No notebook matches “${search.value}”.`)))
@@ -99,13 +110,13 @@ async function notebooksTab (workspaceId, body) {
         h('a.nb-link', { href: `/notebooks/${nb.id}` }, icon('notebook', 18), h('span.nb-title', highlight(nb.title, q))),
         h('span.muted', 'edited ', timeAgo(nb.updated_at)),
         h('div.row-tools',
-          iconButton('edit', 'Rename', async () => {
+          !canEdit ? null : iconButton('edit', 'Rename', async () => {
             const title = await prompt('Rename notebook', { value: nb.title, ok: 'Rename' })
             if (!title) return
             try { Object.assign(nb, await api.renameNotebook(nb.id, title)); render() } catch (error) { toastError(error, 'Could not rename') }
           }),
           iconButton('export', 'Download as .ipynb', () => download(api.exportUrl(nb.id), `${nb.title}.ipynb`).catch((e) => toastError(e, 'Export failed'))),
-          iconButton('trash', 'Delete', async () => {
+          !canEdit ? null : iconButton('trash', 'Delete', async () => {
             if (!(await confirm(`Delete ${nb.title}?`, 'The notebook is deleted for everyone, and anyone who has it open is disconnected.'))) return
             try { await api.deleteNotebook(nb.id); notebooks = notebooks.filter((n) => n !== nb); render() } catch (error) { toastError(error, 'Could not delete') }
           }))))

@@ -1,0 +1,659 @@
+"""The assistant: generations that write code into a cell as it streams, as a peer of the
+document, and stay pending suggestions until their requester accepts or rejects them.
+
+A generation's task holds the notebook's room from its start until its suggestion is
+resolved (accepted, rejected, expired, or failed), so the suggestion's tracking of the
+cell's text never misses an edit. Generations live in the memory of the server that
+started them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from openai import AsyncOpenAI
+from prometheus_client import Counter, Histogram
+
+from ai.cleaner import CodeFilter
+from ai.prompt import Cell, PromptInput, build_prompt
+from ai.provider import CompletionStream, ProviderError, make_client
+from ai.settings import AssistantSettings
+from ai.tokens import Tokenizer, load_tokenizer
+from ai.tracking import Suggestion
+from collab.access import Principal
+from collab.errors import BadRequest, Conflict, NotFound, WeftError
+from collab.peers import NotebookPeer, open_notebook
+from collab.services import Services
+
+log = logging.getLogger(__name__)
+
+MODES = ("generate", "edit", "fix")
+ACTIVE = ("streaming", "pending")
+MAX_FILES_LISTED = 100
+ASSISTANT_COLOR = "#7c3aed"
+
+
+class TooManyRequests(WeftError):
+    status = 429
+    code = "rate_limited"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class Request:
+    """What a person asked for, validated."""
+
+    notebook_id: uuid.UUID
+    cell_id: str
+    mode: str
+    instruction: str
+    selection: tuple[int, int] | None  # UTF-16 offsets, as a browser editor counts
+    resolve_pending: str  # accept | reject: what to do with the requester's pending one
+
+
+@dataclass
+class Generation:
+    id: uuid.UUID
+    request: Request
+    requester: Principal
+    state: str = "starting"
+    finish_reason: str | None = None
+    error: dict[str, str] | None = None
+    note: str | None = None
+    created_at: str = field(default_factory=_now)
+    finished_at: str | None = None
+    resolved_at: str | None = None
+    context: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)
+    code: str = ""
+    # Runtime: the notebook held by the task, the suggestion, and the signals between the
+    # routes and the task.
+    notebook: NotebookPeer | None = None
+    suggestion: Suggestion | None = None
+    scope: anyio.CancelScope | None = None
+    settled: anyio.Event = field(default_factory=anyio.Event)  # streaming is over
+    resolved: anyio.Event = field(default_factory=anyio.Event)  # the task may let go
+    ended: float | None = None  # monotonic time it reached a final state
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "notebook_id": str(self.request.notebook_id),
+            "cell_id": self.request.cell_id,
+            "mode": self.request.mode,
+            "instruction": self.request.instruction,
+            "state": self.state,
+            "finish_reason": self.finish_reason,
+            "error": self.error,
+            "note": self.note,
+            "requested_by": {"id": str(self.requester.user_id), "name": self.requester.name},
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "resolved_at": self.resolved_at,
+            "code": self.suggestion.own_text()
+            if self.state in ACTIVE and self.suggestion
+            else self.code,
+            "context": self.context,
+            "usage": self.usage,
+        }
+
+
+def utf16_to_index(text: str, offset: int) -> int:
+    units = 0
+    for index, char in enumerate(text):
+        if units >= offset:
+            return index
+        units += 2 if ord(char) > 0xFFFF else 1
+    return len(text)
+
+
+def _bytes_at(text: str, index: int) -> int:
+    return len(text[:index].encode("utf-8"))
+
+
+class Assistant:
+    """
+    >>> async with Assistant(settings, services).running() as assistant:
+    ...     generation = await assistant.start(request, principal)
+    """
+
+    def __init__(self, settings: AssistantSettings, services: Services) -> None:
+        self.settings = settings
+        self.services = services
+        self.generations: dict[uuid.UUID, Generation] = {}
+        self._by_cell: dict[tuple[uuid.UUID, str], Generation] = {}
+        self._recent: dict[uuid.UUID, deque[float]] = {}
+        self.tokenizer: Tokenizer | None = None
+        self.client: AsyncOpenAI | None = None
+        self._tg: TaskGroup | None = None
+        self._presence_clock = 0
+        registry = services.metrics.registry
+        self._requests = Counter(
+            "weft_assistant_requests",
+            "Generations started, by mode",
+            ["mode"],
+            registry=registry,
+        )
+        self._outcomes = Counter(
+            "weft_assistant_generations",
+            "Generations ended, by outcome (accepted, rejected, failed, cancelled, expired)",
+            ["outcome"],
+            registry=registry,
+        )
+        self._tokens = Counter(
+            "weft_assistant_tokens",
+            "Tokens sent to and received from the model",
+            ["kind"],
+            registry=registry,
+        )
+        self._first_token = Histogram(
+            "weft_assistant_first_token_seconds",
+            "From a request to the first code written into the cell",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60),
+            registry=registry,
+        )
+        services.metrics.gauge(
+            "weft_assistant_streaming",
+            "Generations writing into a cell now",
+            lambda: sum(1 for g in self._by_cell.values() if g.state == "streaming"),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Assistant]:
+        self.tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.settings.model)
+        if self.settings.configured:
+            self.client = make_client(self.settings)
+            log.info(
+                "assistant ready",
+                extra={
+                    "model": self.settings.model,
+                    "base_url": self.settings.base_url or "(OpenAI)",
+                    "tokenizer": self.tokenizer.name,
+                },
+            )
+        else:
+            log.warning("assistant not configured: OPENAI_API_KEY is not set")
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._forget_finished)
+                yield self
+                tg.cancel_scope.cancel()
+        finally:
+            self._tg = None
+            if self.client is not None:
+                await self.client.close()
+
+    async def _forget_finished(self) -> None:
+        while True:
+            await anyio.sleep(min(60.0, self.settings.keep_finished_s))
+            now = time.monotonic()
+            for gen_id, gen in list(self.generations.items()):
+                if gen.ended is not None and now - gen.ended > self.settings.keep_finished_s:
+                    del self.generations[gen_id]
+            for user, recent in list(self._recent.items()):
+                while recent and now - recent[0] > self.settings.rate_window_s:
+                    recent.popleft()
+                if not recent:
+                    del self._recent[user]
+
+    # -- starting ------------------------------------------------------------------------
+
+    def _take_rate(self, user: uuid.UUID) -> float:
+        """Record one request for ``user``; raise TooManyRequests past the limit."""
+        now = time.monotonic()
+        recent = self._recent.setdefault(user, deque())
+        while recent and now - recent[0] > self.settings.rate_window_s:
+            recent.popleft()
+        if len(recent) >= self.settings.rate_limit:
+            wait = max(1, round(self.settings.rate_window_s - (now - recent[0])))
+            raise TooManyRequests(
+                f"at most {self.settings.rate_limit} assistant requests per "
+                f"{self.settings.rate_window_s:g} s per person; try again in {wait} s"
+            )
+        recent.append(now)
+        return now
+
+    async def start(self, request: Request, requester: Principal) -> Generation:
+        """Start a generation; returns once its text has a place in the cell (the 202)."""
+        assert self._tg is not None, "the assistant is not running"
+        stamp = self._take_rate(requester.user_id)
+        generation = Generation(uuid.uuid4(), request, requester)
+        try:
+            await self._tg.start(self._run, generation)
+        except BaseException:
+            recent = self._recent.get(requester.user_id)
+            if recent is not None and stamp in recent:
+                recent.remove(stamp)
+            raise
+        return generation
+
+    def _claim_cell(self, notebook: NotebookPeer, generation: Generation) -> None:
+        """At most one generation per cell; the requester's own pending suggestion is
+        resolved first. Synchronous from check to claim: nothing can slip in between."""
+        request = generation.request
+        key = (request.notebook_id, request.cell_id)
+        current = self._by_cell.get(key)
+        if current is not None and current.state == "streaming":
+            raise Conflict(
+                f"the assistant is already writing in this cell for {current.requester.name}; "
+                "wait for it or cancel it"
+            )
+        if current is not None and current.state == "pending":
+            if current.requester.user_id != generation.requester.user_id:
+                raise Conflict(
+                    f"this cell has a suggestion pending for {current.requester.name}; "
+                    "they must accept or reject it first"
+                )
+            if request.resolve_pending == "reject":
+                self.reject(current)
+            else:
+                self.accept(current)
+        mark = notebook.assist().get(request.cell_id)
+        if mark is not None and key not in self._by_cell:
+            # Left by a server that stopped (or another server): nobody tracks it any more.
+            notebook.set_assist(request.cell_id, None)
+        self._by_cell[key] = generation
+
+    async def _files(self, notebook_id: uuid.UUID) -> list[dict[str, Any]]:
+        row = await self.services.catalog.get_notebook(notebook_id)
+        workspace_id = uuid.UUID(str(row["workspace_id"]))
+        executor = self.services.extras.get("executor")
+        store = getattr(executor, "files", None)
+        if store is None:
+            from executor.config import ExecutorSettings
+            from executor.files import FileStore
+
+            config = ExecutorSettings.from_env(self.services.settings)
+            store = FileStore(config.files_root, config.file_quota_bytes, 0)
+
+        def walk() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            folders = [""]
+            while folders and len(found) < MAX_FILES_LISTED:
+                folder = folders.pop(0)
+                try:
+                    entries = store.list(workspace_id, folder, schema=True)
+                except Exception as exc:
+                    log.warning("could not list workspace files: %s", exc)
+                    continue
+                for entry in entries:
+                    if str(entry.get("name", "")).startswith("."):
+                        continue
+                    if entry.get("type") == "dir":
+                        folders.append(str(entry["path"]))
+                    found.append(entry)
+            return found[:MAX_FILES_LISTED]
+
+        return await anyio.to_thread.run_sync(walk)
+
+    def _prompt_input(
+        self, notebook: NotebookPeer, generation: Generation, files: list[dict[str, Any]]
+    ) -> tuple[PromptInput, tuple[int, int]]:
+        """The prompt's data, and the byte range of the cell to replace (or where to
+        insert)."""
+        request = generation.request
+        cells = notebook.cells()
+        index = next((c.index for c in cells if c.id == request.cell_id), None)
+        if index is None:
+            raise NotFound(f"no cell {request.cell_id} in this notebook")
+        target = cells[index]
+        if target.cell_type != "code":
+            raise BadRequest("the assistant writes code cells only")
+        source = target.source
+        error = None
+        if request.mode == "fix":
+            errors = [
+                o for o in notebook.outputs(request.cell_id) if o.get("output_type") == "error"
+            ]
+            if errors:
+                error = errors[-1]
+            else:
+                run = notebook.run(request.cell_id) or {}
+                if run.get("state") != "error":
+                    raise BadRequest(
+                        "this cell has no error to fix: run it first, or use mode 'edit'"
+                    )
+                error = {"ename": "Error", "evalue": str(run.get("error") or "the run failed")}
+        selection = None
+        if request.selection is not None:
+            start = utf16_to_index(source, request.selection[0])
+            end = utf16_to_index(source, request.selection[1])
+            selection = (min(start, end), max(start, end))
+        symbols = notebook.symbols()
+        if not self.settings.schemas:
+            # Tables keep their name and type only (their repr shows the columns too).
+            symbols = {
+                cell: [
+                    {**{k: v for k, v in sym.items() if k != "schema"}, "repr": "(a table)"}
+                    if "schema" in sym
+                    else sym
+                    for sym in syms
+                ]
+                for cell, syms in symbols.items()
+            }
+            files = [{k: v for k, v in entry.items() if k != "schema"} for entry in files]
+        data = PromptInput(
+            mode=request.mode,
+            instruction=request.instruction,
+            cells=[Cell(c.id, c.cell_type, c.language, c.source) for c in cells],
+            target=index,
+            selection=selection,
+            symbols=symbols,
+            error=error,
+            files=files,
+        )
+        size = len(source.encode("utf-8"))
+        if selection is not None:
+            where = (_bytes_at(source, selection[0]), _bytes_at(source, selection[1]))
+        elif request.mode == "generate":
+            where = (size, size)
+        else:
+            where = (0, size)
+        return data, where
+
+    # -- the generation's task ---------------------------------------------------------------
+
+    def _presence(self, notebook: NotebookPeer, generation: Generation, on: bool) -> None:
+        self._presence_clock += 1
+        client_id = generation.id.int & 0x3FFFFFFF
+        if not on:
+            notebook.set_presence(client_id, self._presence_clock, None)
+            return
+        name = generation.requester.name
+        notebook.set_presence(
+            client_id,
+            self._presence_clock,
+            {
+                "user": {
+                    "id": f"assistant:{generation.requester.user_id}",
+                    "name": f"Assistant (for {name})",
+                    "color": ASSISTANT_COLOR,
+                    "colorLight": ASSISTANT_COLOR + "33",
+                    "assistant": True,
+                },
+                "cell": generation.request.cell_id,
+                "assistant": {
+                    "generation_id": str(generation.id),
+                    "for": {"id": str(generation.requester.user_id), "name": name},
+                    "state": "writing",
+                },
+            },
+        )
+
+    def _mark(self, notebook: NotebookPeer, generation: Generation) -> None:
+        notebook.set_assist(
+            generation.request.cell_id,
+            {
+                "generation_id": str(generation.id),
+                "state": generation.state,
+                "mode": generation.request.mode,
+                "by": {"id": str(generation.requester.user_id), "name": generation.requester.name},
+                "started_at": generation.created_at,
+            },
+        )
+
+    async def _run(self, generation: Generation, *, task_status: TaskStatus[None]) -> None:
+        request = generation.request
+        key = (request.notebook_id, request.cell_id)
+        claimed = False
+        async with open_notebook(self.services.rooms, request.notebook_id) as notebook:
+            try:
+                if notebook.cell(request.cell_id) is None:
+                    raise NotFound(f"no cell {request.cell_id} in this notebook")
+                self._claim_cell(notebook, generation)
+                claimed = True
+                files = await self._files(request.notebook_id)
+                data, (start, end) = self._prompt_input(notebook, generation, files)
+                text = notebook.cell_text(request.cell_id)
+                if text is None:
+                    raise NotFound(f"no cell {request.cell_id} in this notebook")
+                assert self.tokenizer is not None
+                prompt = build_prompt(data, self.tokenizer, self.settings.context_tokens)
+                generation.context = prompt.report
+                generation.notebook = notebook
+                generation.suggestion = Suggestion(
+                    notebook,
+                    text,
+                    start,
+                    end,
+                    on_lost=lambda reason: self._lost(generation, reason),
+                )
+                generation.state = "streaming"
+                self._mark(notebook, generation)
+                self._presence(notebook, generation, True)
+            except BaseException:
+                if claimed and self._by_cell.get(key) is generation:
+                    del self._by_cell[key]
+                raise
+            self.generations[generation.id] = generation
+            self._requests.labels(mode=request.mode).inc()
+            log.info(
+                "assistant generation started",
+                extra={
+                    "notebook_id": str(request.notebook_id),
+                    "generation_id": str(generation.id),
+                    "cell_id": request.cell_id,
+                    "mode": request.mode,
+                    "user_id": str(generation.requester.user_id),
+                    **prompt.report,
+                },
+            )
+            task_status.started()
+            try:
+                await self._stream(generation, notebook, prompt.messages, prompt.tokens)
+                if generation.state == "pending":
+                    with anyio.move_on_after(self.settings.pending_ttl_s):
+                        await generation.resolved.wait()
+                    if generation.state == "pending":
+                        self.accept(generation, outcome="expired")
+            finally:
+                # Shutdown (or a bug): leave the document clean, never half-written.
+                if generation.state == "streaming":
+                    self._fail(
+                        generation,
+                        ProviderError("shutdown", "the server stopped while the assistant wrote"),
+                    )
+                elif generation.state == "pending":
+                    self.accept(generation, outcome="shutdown")
+                generation.notebook = None
+                generation.settled.set()
+
+    async def _stream(
+        self,
+        generation: Generation,
+        notebook: NotebookPeer,
+        messages: list[dict[str, str]],
+        prompt_tokens: int,
+    ) -> None:
+        assert self.client is not None
+        assert self.tokenizer is not None
+        suggestion = generation.suggestion
+        assert suggestion is not None
+        started = time.monotonic()
+        code_filter = CodeFilter((notebook.cell(generation.request.cell_id) or _NO_CELL).language)
+        completion = CompletionStream(self.client, self.settings)
+        separator: str | None = None
+        output_tokens = 0
+        answer: list[str] = []
+
+        def write(piece: str) -> None:
+            nonlocal separator
+            if not piece:
+                return
+            if separator is None:
+                # Code added after a cell's last line starts on a line of its own.
+                appending = (
+                    generation.request.mode == "generate" and generation.request.selection is None
+                )
+                separator = "\n" if appending and not suggestion.ends_with_newline else ""
+                piece = separator + piece
+                self._first_token.observe(time.monotonic() - started)
+            suggestion.write(piece)
+
+        with anyio.CancelScope() as scope:
+            generation.scope = scope
+            try:
+                async with contextlib.aclosing(completion.pieces(messages)) as pieces:
+                    async for piece in pieces:
+                        if suggestion.lost:
+                            raise ProviderError("cell_gone", _GONE)
+                        answer.append(piece)
+                        output_tokens += self.tokenizer.count(piece)
+                        write(code_filter.feed(piece))
+                        if output_tokens >= self.settings.max_output_tokens:
+                            completion.finish_reason = "length"
+                            break
+                if suggestion.lost:
+                    raise ProviderError("cell_gone", _GONE)
+                write(code_filter.finish())
+            except ProviderError as exc:
+                self._fail(generation, exc)
+                return
+            except Exception as exc:
+                log.exception("assistant generation failed")
+                self._fail(generation, ProviderError("internal", f"the assistant failed: {exc}"))
+                return
+            finally:
+                generation.scope = None
+                usage = completion.usage
+                self._tokens.labels(kind="prompt").inc(usage.get("prompt_tokens") or prompt_tokens)
+                self._tokens.labels(kind="completion").inc(
+                    usage.get("completion_tokens") or output_tokens
+                )
+                generation.usage = {
+                    "prompt_tokens": usage.get("prompt_tokens") or prompt_tokens,
+                    "completion_tokens": usage.get("completion_tokens") or output_tokens,
+                }
+        if scope.cancelled_caught:
+            if not suggestion.lost:
+                write(code_filter.finish())
+            generation.finish_reason = "cancelled"
+        else:
+            generation.finish_reason = completion.finish_reason or "stop"
+        generation.finished_at = _now()
+        self._presence(notebook, generation, False)
+        if suggestion.lost:
+            self._fail(generation, ProviderError("cell_gone", _GONE))
+        elif suggestion.changed:
+            generation.state = "pending"
+            self._mark(notebook, generation)
+        elif generation.finish_reason == "cancelled":
+            self._end(generation, "cancelled")
+        else:
+            self._fail(
+                generation,
+                ProviderError("empty", "the model's answer had no code: " + _excerpt(answer)),
+            )
+        generation.settled.set()
+
+    # -- endings -----------------------------------------------------------------------
+
+    def _release(self, generation: Generation) -> None:
+        key = (generation.request.notebook_id, generation.request.cell_id)
+        if self._by_cell.get(key) is generation:
+            del self._by_cell[key]
+            if generation.notebook is not None:
+                generation.notebook.set_assist(generation.request.cell_id, None)
+
+    def _end(self, generation: Generation, state: str, outcome: str | None = None) -> None:
+        if generation.suggestion is not None and not generation.code:
+            generation.code = generation.suggestion.own_text()
+        generation.state = state
+        generation.resolved_at = _now()
+        generation.finished_at = generation.finished_at or generation.resolved_at
+        generation.ended = time.monotonic()
+        self._release(generation)
+        self._outcomes.labels(outcome=outcome or state).inc()
+        generation.resolved.set()
+        log.info(
+            "assistant generation ended",
+            extra={
+                "notebook_id": str(generation.request.notebook_id),
+                "generation_id": str(generation.id),
+                "state": state,
+                "outcome": outcome or state,
+                "error_code": (generation.error or {}).get("code"),
+            },
+        )
+
+    def _fail(self, generation: Generation, error: ProviderError) -> None:
+        """Remove whatever was written, put back what was replaced, say why."""
+        suggestion = generation.suggestion
+        if suggestion is not None:
+            generation.code = suggestion.own_text()
+            suggestion.reject()
+        if generation.notebook is not None:
+            self._presence(generation.notebook, generation, False)
+        generation.error = {"code": error.code, "message": error.message}
+        generation.finished_at = generation.finished_at or _now()
+        log.warning(
+            "assistant generation failed: %s",
+            error.message,
+            extra={
+                "notebook_id": str(generation.request.notebook_id),
+                "generation_id": str(generation.id),
+                "error_code": error.code,
+            },
+        )
+        self._end(generation, "failed")
+
+    def _lost(self, generation: Generation, reason: str) -> None:
+        """The cell went away under the suggestion (the tracking's callback)."""
+        if generation.state == "pending":
+            generation.note = f"{reason}: its text stays as it is"
+            self._end(generation, "accepted", outcome="lost")
+        # While streaming, the stream loop notices and fails the generation.
+
+    def accept(self, generation: Generation, outcome: str = "accepted") -> None:
+        if generation.suggestion is not None:
+            generation.code = generation.suggestion.own_text()
+            generation.suggestion.accept()
+        if outcome == "expired":
+            generation.note = "nobody accepted or rejected it in time: its text stays"
+        self._end(generation, "accepted", outcome)
+
+    def reject(self, generation: Generation) -> None:
+        if generation.suggestion is not None:
+            generation.code = generation.suggestion.own_text()
+            generation.suggestion.reject()
+        self._end(generation, "rejected")
+
+    async def stop_streaming(self, generation: Generation) -> None:
+        """Stop the stream (if it still runs) and wait until the task has settled it."""
+        if generation.state == "streaming":
+            if generation.scope is not None:
+                generation.scope.cancel()
+            with anyio.fail_after(10):
+                await generation.settled.wait()
+
+
+_GONE = "the cell was deleted or moved while the assistant wrote in it"
+
+
+@dataclass(frozen=True)
+class _NoCell:
+    language: str = "python"
+
+
+_NO_CELL = _NoCell()
+
+
+def _excerpt(answer: list[str]) -> str:
+    text = " ".join("".join(answer).split())
+    return repr(text[:200] + ("…" if len(text) > 200 else ""))

@@ -1,0 +1,225 @@
+"""REST for accounts and sharing: sign-up, login, logout, API tokens, members, share links."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collab.access import (
+    SESSION_COOKIE,
+    Role,
+    credential_of,
+    identify,
+    require_account,
+    require_workspace,
+)
+from collab.access_watch import announce
+from collab.accounts import Identity, clean_email, user_json
+from collab.errors import Forbidden, Unauthorized
+from collab.http import json_object, optional_uuid, path_uuid, services_of
+
+
+def _with_session(request: Request, body: dict[str, object], token: str, status: int) -> Response:
+    """The token in the body (API clients) and in an HttpOnly cookie (the browser)."""
+    response = JSONResponse({"token": token, **body}, status_code=status)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(services_of(request).settings.session_days * 86400),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def signup(request: Request) -> Response:
+    body = await json_object(request)
+    link = body.get("link")
+    user, token = await services_of(request).accounts.signup(
+        body.get("email"),
+        body.get("password"),
+        body.get("name"),
+        link_token=link if isinstance(link, str) else None,
+    )
+    return _with_session(request, {"user": user}, token, 201)
+
+
+async def login(request: Request) -> Response:
+    body = await json_object(request)
+    user, token = await services_of(request).accounts.login(
+        body.get("email"), body.get("password"), _address(request)
+    )
+    return _with_session(request, {"user": user}, token, 200)
+
+
+async def logout(request: Request) -> Response:
+    identity = await identify(request)
+    services = services_of(request)
+    await services.accounts.logout(identity)
+    await announce(services.pool, f"c:{identity.credential_id}")
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def me(request: Request) -> Response:
+    identity = await identify(request)
+    return JSONResponse({"user": user_json(identity), "credential": identity.kind})
+
+
+async def list_tokens(request: Request) -> Response:
+    identity = await require_account(request)
+    tokens = await services_of(request).accounts.list_api_tokens(identity.user_id)
+    return JSONResponse({"tokens": tokens})
+
+
+async def create_token(request: Request) -> Response:
+    identity = await require_account(request)
+    body = await json_object(request)
+    row, token = await services_of(request).accounts.create_api_token(
+        identity, body.get("label"), body.get("expires_in")
+    )
+    return JSONResponse({**row, "token": token}, status_code=201)
+
+
+async def revoke_token(request: Request) -> Response:
+    identity = await require_account(request)
+    token_id = path_uuid(request, "token_id", "API token")
+    services = services_of(request)
+    await services.accounts.revoke_api_token(identity.user_id, token_id)
+    await announce(services.pool, f"c:{token_id}")
+    return Response(status_code=204)
+
+
+# -- members --------------------------------------------------------------------------
+
+
+async def list_members(request: Request) -> Response:
+    workspace_id = path_uuid(request, "workspace_id", "workspace")
+    await require_workspace(request, workspace_id, Role.VIEWER)
+    return JSONResponse(await services_of(request).members.list(workspace_id))
+
+
+async def add_member(request: Request) -> Response:
+    workspace_id = path_uuid(request, "workspace_id", "workspace")
+    principal = await require_workspace(request, workspace_id, Role.OWNER)
+    body = await json_object(request)
+    email = clean_email(body.get("email"))
+    role = Role.parse(body.get("role", "viewer"))
+    added = await services_of(request).members.add(workspace_id, email, role, principal.user_id)
+    return JSONResponse(added, status_code=201)
+
+
+async def change_member(request: Request) -> Response:
+    workspace_id = path_uuid(request, "workspace_id", "workspace")
+    await require_workspace(request, workspace_id, Role.OWNER)
+    user_id = path_uuid(request, "user_id", "member")
+    body = await json_object(request)
+    role = Role.parse(body.get("role"))
+    await services_of(request).members.set_role(workspace_id, user_id, role)
+    return JSONResponse({"user_id": str(user_id), "role": role.label})
+
+
+async def remove_member(request: Request) -> Response:
+    workspace_id = path_uuid(request, "workspace_id", "workspace")
+    user_id = path_uuid(request, "user_id", "member")
+    principal = await require_workspace(request, workspace_id, Role.VIEWER)
+    # Owners remove anyone; anyone may leave.
+    if principal.user_id != user_id and principal.role < Role.OWNER:
+        raise Forbidden("only an owner can remove other members")
+    await services_of(request).members.remove(workspace_id, user_id)
+    return Response(status_code=204)
+
+
+# -- share links ----------------------------------------------------------------------
+
+
+async def create_link(request: Request) -> Response:
+    workspace_id = path_uuid(request, "workspace_id", "workspace")
+    principal = await require_workspace(request, workspace_id, Role.EDITOR)
+    body = await json_object(request)
+    role = Role.parse(body.get("role", "viewer"), allowed=(Role.VIEWER, Role.EDITOR))
+    notebook_id = optional_uuid(body.get("notebook_id"), "notebook_id")
+    row, token = await services_of(request).links.create(
+        principal, workspace_id, role, notebook_id, body.get("expires_in"), body.get("max_uses")
+    )
+    url = f"{str(request.base_url).rstrip('/')}/links/{token}"
+    return JSONResponse({**row, "token": token, "url": url}, status_code=201)
+
+
+async def list_links(request: Request) -> Response:
+    workspace_id = path_uuid(request, "workspace_id", "workspace")
+    await require_workspace(request, workspace_id, Role.EDITOR)
+    return JSONResponse({"links": await services_of(request).links.list(workspace_id)})
+
+
+async def revoke_link(request: Request) -> Response:
+    link_id = path_uuid(request, "link_id", "share link")
+    identity = await identify(request)
+    services = services_of(request)
+    link = await services.links.workspace_of(link_id)
+    principal = await require_workspace(request, link["workspace_id"], Role.EDITOR)
+    # Owners revoke any link of their workspace; editors the links they made.
+    if principal.role < Role.OWNER and link["created_by"] != identity.user_id:
+        raise Forbidden("only an owner or the link's creator can revoke it")
+    await services.links.revoke(link_id)
+    return Response(status_code=204)
+
+
+async def preview_link(request: Request) -> Response:
+    return JSONResponse(await services_of(request).links.preview(request.path_params["token"]))
+
+
+async def accept_link(request: Request) -> Response:
+    """Signed in with an account: join with the link's role. Otherwise: a guest session."""
+    identity: Identity | None = None
+    bearer = None
+    found = credential_of(request)
+    if found is not None:
+        try:
+            identity = await identify(request)
+            bearer = found[0]
+        except Unauthorized:
+            identity = None  # a stale session: treat as signed out
+    body = await json_object(request)
+    accepted = await services_of(request).links.accept(
+        request.path_params["token"], identity, bearer, body.get("name")
+    )
+    token = accepted.pop("token")
+    return _with_session(request, accepted, token, 200)
+
+
+routes = [
+    Route("/api/auth/signup", signup, methods=["POST"]),
+    Route("/api/auth/login", login, methods=["POST"]),
+    Route("/api/auth/logout", logout, methods=["POST"]),
+    Route("/api/auth/me", me, methods=["GET"]),
+    Route("/api/auth/tokens", list_tokens, methods=["GET"]),
+    Route("/api/auth/tokens", create_token, methods=["POST"]),
+    Route("/api/auth/tokens/{token_id}", revoke_token, methods=["DELETE"]),
+    Route("/api/workspaces/{workspace_id}/members", list_members, methods=["GET"]),
+    Route("/api/workspaces/{workspace_id}/members", add_member, methods=["POST"]),
+    Route("/api/workspaces/{workspace_id}/members/{user_id}", change_member, methods=["PATCH"]),
+    Route("/api/workspaces/{workspace_id}/members/{user_id}", remove_member, methods=["DELETE"]),
+    Route("/api/workspaces/{workspace_id}/links", list_links, methods=["GET"]),
+    Route("/api/workspaces/{workspace_id}/links", create_link, methods=["POST"]),
+    Route("/api/links/{link_id}", revoke_link, methods=["DELETE"]),
+    Route("/api/links/{token}", preview_link, methods=["GET"]),
+    Route("/api/links/{token}/accept", accept_link, methods=["POST"]),
+]
+
+# Routes anyone may call without a credential (the route-table test holds every other
+# route to 401 without one).
+PUBLIC = {
+    ("POST", "/api/auth/signup"),
+    ("POST", "/api/auth/login"),
+    ("GET", "/api/links/{token}"),
+    ("POST", "/api/links/{token}/accept"),
+}

@@ -1,0 +1,60 @@
+"""Secrets handed to clients: bearer tokens and share-link tokens, and the password hash.
+
+Tokens carry 256 random bits and are stored only as a SHA-256 digest: a leaked database
+does not let anyone sign in. (A slow hash is not needed for secrets this long; passwords,
+which people choose, get argon2id.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import anyio
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from collab.errors import BadRequest
+
+# The prefix says what a token is when one turns up in a log or a support ticket.
+TOKEN_PREFIXES = {"session": "wfs_", "api": "wfa_", "guest": "wfg_", "link": "wfl_"}
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+
+
+def new_token(kind: str) -> str:
+    return TOKEN_PREFIXES[kind] + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def check_password_rules(password: object) -> str:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise BadRequest(f"'password' must be a string of at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise BadRequest(f"'password' must be at most {MAX_PASSWORD} characters")
+    return password
+
+
+class Passwords:
+    """argon2id hashing, off the event loop (each hash takes tens of ms and 64 MiB)."""
+
+    def __init__(self) -> None:
+        self._hasher = PasswordHasher()
+        # Verified against when the account does not exist, so a login's timing does not
+        # tell whether an address has an account.
+        self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._hasher.hash, password)
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        def check() -> bool:
+            try:
+                return self._hasher.verify(stored or self._decoy, password) and stored is not None
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return await anyio.to_thread.run_sync(check)

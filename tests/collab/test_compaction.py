@@ -1,0 +1,283 @@
+"""Compaction with several servers: a snapshot at seq S holds exactly the logged updates up to
+S, and no update can ever be logged at or below the snapshot's seq, so documents converge
+however compaction interleaves with concurrent writers on other servers."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import asyncpg
+import httpx
+import pytest
+import y_py as Y
+
+from collab.catalog import Catalog
+from collab.database import open_pool
+from collab.metrics import Metrics
+from collab.rooms import RoomManager
+from collab.settings import Settings
+from collab.store import DocumentStore
+from tests.conftest import StartServer, new_notebook, token_of
+from tests.support.nodeclient import NodeYClient, node_client
+
+pytestmark = pytest.mark.anyio
+
+# -- two real servers -----------------------------------------------------------------------
+
+WRITERS_PER_NODE = 3
+STAMPS = 60
+
+
+def _stamps(text: str) -> set[str]:
+    return set(re.findall(r"w\d+x\d+ ", text))
+
+
+async def _wait_for_all(client: NodeYClient, expected: set[str], timeout: float) -> set[str]:
+    """Wait until the client has every stamp, or time is up; returns what it lacks."""
+    missing = expected
+    with anyio.move_on_after(timeout):
+        while missing:
+            missing = expected - _stamps(await client.text())
+            await anyio.sleep(0.2)
+    return missing
+
+
+async def test_two_servers_compacting_under_concurrent_writers_converge(
+    start_server: StartServer, database_url: str
+):
+    env = {"WEFT_COMPACT_AFTER_UPDATES": "15", "WEFT_FEED_POLL_SECONDS": "0.5"}
+    one, two = await start_server(**env), await start_server(**env)
+    async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
+        notebook_id = await new_notebook(api)
+        token = token_of(api)
+    bases = [one.ws_base, two.ws_base]
+    expected = {f"w{w}x{n} " for w in range(2 * WRITERS_PER_NODE) for n in range(STAMPS)}
+    async with contextlib.AsyncExitStack() as stack:
+        writers = [
+            await stack.enter_async_context(node_client(bases[w % 2], notebook_id, token=token))
+            for w in range(2 * WRITERS_PER_NODE)
+        ]
+        async with anyio.create_task_group() as tg:
+            for w, writer in enumerate(writers):
+
+                async def type_stamps(writer: NodeYClient = writer, w: int = w) -> None:
+                    await writer.call("type", prefix=f"w{w}x", count=STAMPS, interval=4, timeout=60)
+
+                tg.start_soon(type_stamps)
+        for w, writer in enumerate(writers):
+            missing = await _wait_for_all(writer, expected, timeout=15)
+            assert not missing, f"writer {w} (server {w % 2 + 1}) lacks {sorted(missing)}"
+        final = await writers[0].text()
+        for writer in writers[1:]:
+            assert await writer.text() == final
+    conn = await asyncpg.connect(database_url)
+    try:
+        snapshot_seq = await conn.fetchval(
+            "SELECT seq FROM document_snapshots WHERE notebook_id = $1", uuid.UUID(notebook_id)
+        )
+        below = await conn.fetchval(
+            "SELECT count(*) FROM document_updates WHERE notebook_id = $1 AND seq <= $2",
+            uuid.UUID(notebook_id),
+            snapshot_seq,
+        )
+    finally:
+        await conn.close()
+    assert snapshot_seq > 100, "the log was compacted while everyone wrote"
+    assert below == 0, "rows at or below the snapshot are read by no load and no server"
+    # A third server loads the document from the database alone: snapshot plus log.
+    three = await start_server()
+    async with node_client(three.ws_base, notebook_id, token=token) as fresh:
+        assert await fresh.text() == final
+    assert _stamps(final) == expected
+
+
+# -- the store and the rooms service against the real database --------------------------------
+
+
+async def _insert_notebook(pool: asyncpg.Pool) -> uuid.UUID:
+    workspace_id, notebook_id = uuid.uuid4(), uuid.uuid4()
+    seed = Y.YDoc(client_id=1)
+    with seed.begin_transaction() as txn:
+        seed.get_text("t").extend(txn, "seed;")
+    await pool.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'ws')", workspace_id)
+    await pool.execute(
+        "INSERT INTO notebooks (id, workspace_id, title) VALUES ($1, $2, 'nb')",
+        notebook_id,
+        workspace_id,
+    )
+    await pool.execute(
+        "INSERT INTO document_snapshots (notebook_id, seq, data) VALUES ($1, 0, $2)",
+        notebook_id,
+        bytes(Y.encode_state_as_update(seed)),
+    )
+    return notebook_id
+
+
+@contextlib.asynccontextmanager
+async def _node(settings: Settings) -> AsyncIterator[tuple[RoomManager, DocumentStore]]:
+    """One server's document services (no feed: a node that has not heard from the others)."""
+    async with open_pool(settings) as pool:
+        store = DocumentStore(pool)
+        async with RoomManager(settings, store, Catalog(pool), Metrics()) as rooms:
+            yield rooms, store
+
+
+def _edit(doc: Y.YDoc, text: str) -> None:
+    """A server-side edit (it is logged like a client's)."""
+    ytext = doc.get_text("t")
+    with doc.begin_transaction() as txn:
+        ytext.extend(txn, text)
+
+
+def _recorded(doc: Y.YDoc) -> list[bytes]:
+    """The updates of the doc's transactions from now on (not the empty ones)."""
+    updates: list[bytes] = []
+
+    def record(event: Y.AfterTransactionEvent) -> None:
+        update = bytes(event.get_update())
+        if update != b"\x00\x00":
+            updates.append(update)
+
+    doc.observe_after_transaction(record)
+    return updates
+
+
+async def _loaded_text(store: DocumentStore, notebook_id: uuid.UUID) -> str:
+    doc = Y.YDoc()
+    for update in (await store.load(notebook_id)).updates:
+        Y.apply_update(doc, update)
+    return str(doc.get_text("t"))
+
+
+async def _snapshot_seq(pool: asyncpg.Pool, notebook_id: uuid.UUID) -> int:
+    seq: int = await pool.fetchval(
+        "SELECT seq FROM document_snapshots WHERE notebook_id = $1", notebook_id
+    )
+    return seq
+
+
+async def test_an_append_behind_a_compaction_is_renumbered_not_lost(database_url: str):
+    """Server B numbers its update from a stale view of the log while server A appends and
+    compacts past that seq: B's append must not land below the snapshot, where no load and
+    no other server would ever read it."""
+    settings = Settings(database_url=database_url, compact_after_updates=3)
+    async with _node(settings) as (rooms_a, store), _node(settings) as (rooms_b, _):
+        notebook_id = await _insert_notebook(store._pool)
+        async with rooms_a.use(notebook_id) as room_a, rooms_b.use(notebook_id) as room_b:
+            for n in range(4):
+                _edit(room_a.doc, f"a{n};")
+                await rooms_a.writer.flushed()
+            with anyio.fail_after(10):
+                while await _snapshot_seq(store._pool, notebook_id) < 3:
+                    await anyio.sleep(0.02)
+            # B has not heard of A's appends: it numbers its edit 1, a seq A compacted away.
+            _edit(room_b.doc, "b;")
+            await rooms_b.writer.flushed()
+            assert room_b.durable_seq > await _snapshot_seq(store._pool, notebook_id)
+        text = await _loaded_text(store, notebook_id)
+    assert text.startswith("seed;")
+    assert {"a0;", "a1;", "a2;", "a3;", "b;"} <= set(re.findall(r"\w+;", text))
+
+
+async def test_an_append_waits_for_a_compaction_in_progress_then_is_refused(database_url: str):
+    """The race itself: a compaction's transaction has moved the snapshot past seq 2 and
+    deleted the rows but not committed; an append at seq 2 must not slip in after it."""
+    settings = Settings(database_url=database_url)
+    async with open_pool(settings) as pool:
+        store = DocumentStore(pool)
+        notebook_id = await _insert_notebook(pool)
+        await store.append([(notebook_id, seq, b"\x00\x00") for seq in (1, 2, 3)])
+        compactor = await asyncpg.connect(database_url)
+        try:
+            transaction = compactor.transaction()
+            await transaction.start()
+            await compactor.execute(
+                "UPDATE document_snapshots SET seq = 3 WHERE notebook_id = $1", notebook_id
+            )
+            await compactor.execute(
+                "DELETE FROM document_updates WHERE notebook_id = $1 AND seq <= 3", notebook_id
+            )
+            outcome: list[object] = []
+
+            async def stale_append() -> None:
+                outcome.append(await store.append([(notebook_id, 2, b"\x00\x00")]))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stale_append)
+                await anyio.sleep(0.3)
+                assert not outcome, "the append must wait for the compaction"
+                await transaction.commit()
+        finally:
+            await compactor.close()
+        assert outcome == [{notebook_id}]
+        assert await pool.fetchval("SELECT count(*) FROM document_updates") == 0
+
+
+async def test_a_snapshot_holds_exactly_the_logged_updates_up_to_its_seq(database_url: str):
+    """An edit accepted but not yet logged is in the live document; it must not be in a
+    snapshot that claims a seq below the one it will be logged at (a server that applied
+    that snapshot would let its clients build on an update the log has not ordered yet)."""
+    settings = Settings(database_url=database_url, compact_after_updates=1_000_000)
+    async with _node(settings) as (rooms, store):
+        notebook_id = await _insert_notebook(store._pool)
+        async with rooms.use(notebook_id) as room:
+            _edit(room.doc, "logged;")
+            await rooms.writer.flushed()
+            _edit(room.doc, "not-yet;")  # pending: the writer has not taken it yet
+            await rooms._compact(room)
+            await rooms.writer.flushed()
+        seq = await _snapshot_seq(store._pool, notebook_id)
+        data = await store._pool.fetchval(
+            "SELECT data FROM document_snapshots WHERE notebook_id = $1", notebook_id
+        )
+        assert seq == 1
+        doc = Y.YDoc()
+        Y.apply_update(doc, data)
+        assert str(doc.get_text("t")) == "seed;logged;"
+        assert await _loaded_text(store, notebook_id) == "seed;logged;not-yet;"
+
+
+async def test_loading_stops_at_a_gap_and_the_poll_sees_a_compacted_head(database_url: str):
+    """A row still in flight on another server leaves a gap: a load must stop there (the
+    feed fills it in order), not skip it. And after a compaction that left no rows, the
+    head the feed's poll compares with is the snapshot's seq."""
+    settings = Settings(database_url=database_url)
+    async with open_pool(settings) as pool:
+        store = DocumentStore(pool)
+        notebook_id = await _insert_notebook(pool)
+        author = Y.YDoc(client_id=9)
+        updates = _recorded(author)
+        for part in ("x;", "y;", "z;", "w;"):
+            _edit(author, part)
+        await store.append([(notebook_id, seq, updates[seq - 1]) for seq in (1, 2, 4)])
+        loaded = await store.load(notebook_id)
+        assert (loaded.last_seq, len(loaded.updates)) == (2, 3)
+        await store.append([(notebook_id, 3, updates[2])])
+        assert (await store.load(notebook_id)).last_seq == 4
+        assert await _loaded_text(store, notebook_id) == "seed;x;y;z;w;"
+        compaction = await store.compact(notebook_id, upto=4)
+        assert compaction is not None
+        assert (compaction.seq, compaction.folded) == (4, 4)
+        assert await pool.fetchval("SELECT count(*) FROM document_updates") == 0
+        assert await store.heads([notebook_id]) == {notebook_id: 4}
+        assert await _loaded_text(store, notebook_id) == "seed;x;y;z;w;"
+
+
+def test_ypy_drops_an_update_applied_before_its_dependency():
+    """Why the log's order must be causal: y-py 0.6 does not keep an update whose
+    dependencies are missing and integrate it later, as Yjs does; it is lost, and so is
+    every later update of the same client. (If this starts failing, y-py learned to.)"""
+    author = Y.YDoc(client_id=7)
+    updates = _recorded(author)
+    for part in ("one ", "two ", "three"):
+        _edit(author, part)
+    doc = Y.YDoc()
+    Y.apply_update(doc, updates[1])
+    Y.apply_update(doc, updates[0])
+    Y.apply_update(doc, updates[2])
+    assert len(updates) == 3
+    assert str(doc.get_text("t")) == "one "
