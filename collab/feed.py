@@ -51,7 +51,7 @@ class DocumentFeed:
         self._metrics = metrics
         # When each notice we acted on was sent (ms since the epoch), by notebook.
         self._sent_at: dict[uuid.UUID, float] = {}
-        self._node = uuid.uuid4().hex[:12]
+        self._node = store.node
         self._outgoing: list[str] = []
         self._send_wake = anyio.Event()
         self._pool = pool
@@ -89,8 +89,9 @@ class DocumentFeed:
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.notices += 1
-        notebook, _, rest = payload.partition(":")
-        seq, _, sent_ms = rest.partition(":")
+        notebook, seq, sent_ms, node = [*payload.split(":", 3), "", "", ""][:4]
+        if node == self._node:
+            return  # our own append: already in the room (no catch-up query needed)
         try:
             notebook_id, head = uuid.UUID(notebook), int(seq)
         except ValueError:

@@ -53,7 +53,7 @@ WITH incoming AS MATERIALIZED (
 SELECT notebook_id, true AS refused, NULL::text AS notified FROM refused
 UNION ALL
 SELECT notebook_id, false, pg_notify($4, notebook_id::text || ':' || max(seq) || ':'
-    || (extract(epoch FROM clock_timestamp()) * 1000)::bigint)::text
+    || (extract(epoch FROM clock_timestamp()) * 1000)::bigint || ':' || $5)::text
 FROM appended GROUP BY notebook_id
 """
 
@@ -104,6 +104,8 @@ class DocumentStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        # Names this process's appends in their notifications: the feed skips its own.
+        self.node = uuid.uuid4().hex[:12]
 
     async def load(self, notebook_id: uuid.UUID) -> StoredDocument:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
@@ -137,7 +139,9 @@ class DocumentStore:
         ids, seqs, data = zip(*rows, strict=True)
         # The notification (notebook id and last seq, never the update: payloads are small)
         # reaches every server that has the notebook loaded (feed.py).
-        records = await self._pool.fetch(_APPEND, list(ids), list(seqs), list(data), NOTIFY_CHANNEL)
+        records = await self._pool.fetch(
+            _APPEND, list(ids), list(seqs), list(data), NOTIFY_CHANNEL, self.node
+        )
         return {r["notebook_id"] for r in records if r["refused"]}
 
     async def updates_after(
