@@ -502,6 +502,7 @@ class Runner:
     def __init__(self, streams: Streams, captures: list[FdCapture]) -> None:
         self.streams = streams
         self.captures = captures
+        self.pid = os.getpid()
         self.stdout = cast(TextIO, StreamWriter(streams, "stdout", 1))
         self.stderr = cast(TextIO, StreamWriter(streams, "stderr", 2))
         self.namespaces: dict[str, dict[str, Any]] = {}
@@ -612,6 +613,10 @@ class Runner:
         except BaseException as exc:  # SystemExit from sys.exit() ends the cell, not us
             status = "error"
             self._error(exc, code)
+        if os.getpid() != self.pid:
+            # A process the cell forked has come back out of the cell's code. It shares the
+            # runner's protocol pipes, so it must never go on to act as the runner.
+            os._exit(1 if status == "error" else 0)
         try:
             self.show_figures()
         except Exception as exc:
@@ -635,6 +640,7 @@ class Runner:
                 "duration_ms": (time.perf_counter() - start) * 1000,
             }
         )
+        _reap_exited_children()
 
     def _run_python(self, code: str, cell_id: str, g: dict[str, Any], own: set[str]) -> None:
         filename = f"<cell {cell_id}>"
@@ -715,6 +721,20 @@ class Runner:
     def forget(self, cell_ids: list[Any]) -> None:
         for cell_id in cell_ids:
             self.namespaces.pop(str(cell_id), None)
+
+
+def _reap_exited_children() -> None:
+    """Collect processes the cells started that have exited. As the container's PID 1 the
+    runner also inherits every orphan; unreaped, each holds a pid (the pids limit counts
+    them) for the kernel's lifetime, until no cell can start a thread or a process. (A
+    subprocess.Popen the user waits for later then reports 0: its status was collected.)"""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _safe_str(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.anyio
 
 async def _still_fine(weft: Weft, notebook_id: str, cell: str) -> None:
     run = await weft.run_and_wait(notebook_id, cell, source="print('alive')")
-    assert run["state"] == "done", run
+    assert run["state"] == "done", (run.get("error"), text_of(run))
     assert text_of(run) == "alive\n"
 
 
@@ -35,6 +35,21 @@ async def test_fork_bomb_hits_the_pids_limit(weft: Weft):
         or "limit" in text_of(run)
     ), text_of(run)
     await _still_fine(weft, notebook_id, bomb)
+
+
+async def test_forked_processes_never_act_as_the_runner_and_are_reaped(weft: Weft):
+    notebook_id, (forks, count) = await weft.notebook(
+        "import os\nfor _ in range(5):\n    os.fork()\nx = 1",
+        "import os\nprint(sum(1 for p in os.listdir('/proc') if p.isdigit()))",
+    )
+    # 32 copies of the cell come out of it: only the runner itself may report and go on.
+    assert (await weft.run_and_wait(notebook_id, forks))["state"] == "done"
+    for _ in range(3):
+        run = await weft.run_and_wait(notebook_id, count)
+        assert run["state"] == "done", (run.get("error"), text_of(run))
+    # The 31 that exited were collected, not left as zombies holding pids.
+    assert int(text_of(run)) <= 3, text_of(run)
+    await _still_fine(weft, notebook_id, forks)
 
 
 async def test_memory_hog_is_killed_and_the_error_names_the_limit(weft: Weft):
