@@ -12,7 +12,7 @@ from ai.service import MODES, Assistant, Generation
 from ai.service import Request as AssistRequest
 from ai.settings import HOW_TO_CONFIGURE
 from collab.access import Role, identify, require_notebook
-from collab.errors import BadRequest, Forbidden, NotFound, Unavailable
+from collab.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from collab.http import json_object, path_uuid
 
 MAX_BODY_BYTES = 64 * 1024
@@ -98,38 +98,34 @@ async def _own(request: Request) -> Generation:
     return generation
 
 
-async def accept(request: Request) -> Response:
+async def _resolve(request: Request, action: str) -> Response:
+    """Accept or reject the requester's suggestion (stopping its stream first); asking
+    again for what was already done is fine."""
     generation = await _own(request)
     assistant = _assistant(request)
     await assistant.stop_streaming(generation)
     if generation.state == "pending":
-        assistant.accept(generation)
-    elif generation.state not in ("accepted",):
-        raise _finished(generation, "accept")
+        if action == "accept":
+            assistant.accept(generation)
+        else:
+            assistant.reject(generation)
+    elif generation.state != f"{action}ed":
+        raise Conflict(f"cannot {action}: the generation is already {generation.state}")
     return JSONResponse(generation.public())
+
+
+async def accept(request: Request) -> Response:
+    return await _resolve(request, "accept")
 
 
 async def reject(request: Request) -> Response:
-    generation = await _own(request)
-    assistant = _assistant(request)
-    await assistant.stop_streaming(generation)
-    if generation.state == "pending":
-        assistant.reject(generation)
-    elif generation.state not in ("rejected",):
-        raise _finished(generation, "reject")
-    return JSONResponse(generation.public())
+    return await _resolve(request, "reject")
 
 
 async def cancel(request: Request) -> Response:
     generation = await _own(request)
     await _assistant(request).stop_streaming(generation)
     return JSONResponse(generation.public())
-
-
-def _finished(generation: Generation, action: str) -> Exception:
-    from collab.errors import Conflict
-
-    return Conflict(f"cannot {action}: the generation is already {generation.state}")
 
 
 def routes() -> list[BaseRoute]:

@@ -39,21 +39,14 @@ class Role(enum.IntEnum):
     @classmethod
     def parse(cls, value: object, *, allowed: tuple[Role, ...] | None = None) -> Role:
         choices = allowed or tuple(cls)
-        names = ", ".join(r.label for r in choices)
-        if not isinstance(value, str) or value.upper() not in cls.__members__:
-            raise _bad_role(names)
-        role = cls[value.upper()]
-        if role not in choices:
-            raise _bad_role(names)
-        return role
+        for role in choices:
+            if isinstance(value, str) and value.lower() == role.label:
+                return role
+        raise BadRequest(f"'role' must be one of {', '.join(r.label for r in choices)}")
 
     @property
     def label(self) -> str:
         return self.name.lower()
-
-
-def _bad_role(names: str) -> BadRequest:
-    return BadRequest(f"'role' must be one of {names}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +58,8 @@ class Principal:
     role: Role
     guest: bool = False
     credential_id: uuid.UUID | None = None
+    # The workspace of the thing asked for (None from current_principal).
+    workspace_id: uuid.UUID | None = None
     # A guest sees only what their share link covers: a workspace, or one notebook of it.
     scope_workspace: uuid.UUID | None = None
     scope_notebook: uuid.UUID | None = None
@@ -131,8 +126,14 @@ async def _guest_scope(
     return record["workspace_id"], record["notebook_id"]
 
 
-def _principal(identity: Identity, role: Role, scope: tuple[uuid.UUID | None, ...]) -> Principal:
+def _principal(
+    identity: Identity,
+    role: Role,
+    scope: tuple[uuid.UUID | None, ...],
+    workspace_id: uuid.UUID | None = None,
+) -> Principal:
     return Principal(
+        workspace_id=workspace_id,
         user_id=identity.user_id,
         name=identity.name,
         role=role,
@@ -215,9 +216,9 @@ async def require_notebook(
     Raises Unauthorized (401), Forbidden (403) or NotFound (404: also when not a member)."""
     identity = await identify(conn)
     pool: asyncpg.Pool = conn.app.state.services.pool
-    _, role = await notebook_role(pool, identity, notebook_id)
+    workspace_id, role = await notebook_role(pool, identity, notebook_id)
     granted = _enforce(role, minimum, "notebook", notebook_id)
-    return _principal(identity, granted, await _guest_scope(pool, identity))
+    return _principal(identity, granted, await _guest_scope(pool, identity), workspace_id)
 
 
 async def require_workspace(
@@ -228,7 +229,7 @@ async def require_workspace(
     pool: asyncpg.Pool = conn.app.state.services.pool
     role = await workspace_role(pool, identity, workspace_id)
     granted = _enforce(role, minimum, "workspace", workspace_id)
-    return _principal(identity, granted, await _guest_scope(pool, identity))
+    return _principal(identity, granted, await _guest_scope(pool, identity), workspace_id)
 
 
 async def require_account(conn: HTTPConnection) -> Identity:

@@ -108,7 +108,7 @@ class Accounts:
                 address,
             )
             await conn.execute("DELETE FROM invitations WHERE lower(email) = $1", address)
-            token = await self._issue(conn, user_id, "session", self._session_expiry())
+            token, _ = await self._issue(conn, user_id, "session", self._session_expiry())
         log.info("signed up", extra={"user_id": str(user_id)})
         return user_json(record), token
 
@@ -146,7 +146,7 @@ class Accounts:
             raise Unauthorized("wrong email or password")
         await self.throttle.succeeded(account)
         async with self._pool.acquire() as conn:
-            token = await self._issue(conn, record["id"], "session", self._session_expiry())
+            token, _ = await self._issue(conn, record["id"], "session", self._session_expiry())
         log.info("logged in", extra={"user_id": str(record["id"])})
         return user_json(record), token
 
@@ -163,7 +163,7 @@ class Accounts:
                 user_id,
                 display,
             )
-            token = await self._issue(conn, user_id, "guest", expiry, link_id=link_id)
+            token, _ = await self._issue(conn, user_id, "guest", expiry, link_id=link_id)
         return user_json(record), token
 
     # -- credentials ----------------------------------------------------------------
@@ -183,11 +183,12 @@ class Accounts:
         *,
         label: str | None = None,
         link_id: uuid.UUID | None = None,
-    ) -> str:
+    ) -> tuple[str, asyncpg.Record]:
+        """A new credential: the token (shown once) and its row."""
         token = new_token(kind)
-        await conn.execute(
+        record = await conn.fetchrow(
             "INSERT INTO credentials (id, token_hash, user_id, kind, label, link_id, expires_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, label, created_at, expires_at",
             uuid.uuid4(),
             token_hash(token),
             user_id,
@@ -196,7 +197,7 @@ class Accounts:
             link_id,
             expires_at,
         )
-        return token
+        return token, record
 
     async def resolve(self, token: str) -> Identity | None:
         """The identity a token stands for, or None if it is unknown, expired or revoked."""
@@ -242,11 +243,7 @@ class Accounts:
                 raise BadRequest("'expires_in' must be a positive number of seconds")
             expires_at = self._now_plus(timedelta(seconds=expires_in))
         async with self._pool.acquire() as conn:
-            token = await self._issue(conn, identity.user_id, "api", expires_at, label=name)
-            record = await conn.fetchrow(
-                "SELECT id, label, created_at, expires_at FROM credentials WHERE token_hash = $1",
-                token_hash(token),
-            )
+            token, record = await self._issue(conn, identity.user_id, "api", expires_at, label=name)
         return _token_json(record), token
 
     async def list_api_tokens(self, user_id: uuid.UUID) -> list[dict[str, Any]]:

@@ -64,12 +64,12 @@ class Connection:
         metrics: Metrics | None = None,
         *,
         principal: Principal,
-        workspace_id: uuid.UUID,
         credential_digest: bytes,
     ):
         self.metrics = metrics
         self.notebook_id = room.notebook_id
-        self.workspace_id = workspace_id
+        assert principal.workspace_id is not None  # require_notebook sets it
+        self.workspace_id = principal.workspace_id
         self.credential_digest = credential_digest
         assert principal.credential_id is not None
         self.credential_id = principal.credential_id
@@ -193,7 +193,6 @@ async def sync_endpoint(websocket: WebSocket) -> None:
     extra = {"notebook_id": str(notebook_id)}
     try:
         principal = await require_notebook(websocket, notebook_id, Role.VIEWER)
-        workspace_id = (await services.catalog.get_notebook(notebook_id))["workspace_id"]
     except Unauthorized as exc:
         log.info("refused: not signed in", extra=extra)
         await websocket.close(CLOSE_UNAUTHORIZED, exc.message[:120])
@@ -225,7 +224,6 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         settings,
         services.metrics,
         principal=principal,
-        workspace_id=uuid.UUID(str(workspace_id)),
         credential_digest=token_hash(credential[0]),
     )
     log.info("client joined", extra={**connection.extra, "clients": len(room.clients) + 1})

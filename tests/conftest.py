@@ -4,9 +4,11 @@ Weft servers on free ports."""
 from __future__ import annotations
 
 import itertools
+import json
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -123,3 +125,32 @@ def token_of(api: httpx.AsyncClient) -> str | None:
     """The bearer token an API client carries, for the WebSocket's ?token= (None if none)."""
     header = api.headers.get("Authorization", "")
     return header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
+
+
+CodeCell = str | tuple[str, dict[str, Any]]
+
+
+async def import_code_notebook(
+    api: httpx.AsyncClient, workspace_id: str, cells: Sequence[CodeCell]
+) -> tuple[str, list[str]]:
+    """Import a notebook whose code cells hold ``cells`` (a source, or a source and its
+    metadata), with cell ids c0, c1, ...; returns the notebook id and the cell ids."""
+    items = []
+    for index, cell in enumerate(cells):
+        source, metadata = (cell, {}) if isinstance(cell, str) else cell
+        items.append(
+            {
+                "id": f"c{index}",
+                "cell_type": "code",
+                "source": source,
+                "metadata": metadata,
+                "outputs": [],
+                "execution_count": None,
+            }
+        )
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": items}
+    response = await api.post(
+        f"/api/workspaces/{workspace_id}/notebooks/import", content=json.dumps(notebook)
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"]), [c["id"] for c in items]

@@ -3,7 +3,6 @@ and a real Weft server configured to use it. ``api`` (tests/conftest.py) talks t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.conftest import StartServer
+from tests.conftest import StartServer, import_code_notebook
 from tests.support.nodeclient import NodeYClient
 from tests.support.openai_server import FakeOpenAI
 from tests.support.server import ServerProcess
@@ -55,25 +54,8 @@ async def notebook_with(
         workspace = await api.post("/api/workspaces", json={"name": "ws"})
         assert workspace.status_code == 201, workspace.text
         workspace_id = str(workspace.json()["id"])
-    items = []
-    for index, cell in enumerate(cells):
-        source, metadata = (cell, {}) if isinstance(cell, str) else cell
-        items.append(
-            {
-                "id": f"c{index}",
-                "cell_type": "code",
-                "source": source,
-                "metadata": metadata,
-                "outputs": [],
-                "execution_count": None,
-            }
-        )
-    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": items}
-    response = await api.post(
-        f"/api/workspaces/{workspace_id}/notebooks/import", content=json.dumps(notebook)
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"]), workspace_id, [c["id"] for c in items]
+    notebook_id, cell_ids = await import_code_notebook(api, workspace_id, cells)
+    return notebook_id, workspace_id, cell_ids
 
 
 async def assist(

@@ -3,7 +3,6 @@ these tests fail loudly, naming the script that provides them (they never skip).
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import StartServer
+from tests.conftest import StartServer, import_code_notebook
 from tests.support.server import ServerProcess
 
 IMAGE = "weft-runtime:latest"
@@ -62,25 +61,7 @@ class Weft:
     ) -> tuple[str, list[str]]:
         """A notebook whose code cells hold ``sources``; returns its id and the cell ids."""
         workspace_id = workspace_id or await self.workspace()
-        cells = []
-        for index, item in enumerate(sources):
-            source, metadata = (item, {}) if isinstance(item, str) else item
-            cells.append(
-                {
-                    "id": f"c{index}",
-                    "cell_type": "code",
-                    "source": source,
-                    "metadata": metadata,
-                    "outputs": [],
-                    "execution_count": None,
-                }
-            )
-        notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}
-        response = await self.api.post(
-            f"/api/workspaces/{workspace_id}/notebooks/import", content=json.dumps(notebook)
-        )
-        assert response.status_code == 201, response.text
-        return response.json()["id"], [c["id"] for c in cells]
+        return await import_code_notebook(self.api, workspace_id, sources)
 
     async def run(self, notebook_id: str, cell_id: str, source: str | None = None) -> str:
         body = {} if source is None else {"source": source}
