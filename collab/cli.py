@@ -13,6 +13,7 @@ import uvicorn
 
 from collab.app import create_app
 from collab.database import open_pool
+from collab.direct_socket import DirectWebSocketProtocol
 from collab.headless import load_extension, run_headless
 from collab.logs import configure_logging
 from collab.settings import Settings, SettingsError
@@ -38,6 +39,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         ws_max_size=settings.max_frame_bytes + 64 * 1024,
         # Yjs frames are small and frequent: compressing each costs more than it saves.
         ws_per_message_deflate=False,
+        ws=DirectWebSocketProtocol if settings.ws_direct else "websockets-sansio",
         lifespan="on",
     )
     return 0

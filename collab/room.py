@@ -50,11 +50,17 @@ class Client:
         self._queue: deque[bytes] = deque()
         self._limit = queue_limit
         self._ready = anyio.Event()
+        self._signalled = False
+        self.closed = anyio.Event()
         self.awareness_ids: set[int] = set()
         self.close_code: int | None = None
         self.close_reason = ""
         # Set by the connection: stops its tasks at once when waiting for the socket is futile.
         self.abort: Callable[[], None] = lambda: None
+        # Called when a frame is queued and none was waiting (the queue was taken since):
+        # by default it wakes the sender task; a connection that writes to its socket
+        # directly schedules one write for the event-loop turn instead.
+        self.on_queued: Callable[[], None] = self._wake
 
     @property
     def closing(self) -> bool:
@@ -70,6 +76,11 @@ class Client:
             self.abort()
             return
         self._queue.append(frame)
+        if not self._signalled:
+            self._signalled = True
+            self.on_queued()
+
+    def _wake(self) -> None:
         self._ready.set()
 
     def close(self, code: int, reason: str) -> None:
@@ -78,6 +89,11 @@ class Client:
             self.close_code = code
             self.close_reason = reason
             self._ready.set()
+            self.closed.set()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._queue)
 
     async def wait(self) -> None:
         await self._ready.wait()
@@ -85,6 +101,7 @@ class Client:
     def take(self) -> list[bytes]:
         frames = list(self._queue)
         self._queue.clear()
+        self._signalled = False
         self._ready = anyio.Event()
         if self.close_code is not None:
             self._ready.set()

@@ -57,6 +57,9 @@ class Settings:
     # Frames a client may have waiting to be sent; a client that falls further behind
     # is disconnected rather than buffered without limit.
     client_send_queue: int = 1024
+    # Under `weft serve`, write frames to each socket's transport once per event-loop turn
+    # and read them from it without a task switch (collab.direct_socket); off: plain ASGI.
+    ws_direct: bool = True
     # How long a room stays loaded after its last client leaves.
     room_grace_seconds: float = 30.0
     # Fold the update log into a snapshot once this many updates follow the last one.
@@ -94,6 +97,7 @@ class Settings:
             port=env_int(env, "WEFT_PORT", 8000),
             max_frame_bytes=env_int(env, "WEFT_MAX_FRAME_BYTES", 8 * 1024 * 1024),
             client_send_queue=env_int(env, "WEFT_CLIENT_SEND_QUEUE", 1024),
+            ws_direct=_choice(env, "WEFT_WS_DIRECT", ("on", "off")) == "on",
             room_grace_seconds=env_float(env, "WEFT_ROOM_GRACE_SECONDS", 30.0),
             compact_after_updates=env_int(env, "WEFT_COMPACT_AFTER_UPDATES", 500),
             feed_poll_seconds=env_float(env, "WEFT_FEED_POLL_SECONDS", 2.0),

@@ -126,8 +126,21 @@ class DocumentStore:
         last_seq = rows[-1]["seq"] if rows else since
         return StoredDocument(updates=updates, last_seq=last_seq, tail_length=len(rows))
 
-    async def append(self, rows: Sequence[tuple[uuid.UUID, int, bytes]]) -> set[uuid.UUID]:
-        """Append many notebooks' updates in one statement (one round trip, one commit).
+    async def connection(self) -> asyncpg.pool.PoolConnectionProxy:
+        """A connection of the pool to keep (the group-commit writer's): taking one per
+        round costs a second round trip, the reset the pool runs when it gets it back."""
+        return await self._pool.acquire()
+
+    async def give_back(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+        await self._pool.release(conn)
+
+    async def append(
+        self,
+        rows: Sequence[tuple[uuid.UUID, int, bytes]],
+        conn: asyncpg.pool.PoolConnectionProxy | None = None,
+    ) -> set[uuid.UUID]:
+        """Append many notebooks' updates in one statement (one round trip, one commit),
+        on ``conn`` if given, else on a connection of the pool.
 
         Returns the notebooks whose updates were all refused, because one of their seqs is
         not above the notebook's snapshot: their log was compacted past the seqs they were
@@ -139,7 +152,7 @@ class DocumentStore:
         ids, seqs, data = zip(*rows, strict=True)
         # The notification (notebook id and last seq, never the update: payloads are small)
         # reaches every server that has the notebook loaded (feed.py).
-        records = await self._pool.fetch(
+        records = await (self._pool if conn is None else conn).fetch(
             _APPEND, list(ids), list(seqs), list(data), NOTIFY_CHANNEL, self.node
         )
         return {r["notebook_id"] for r in records if r["refused"]}

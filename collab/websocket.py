@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -18,6 +19,7 @@ from collab import protocol
 from collab.access import Principal, Role, credential_of, require_notebook
 from collab.access_watch import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED
 from collab.credentials import token_hash
+from collab.direct_socket import EXTENSION, DirectSocket
 from collab.errors import Forbidden, NotFound, ProtocolError, Unauthorized, Unavailable
 from collab.ids import parse_uuid
 from collab.metrics import Metrics
@@ -80,12 +82,17 @@ class Connection:
         self.client = client
         self.settings = settings
         self.disconnected = False
+        self.finished = False
         self.frames_in = 0
+        self._flush: Callable[[], None] = lambda: None
+        direct = websocket.scope.get("extensions", {}).get(EXTENSION)
+        self.direct = direct if isinstance(direct, DirectSocket) else None
         self.extra = {
             "notebook_id": str(room.notebook_id),
             "conn_id": client.conn_id,
             "user_id": client.user_id,
             "role": principal.role.label,
+            "socket": "asgi" if self.direct is None else "direct",
         }
 
     def revoke(self, code: int, reason: str) -> None:
@@ -93,12 +100,18 @@ class Connection:
         self.client.close(code, reason)
 
     async def run(self) -> None:
+        direct = self.direct
         async with anyio.create_task_group() as tg:
             self.client.abort = tg.cancel_scope.cancel
-            tg.start_soon(self._send_loop, tg.cancel_scope)
+            if direct is not None:
+                self._attach(direct, tg.cancel_scope)
+                tg.start_soon(self._direct_send_loop, tg.cancel_scope)
+            else:
+                tg.start_soon(self._send_loop, tg.cancel_scope)
             await self._receive_loop()
             if self.disconnected:
                 tg.cancel_scope.cancel()
+        self.finished = True
         if self.client.closing:
             if self.metrics is not None:
                 self.metrics.refused_frames.labels(code=str(self.client.close_code)).inc()
@@ -117,7 +130,8 @@ class Connection:
                     pass  # the socket is already gone; nothing left to tell
 
     async def _receive_loop(self) -> None:
-        limit = self.settings.max_frame_bytes
+        # With weft.direct, binary frames arrive through _on_frame instead; only text
+        # frames and the disconnect come this way.
         while not self.client.closing:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -127,22 +141,61 @@ class Connection:
             if data is None:
                 self._refuse(CLOSE_UNSUPPORTED_DATA, "text frames are not part of the protocol")
                 return
-            if len(data) > limit:
-                self._refuse(CLOSE_TOO_BIG, f"frame of {len(data)} bytes exceeds {limit}")
+            self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
+        """One binary frame from the client; anything wrong with it closes this connection."""
+        limit = self.settings.max_frame_bytes
+        if len(data) > limit:
+            self._refuse(CLOSE_TOO_BIG, f"frame of {len(data)} bytes exceeds {limit}")
+            return
+        self.frames_in += 1
+        try:
+            if self.role < Role.EDITOR and self._refused(data):
                 return
-            self.frames_in += 1
-            try:
-                if self.role < Role.EDITOR and self._refused(data):
-                    continue
-                self.room.receive(self.client, data)
-            except ProtocolError as exc:
-                self._refuse(CLOSE_PROTOCOL_ERROR, exc.message)
-                return
-            except BaseException as exc:
-                if not is_ypy_panic(exc):
-                    raise
-                self._refuse(CLOSE_PROTOCOL_ERROR, "update rejected by the CRDT decoder")
-                return
+            self.room.receive(self.client, data)
+        except ProtocolError as exc:
+            self._refuse(CLOSE_PROTOCOL_ERROR, exc.message)
+        except Exception:
+            # A bug of ours, not the client's: this connection ends, the room goes on.
+            log.exception("frame handling failed", extra=self.extra)
+            self._refuse(CLOSE_INTERNAL_ERROR, "internal error")
+        except BaseException as exc:
+            if not is_ypy_panic(exc):
+                raise  # cancellation, KeyboardInterrupt: not this frame's doing
+            self._refuse(CLOSE_PROTOCOL_ERROR, "update rejected by the CRDT decoder")
+
+    # -- weft.direct: frames straight from and to the socket (collab.direct_socket) -----
+
+    def _attach(self, direct: DirectSocket, scope: anyio.CancelScope) -> None:
+        def flush() -> None:
+            if self.finished or not direct.writable:
+                return  # a full socket calls on_writable once it drains
+            frames = self.client.take()
+            if frames and not direct.write_binary(frames):
+                self.disconnected = True
+                scope.cancel()
+
+        def schedule_flush() -> None:
+            direct.call_soon(flush)
+
+        def on_frame(data: bytes) -> None:
+            if not (self.finished or self.client.closing):
+                self._handle(data)
+
+        self._flush = flush
+        self.client.on_queued = schedule_flush
+        direct.on_writable = schedule_flush
+        direct.receive_with(on_frame)
+        if self.client.pending:
+            schedule_flush()
+
+    async def _direct_send_loop(self, scope: anyio.CancelScope) -> None:
+        try:
+            await self.client.closed.wait()
+            self._flush()  # what was queued before the close goes first, if the socket takes it
+        finally:
+            scope.cancel()
 
     def _refused(self, frame: bytes) -> bool:
         """A viewer's document update: never applied, stored or broadcast; counted, logged,

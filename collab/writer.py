@@ -50,6 +50,7 @@ class UpdateWriter:
         self._busy = False
         self._round_done = anyio.Event()
         self._tg: TaskGroup | None = None
+        self._conn: asyncpg.pool.PoolConnectionProxy | None = None  # kept between rounds
         self.rounds = 0
         self.renumbered = 0  # batches numbered again after another server's appends
 
@@ -70,7 +71,26 @@ class UpdateWriter:
         with anyio.move_on_after(10):
             await self.flushed()
         self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            await self._drop_connection()
+
+    async def _append(self, rows: list[tuple[uuid.UUID, int, bytes]]) -> set[uuid.UUID]:
+        if self._conn is None:
+            self._conn = await self._store.connection()
+        try:
+            return await self._store.append(rows, self._conn)
+        except BaseException:
+            if self._conn.is_closed():
+                await self._drop_connection()  # the next round takes a fresh one
+            raise
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._store.give_back(conn)
 
     def schedule(self, room: Room) -> None:
         self._dirty[room.notebook_id] = room
@@ -83,7 +103,11 @@ class UpdateWriter:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            if not self._dirty:
+                await self._wake.wait()
+            # No wait (not even a checkpoint) when updates came in during the last round:
+            # its broadcasts are queued for the loop's next turn, and this round's INSERT
+            # goes out first, so PostgreSQL works while the frames are written.
             self._wake = anyio.Event()
             if not self._dirty:
                 continue
@@ -112,7 +136,7 @@ class UpdateWriter:
         delay = _RETRY_FIRST
         while True:
             try:
-                refused = await self._store.append([row for _, b in batches for row in _rows(b)])
+                refused = await self._append([row for _, b in batches for row in _rows(b)])
             except (asyncpg.ForeignKeyViolationError, asyncpg.UniqueViolationError):
                 # A notebook was deleted while clients were editing it, or another server
                 # appended to the same log: write room by room to find which.
@@ -144,7 +168,7 @@ class UpdateWriter:
                 if renumber:
                     await self._renumber(room, batch)
                     renumber = False
-                if not await self._store.append(_rows(batch)):
+                if not await self._append(_rows(batch)):
                     return True
                 renumber = True  # refused: the log was compacted past these seqs
                 continue

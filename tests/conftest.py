@@ -121,6 +121,12 @@ async def new_notebook(api: httpx.AsyncClient, title: str = "Test") -> str:
     return notebook_id
 
 
+async def notebook_on(server: ServerProcess, title: str = "Test") -> str:
+    """A new notebook (in a new workspace) owned by the server's signed-up owner."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=server.auth) as api:
+        return await new_notebook(api, title)
+
+
 def token_of(api: httpx.AsyncClient) -> str | None:
     """The bearer token an API client carries, for the WebSocket's ?token= (None if none)."""
     header = api.headers.get("Authorization", "")

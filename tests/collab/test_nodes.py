@@ -7,10 +7,9 @@ import re
 
 import anyio
 import asyncpg
-import httpx
 import pytest
 
-from tests.conftest import StartServer, new_notebook
+from tests.conftest import StartServer, notebook_on
 from tests.support.nodeclient import node_client
 
 pytestmark = pytest.mark.anyio
@@ -18,8 +17,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_clients_on_two_servers_converge(start_server: StartServer):
     one, two = await start_server(), await start_server()
-    async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
-        notebook_id = await new_notebook(api)
+    notebook_id = await notebook_on(one)
     async with (
         node_client(one.ws_base, notebook_id, token=one.token) as alice,
         node_client(two.ws_base, notebook_id, token=two.token) as bob,
@@ -39,8 +37,7 @@ async def test_clients_on_two_servers_converge(start_server: StartServer):
 
 async def test_a_client_whose_server_dies_fails_over_and_loses_nothing(start_server: StartServer):
     one, two = await start_server(), await start_server()
-    async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
-        notebook_id = await new_notebook(api)
+    notebook_id = await notebook_on(one)
     async with (
         node_client(one.ws_base, notebook_id, token=one.token) as alice,
         node_client(two.ws_base, notebook_id, token=two.token) as bob,
@@ -59,8 +56,7 @@ async def test_a_missed_notification_is_noticed_and_filled(
 ):
     one = await start_server()
     two = await start_server(WEFT_FEED_POLL_SECONDS="1")
-    async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
-        notebook_id = await new_notebook(api)
+    notebook_id = await notebook_on(one)
     async with (
         node_client(one.ws_base, notebook_id, token=one.token) as alice,
         node_client(two.ws_base, notebook_id, token=two.token) as bob,
@@ -89,8 +85,7 @@ async def test_a_missed_notification_is_noticed_and_filled(
 
 async def test_presence_crosses_servers(start_server: StartServer):
     one, two = await start_server(), await start_server()
-    async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
-        notebook_id = await new_notebook(api)
+    notebook_id = await notebook_on(one)
     async with node_client(two.ws_base, notebook_id, token=two.token) as bob:
         async with node_client(one.ws_base, notebook_id, token=one.token) as alice:
             await alice.call("awareness", state={"user": {"name": "Alice"}})

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import StartServer, new_notebook
+from tests.conftest import StartServer, new_notebook, notebook_on
 from tests.support.nodeclient import node_client
 from tests.support.pyclient import py_client
 
@@ -20,8 +20,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_sigkill_loses_nothing_anyone_received(start_server: StartServer):
     server = await start_server()
-    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
-        notebook_id = await new_notebook(api)
+    notebook_id = await notebook_on(server)
     async with (
         node_client(server.ws_base, notebook_id, token=server.token) as alice,
         node_client(server.ws_base, notebook_id, token=server.token) as bob,
@@ -69,8 +68,7 @@ async def test_edits_survive_restart_and_room_unload(start_server: StartServer):
 
 async def test_log_is_compacted_into_a_snapshot(start_server: StartServer, database_url: str):
     server = await start_server(WEFT_COMPACT_AFTER_UPDATES="50")
-    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
-        notebook_id = await new_notebook(api)
+    notebook_id = await notebook_on(server)
     async with py_client(server.ws_base, notebook_id, token=server.token) as writer:
         for n in range(120):
             await writer.insert(len(writer.text()), f"{n},")

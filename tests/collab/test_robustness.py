@@ -7,7 +7,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from collab import protocol
-from tests.conftest import StartServer, new_notebook
+from tests.conftest import StartServer, new_notebook, notebook_on
 from tests.support.nodeclient import node_client
 from tests.support.pyclient import py_client
 from tests.support.server import ServerProcess
@@ -65,8 +65,7 @@ async def test_text_frame_is_refused(server: ServerProcess, api: httpx.AsyncClie
 
 async def test_oversized_frame_is_refused(start_server: StartServer):
     server = await start_server(WEFT_MAX_FRAME_BYTES="65536")
-    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
-        notebook_id = await new_notebook(api)
+    notebook_id = await notebook_on(server)
     async with (
         node_client(server.ws_base, notebook_id, token=server.token) as alice,
         py_client(server.ws_base, notebook_id, token=server.token) as big,
@@ -82,10 +81,12 @@ async def test_oversized_frame_is_refused(start_server: StartServer):
         assert "x" * 100 not in await alice.text()
 
 
-async def test_slow_client_is_disconnected_not_buffered(start_server: StartServer):
-    server = await start_server(WEFT_CLIENT_SEND_QUEUE="32")
-    async with httpx.AsyncClient(base_url=server.url, headers=server.auth) as api:
-        notebook_id = await new_notebook(api)
+# "on": frames wait in the client's queue while its socket's buffer is full (weft.direct);
+# "off": they wait while the sender task is stuck in a send (plain ASGI).
+@pytest.mark.parametrize("direct", ["on", "off"])
+async def test_slow_client_is_disconnected_not_buffered(start_server: StartServer, direct: str):
+    server = await start_server(WEFT_CLIENT_SEND_QUEUE="32", WEFT_WS_DIRECT=direct)
+    notebook_id = await notebook_on(server)
     url = f"{server.ws_base}/{notebook_id}?token={server.token}"
     # The slow client syncs and then never reads: its socket buffers fill, then its queue.
     async with (

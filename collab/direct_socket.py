@@ -1,0 +1,154 @@
+"""The ``weft.direct`` ASGI extension: whole binary messages written straight to a
+WebSocket's transport, and read straight from it, under ``weft serve`` (uvicorn).
+
+Why: a room fans every update out to every other client. Through plain ASGI each frame
+costs a task switch, an ``await send()``, a frame object in the ``websockets`` state
+machine and a ``send()`` system call, and each received frame a queue, a pause and resume
+of reading and another task switch. At 50 clients typing that is ~25,000 frames a second,
+and the Python around each one, not the network, was the server's main cost (see
+docs/performance.md). With this extension a room queues frames for a client, and once
+per event-loop turn they go to its transport in one write; received frames reach the room
+synchronously from ``data_received``.
+
+The application asks for the extension in ``scope["extensions"]`` and falls back to plain
+ASGI sends and receives when it is absent (another ASGI server, or ``WEFT_WS_DIRECT=off``).
+Only complete, unfragmented binary messages are written here; the protocol object keeps
+writing everything else (handshake, pings, pongs, close), always as whole frames, so the
+two never interleave inside a frame.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import sniffio
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+EXTENSION = "weft.direct"
+
+_FIN_BINARY = 0x82  # FIN bit and opcode 2 (binary); frames from a server are never masked
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+def encode_binary_frames(payloads: Iterable[bytes]) -> bytes:
+    """RFC 6455 binary frames, one per payload, concatenated."""
+    parts: list[bytes] = []
+    for payload in payloads:
+        size = len(payload)
+        if size < 126:
+            parts.append(_SHORT.pack(_FIN_BINARY, size))
+        elif size < 1 << 16:
+            parts.append(_MEDIUM.pack(_FIN_BINARY, 126, size))
+        else:
+            parts.append(_LONG.pack(_FIN_BINARY, 127, size))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def as_asyncio_code(function: Callable[..., None]) -> Callable[..., None]:
+    """Run ``function`` as if from an asyncio task. Transport callbacks run outside any
+    task, where sniffio (and so anyio: ``anyio.Event()``, ``current_time()``) cannot tell
+    which library runs the loop; everything a frame reaches (rooms, the writer, the search
+    indexer) is written for task context."""
+
+    def run(*args: Any) -> None:
+        token = sniffio.current_async_library_cvar.set("asyncio")
+        try:
+            function(*args)
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
+
+    return run
+
+
+class DirectSocket:
+    """What the extension hands the application for one connection.
+
+    >>> direct = websocket.scope["extensions"]["weft.direct"]
+    >>> direct.on_writable = flush          # called when a full socket drains again
+    >>> direct.call_soon(flush)             # once per event-loop turn
+    >>> direct.receive_with(handle_frame)   # binary messages from now on, in order
+    >>> direct.write_binary([frame, frame]) # False once the socket is closed
+    """
+
+    def __init__(self, protocol: DirectWebSocketProtocol) -> None:
+        self._protocol = protocol
+        self.on_writable: Callable[[], None] | None = None
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in the event loop's next turn (as asyncio code, see above)."""
+        self._protocol.loop.call_soon(as_asyncio_code(callback))
+
+    @property
+    def open(self) -> bool:
+        p = self._protocol
+        return p.handshake_complete and not p.close_sent and not p.disconnected
+
+    @property
+    def writable(self) -> bool:
+        """False while the transport's buffer is above its high-water mark: the peer is not
+        reading. Keep frames queued until ``on_writable`` is called."""
+        return self._protocol.writable.is_set()
+
+    def write_binary(self, payloads: Iterable[bytes]) -> bool:
+        if not self.open or self._protocol.transport.is_closing():
+            return False
+        self._protocol.transport.write(encode_binary_frames(payloads))
+        return True
+
+    def receive_with(self, handler: Callable[[bytes], None]) -> None:
+        """Deliver every binary message to ``handler`` from now on, starting with those
+        already waiting for the application. Text messages and the disconnect still
+        arrive through ASGI ``receive``. The handler must not raise."""
+        self._protocol.receive_with(as_asyncio_code(handler))
+
+
+class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, offering ``weft.direct`` to the application."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct: DirectSocket | None = None
+        self._handler: Callable[[bytes], None] | None = None
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        # The application task is created but has not started: it will see the extension.
+        if self.handshake_initiated and not self.close_sent:
+            self._direct = DirectSocket(self)
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[EXTENSION] = self._direct
+
+    def receive_with(self, handler: Callable[[bytes], None]) -> None:
+        waiting: list[Any] = []
+        while not self.queue.empty():
+            waiting.append(self.queue.get_nowait())
+        self._handler = handler
+        for message in waiting:
+            data = message.get("bytes") if message["type"] == "websocket.receive" else None
+            if data is not None:
+                handler(data)
+            else:
+                self.queue.put_nowait(message)
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def send_receive_event_to_app(self) -> None:
+        handler = self._handler
+        if handler is None or self.curr_msg_data_type != "bytes" or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        handler(data if type(data) is bytes else bytes(data))
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        direct = self._direct
+        if direct is not None and direct.on_writable is not None:
+            direct.on_writable()

@@ -1,0 +1,134 @@
+"""The weft.direct extension (collab/direct_socket.py) and the plain-ASGI path beside it.
+
+``weft serve`` writes frames straight to each socket's transport and reads them without a
+task switch; with ``WEFT_WS_DIRECT=off`` (or under another ASGI server) the same
+connection code goes through ASGI ``send``/``receive``. Both must behave the same.
+"""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+import y_py as Y
+from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from collab import protocol
+from collab.direct_socket import encode_binary_frames
+from tests.conftest import StartServer, notebook_on
+from tests.support.nodeclient import node_client
+from tests.support.pyclient import py_client
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.anyio
+
+MODES = ["on", "off"]
+SOCKET_OF_MODE = {"on": "direct", "off": "asgi"}
+
+
+def parse_frames(data: bytes, count: int) -> list[Frame]:
+    """Read ``count`` frames as the websockets library's client reads a server's."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    frames = []
+    for _ in range(count):
+        parser = Frame.parse(reader.read_exact, mask=False)
+        try:
+            next(parser)
+        except StopIteration as done:
+            frames.append(done.value)
+        else:
+            raise AssertionError("frame incomplete")
+    assert reader.at_eof() or not reader.buffer
+    return frames
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 300_000])
+def test_frames_are_what_a_websocket_client_reads(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    # Two at once, as a room's flush writes them: the second must start where the first ends.
+    (first, second) = parse_frames(encode_binary_frames([payload, b"next"]), 2)
+    assert (first.opcode, first.fin, first.data) == (Opcode.BINARY, True, payload)
+    assert (second.opcode, second.data) == (Opcode.BINARY, b"next")
+
+
+def sockets_joined(server: ServerProcess) -> set[str]:
+    kinds = set()
+    for line in server.log_text().splitlines():
+        if '"client joined"' in line:
+            kinds.add(json.loads(line)["socket"])
+    return kinds
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_edits_flow_both_ways_through_a_long_session(start_server: StartServer, mode: str):
+    server = await start_server(WEFT_WS_DIRECT=mode)
+    notebook_id = await notebook_on(server)
+    async with (
+        node_client(server.ws_base, notebook_id, token=server.token) as alice,
+        py_client(server.ws_base, notebook_id, token=server.token) as bob,
+    ):
+        await alice.call("insert", text="one ")
+        await bob.wait_text("one ")
+        # Past the search indexer's 1 s debounce: the next edit takes the path that first
+        # touches a room (anyio's clock, read from a transport callback under weft.direct).
+        await anyio.sleep(1.5)
+        await bob.insert(0, "two ")
+        await alice.wait_text("two one ")
+        await alice.call("insert", text="three")
+        await bob.wait_text("three")
+        assert not bob.closed.is_set()
+        assert await alice.text() == bob.text()
+    assert sockets_joined(server) == {SOCKET_OF_MODE[mode]}
+    events = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    assert not [e for e in events if e["logger"].startswith("collab.") and e["level"] != "info"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_bad_frames_close_one_connection_in_either_mode(start_server: StartServer, mode: str):
+    server = await start_server(WEFT_WS_DIRECT=mode)
+    notebook_id = await notebook_on(server)
+    async with (
+        node_client(server.ws_base, notebook_id, token=server.token) as alice,
+        py_client(server.ws_base, notebook_id, token=server.token) as mallory,
+        py_client(server.ws_base, notebook_id, token=server.token) as text_sender,
+    ):
+        await mallory.ws.send(protocol.create_update_message(b"\x05\xff\xff\xff\x01"))
+        await text_sender.ws.send("hello")
+        assert (await mallory.wait_closed())[0] == 1002
+        assert (await text_sender.wait_closed())[0] == 1003
+        await alice.call("insert", text="still-live")
+        assert "still-live" in await alice.text()
+    assert sockets_joined(server) == {SOCKET_OF_MODE[mode]}
+
+
+async def test_frames_sent_before_the_room_is_ready_are_applied_in_order(
+    start_server: StartServer,
+):
+    """A client may send its sync step 1 and edits right after the handshake, while the
+    server still checks its access and loads the room: none may be lost or reordered."""
+    server = await start_server()
+    notebook_id = await notebook_on(server)
+    async with py_client(server.ws_base, notebook_id, token=server.token) as reader:
+        await reader.wait_text("")
+        url = f"{server.ws_base}/{notebook_id}?token={server.token}"
+        async with connect(url, compression=None) as raw:
+            # An editor that never waits: the document's cell comes from the reader's copy.
+            doc = Y.YDoc()
+            Y.apply_update(doc, Y.encode_state_as_update(reader.doc))
+            updates: list[bytes] = []
+            doc.observe_after_transaction(lambda e: updates.append(bytes(e.get_update())))
+            source = doc.get_array("cells")[0]["source"]
+            for n in range(20):
+                with doc.begin_transaction() as txn:
+                    source.extend(txn, f"<{n}>")
+            await raw.send(protocol.create_sync_step1_message(b"\x00"))
+            for update in updates:
+                await raw.send(protocol.create_update_message(update))
+            expected = "".join(f"<{n}>" for n in range(20))
+            await reader.wait_text(expected)
+            assert reader.text() == expected
