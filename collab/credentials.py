@@ -38,17 +38,26 @@ def check_password_rules(password: object) -> str:
     return password
 
 
+# Hashes computed at once. Each takes 64 MiB and a core for tens of milliseconds: without a
+# bound, a burst of logins (or a flood) would take 64 MiB per worker thread, up to anyio's
+# 40, and starve the server; beyond the cores there is nothing to gain anyway.
+HASHES_AT_ONCE = 2
+
+
 class Passwords:
-    """argon2id hashing, off the event loop (each hash takes tens of ms and 64 MiB)."""
+    """argon2id hashing, off the event loop (each hash takes tens of ms and 64 MiB), at
+    most ``HASHES_AT_ONCE`` at a time; other logins wait their turn. Create it in the event
+    loop that will use it."""
 
     def __init__(self) -> None:
         self._hasher = PasswordHasher()
+        self._slots = anyio.CapacityLimiter(HASHES_AT_ONCE)
         # Verified against when the account does not exist, so a login's timing does not
         # tell whether an address has an account.
         self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self._hasher.hash, password)
+        return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self._slots)
 
     async def verify(self, stored: str | None, password: str) -> bool:
         def check() -> bool:
@@ -57,4 +66,4 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        return await anyio.to_thread.run_sync(check)
+        return await anyio.to_thread.run_sync(check, limiter=self._slots)

@@ -130,8 +130,8 @@ class Connection:
                     pass  # the socket is already gone; nothing left to tell
 
     async def _receive_loop(self) -> None:
-        # With weft.direct, binary frames arrive through _on_frame instead; only text
-        # frames and the disconnect come this way.
+        # With weft.direct, binary frames arrive through on_frame (see _attach) instead;
+        # only text frames and the disconnect come this way.
         while not self.client.closing:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import anyio
 import httpx
 import pytest
 
@@ -100,6 +101,37 @@ async def test_brute_force_logins_are_slowed_then_locked(start_server: StartServ
         assert response.status_code == 429
         assert "try again" in response.json()["error"]["message"]
     assert "guess number" not in server.log_text()
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+async def test_a_burst_of_logins_hashes_two_at_a_time(server: ServerProcess):
+    """Each argon2id hash takes 64 MiB: twenty logins at once must not take twenty times
+    that (anyio would run up to 40 in threads), only wait their turn."""
+    assert server.proc is not None
+    # The owner's sign-up has already hashed once: the high-water mark includes one hash.
+    before = peak_rss_mib(server.proc.pid)
+    async with client(server) as anon:
+        statuses: list[int] = []
+
+        async def login(n: int) -> None:
+            response = await anon.post(
+                "/api/auth/login", json={"email": f"nobody{n}@example.org", "password": "x" * 12}
+            )
+            statuses.append(response.status_code)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(login, n)
+    assert statuses == [401] * 20
+    # Two hashes at once: at most one more 64 MiB block than the sign-up's (plus slack).
+    assert peak_rss_mib(server.proc.pid) - before < 64 + 40
 
 
 async def test_invite_only_server_needs_a_link_or_an_invitation(start_server: StartServer):
