@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import mimetypes
 import uuid
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+from urllib.parse import quote
 
+import anyio
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from collab.access import (
@@ -20,6 +26,8 @@ from collab.http import json_object, path_uuid
 from collab.peers import open_notebook
 from executor.files import FileStoreError
 from executor.service import Executor
+
+_DOWNLOAD_CHUNK = 256 * 1024
 
 
 def _executor(request: Request) -> Executor:
@@ -134,20 +142,19 @@ async def list_files(request: Request) -> Response:
     workspace_id = await _workspace(request, Role.VIEWER)
     store = _executor(request).files
     try:
-        entries = store.list(
-            workspace_id,
-            request.query_params.get("path", ""),
-            schema=request.query_params.get("schema") in ("1", "true"),
+        # Off the event loop: a listing with schemas reads files, usage walks the tree.
+        entries = await anyio.to_thread.run_sync(
+            functools.partial(
+                store.list,
+                workspace_id,
+                request.query_params.get("path", ""),
+                schema=request.query_params.get("schema") in ("1", "true"),
+            )
         )
+        usage = await anyio.to_thread.run_sync(store.usage, workspace_id)
     except FileStoreError as exc:
         raise _file_error(exc) from None
-    return JSONResponse(
-        {
-            "files": entries,
-            "usage_bytes": store.usage(workspace_id),
-            "quota_bytes": store.quota_bytes,
-        }
-    )
+    return JSONResponse({"files": entries, "usage_bytes": usage, "quota_bytes": store.quota_bytes})
 
 
 async def put_file(request: Request) -> Response:
@@ -167,21 +174,51 @@ async def put_file(request: Request) -> Response:
 
 async def get_file(request: Request) -> Response:
     workspace_id = await _workspace(request, Role.VIEWER)
+    relative = request.path_params["path"]
     try:
-        path = _executor(request).files.resolve(
-            workspace_id, request.path_params["path"], must_exist=True
+        file, size = await anyio.to_thread.run_sync(
+            _executor(request).files.open_for_read, workspace_id, relative
         )
     except FileStoreError as exc:
         raise _file_error(exc) from None
-    if path.is_dir():
-        raise BadRequest("that is a folder; list it with GET /api/workspaces/{id}/files?path=")
-    return FileResponse(path, filename=path.name)
+    return _download(file, size, relative.rsplit("/", 1)[-1])
+
+
+def _download(file: BinaryIO, size: int, name: str) -> Response:
+    """Stream the file that was opened (never a path opened again: see executor.files), at
+    most the ``size`` it had when opened, as an attachment."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        left = size
+        try:
+            while left > 0:
+                chunk = await anyio.to_thread.run_sync(file.read, min(left, _DOWNLOAD_CHUNK))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+        finally:
+            file.close()
+
+    quoted = quote(name)
+    disposition = (
+        f'attachment; filename="{name}"'
+        if quoted == name
+        else f"attachment; filename*=utf-8''{quoted}"
+    )
+    return StreamingResponse(
+        chunks(),
+        media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        headers={"content-length": str(size), "content-disposition": disposition},
+    )
 
 
 async def delete_file(request: Request) -> Response:
     workspace_id = await _workspace(request, Role.EDITOR)
     try:
-        _executor(request).files.delete(workspace_id, request.path_params["path"])
+        await anyio.to_thread.run_sync(
+            _executor(request).files.delete, workspace_id, request.path_params["path"]
+        )
     except FileStoreError as exc:
         raise _file_error(exc) from None
     return Response(status_code=204)
@@ -193,7 +230,7 @@ async def make_folder(request: Request) -> Response:
     if not isinstance(path, str) or not path:
         raise BadRequest("'path' must be a non-empty string")
     try:
-        _executor(request).files.mkdir(workspace_id, path)
+        await anyio.to_thread.run_sync(_executor(request).files.mkdir, workspace_id, path)
     except FileStoreError as exc:
         raise _file_error(exc) from None
     return JSONResponse({"path": path}, status_code=201)
@@ -206,7 +243,9 @@ async def move_file(request: Request) -> Response:
     if not isinstance(source, str) or not isinstance(destination, str):
         raise BadRequest("'from' and 'to' must be strings")
     try:
-        _executor(request).files.move(workspace_id, source, destination)
+        await anyio.to_thread.run_sync(
+            _executor(request).files.move, workspace_id, source, destination
+        )
     except FileStoreError as exc:
         raise _file_error(exc) from None
     return JSONResponse({"from": source, "to": destination})
