@@ -200,6 +200,37 @@ async def workspace_role(
     return _best(record["member"], record["linked"])
 
 
+async def files_role(
+    pool: asyncpg.Pool, identity: Identity, workspace_id: uuid.UUID
+) -> Role | None:
+    """The identity's role on the workspace's files: its role on the workspace, or editor
+    if it may edit (and so run) any notebook of it, through a notebook grant or a notebook
+    link. Every notebook's kernels mount the workspace's files, so such a person reaches
+    them through code anyway; someone who may only view a notebook does not. Raises
+    NotFound for an unknown workspace."""
+    record = await pool.fetchrow(
+        "SELECT (SELECT role FROM workspace_members m"
+        "   WHERE m.workspace_id = w.id AND m.user_id = $2) AS member,"
+        " (SELECT role FROM share_links l WHERE l.id = $3 AND l.workspace_id = w.id"
+        "   AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > now()))"
+        "   AS linked,"
+        " (SELECT l.notebook_id IS NULL FROM share_links l WHERE l.id = $3) AS whole,"
+        " EXISTS (SELECT 1 FROM notebook_grants g JOIN notebooks n ON n.id = g.notebook_id"
+        "   WHERE n.workspace_id = w.id AND g.user_id = $2 AND g.role <> 'viewer') AS grants"
+        " FROM workspaces w WHERE w.id = $1",
+        workspace_id,
+        identity.user_id,
+        identity.link_id,
+    )
+    if record is None:
+        raise NotFound(f"no workspace {workspace_id}")
+    linked = record["linked"]
+    whole_link = linked if record["whole"] else None
+    notebook_link = linked if linked and not record["whole"] else None
+    runs_code = record["grants"] or (notebook_link is not None and notebook_link != "viewer")
+    return _best(record["member"], whole_link, "editor" if runs_code else None)
+
+
 def _enforce(role: Role | None, minimum: Role, kind: str, thing: uuid.UUID) -> Role:
     if role is None:
         # Not a member: as far as they can tell, it does not exist.
@@ -228,6 +259,15 @@ async def require_workspace(
     identity = await identify(conn)
     pool: asyncpg.Pool = conn.app.state.services.pool
     role = await workspace_role(pool, identity, workspace_id)
+    granted = _enforce(role, minimum, "workspace", workspace_id)
+    return _principal(identity, granted, await _guest_scope(pool, identity), workspace_id)
+
+
+async def require_files(conn: HTTPConnection, workspace_id: uuid.UUID, minimum: Role) -> Principal:
+    """The caller, if they hold at least ``minimum`` on the workspace's files (files_role)."""
+    identity = await identify(conn)
+    pool: asyncpg.Pool = conn.app.state.services.pool
+    role = await files_role(pool, identity, workspace_id)
     granted = _enforce(role, minimum, "workspace", workspace_id)
     return _principal(identity, granted, await _guest_scope(pool, identity), workspace_id)
 

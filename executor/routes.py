@@ -18,6 +18,7 @@ from collab.access import (
     Principal,
     Role,
     current_principal,
+    require_files,
     require_notebook,
     require_workspace,
 )
@@ -44,6 +45,14 @@ async def _notebook(request: Request, minimum: Role) -> tuple[uuid.UUID, Princip
 async def _workspace(request: Request, minimum: Role) -> uuid.UUID:
     workspace_id = path_uuid(request, "workspace_id", "workspace")
     await require_workspace(request, workspace_id, minimum)
+    return workspace_id
+
+
+async def _files(request: Request, minimum: Role) -> uuid.UUID:
+    """The workspace in the path, if the caller holds ``minimum`` on its files (a member,
+    or someone who may edit one of its notebooks: see collab.access.files_role)."""
+    workspace_id = path_uuid(request, "workspace_id", "workspace")
+    await require_files(request, workspace_id, minimum)
     return workspace_id
 
 
@@ -139,7 +148,7 @@ def _file_error(exc: FileStoreError) -> WeftError:
 
 
 async def list_files(request: Request) -> Response:
-    workspace_id = await _workspace(request, Role.VIEWER)
+    workspace_id = await _files(request, Role.VIEWER)
     store = _executor(request).files
     try:
         # Off the event loop: a listing with schemas reads files, usage walks the tree.
@@ -158,7 +167,7 @@ async def list_files(request: Request) -> Response:
 
 
 async def put_file(request: Request) -> Response:
-    workspace_id = await _workspace(request, Role.EDITOR)
+    workspace_id = await _files(request, Role.EDITOR)
     declared = request.headers.get("content-length")
     try:
         written = await _executor(request).files.write(
@@ -173,7 +182,7 @@ async def put_file(request: Request) -> Response:
 
 
 async def get_file(request: Request) -> Response:
-    workspace_id = await _workspace(request, Role.VIEWER)
+    workspace_id = await _files(request, Role.VIEWER)
     relative = request.path_params["path"]
     try:
         file, size = await anyio.to_thread.run_sync(
@@ -214,7 +223,7 @@ def _download(file: BinaryIO, size: int, name: str) -> Response:
 
 
 async def delete_file(request: Request) -> Response:
-    workspace_id = await _workspace(request, Role.EDITOR)
+    workspace_id = await _files(request, Role.EDITOR)
     try:
         await anyio.to_thread.run_sync(
             _executor(request).files.delete, workspace_id, request.path_params["path"]
@@ -225,7 +234,7 @@ async def delete_file(request: Request) -> Response:
 
 
 async def make_folder(request: Request) -> Response:
-    workspace_id = await _workspace(request, Role.EDITOR)
+    workspace_id = await _files(request, Role.EDITOR)
     path = (await json_object(request)).get("path")
     if not isinstance(path, str) or not path:
         raise BadRequest("'path' must be a non-empty string")
@@ -237,7 +246,7 @@ async def make_folder(request: Request) -> Response:
 
 
 async def move_file(request: Request) -> Response:
-    workspace_id = await _workspace(request, Role.EDITOR)
+    workspace_id = await _files(request, Role.EDITOR)
     body = await json_object(request)
     source, destination = body.get("from"), body.get("to")
     if not isinstance(source, str) or not isinstance(destination, str):

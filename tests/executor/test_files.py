@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import StartServer
+from tests.conftest import StartServer, sign_up
 from tests.executor.conftest import Weft, text_of
 
 pytestmark = pytest.mark.anyio
@@ -110,3 +110,43 @@ async def test_files_cells_write_show_up(weft: Weft):
     assert entry["name"] == "out.parquet"
     assert entry["schema"]["rows"] == 2
     assert entry["schema"]["columns"][0]["name"] == "k"
+
+
+async def test_notebook_editors_reach_the_files_and_notebook_viewers_do_not(files_api):
+    """Kernels of every notebook mount the workspace's files: whoever may edit (run) one of
+    its notebooks gets them through the API too; someone who may only view one does not."""
+    api, ws, _root = files_api
+    notebook = (await api.post(f"/api/workspaces/{ws}/notebooks", json={"title": "N"})).json()
+    assert (await api.put(f"/api/workspaces/{ws}/files/shared.csv", content=b"a\n1\n")).is_success
+
+    async def accept(role: str, token: str | None = None) -> str:
+        link = await api.post(
+            f"/api/workspaces/{ws}/links", json={"role": role, "notebook_id": notebook["id"]}
+        )
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=api.base_url, headers=headers) as anyone:
+            accepted = await anyone.post(f"/api/links/{link.json()['token']}/accept")
+        assert accepted.status_code == 200, accepted.text
+        return str(accepted.json()["token"]) if token is None else token
+
+    editor_guest = await accept("editor")
+    viewer_guest = await accept("viewer")
+    member = await sign_up(str(api.base_url), "mia@example.org", "Mia")
+    await accept("editor", member)  # a member's notebook grant
+    for n, token in enumerate((editor_guest, member)):
+        async with httpx.AsyncClient(base_url=api.base_url, headers=bearer(token)) as who:
+            listing = (await who.get(f"/api/workspaces/{ws}/files")).json()
+            assert "shared.csv" in [f["name"] for f in listing["files"]]
+            assert (await who.get(f"/api/workspaces/{ws}/files/shared.csv")).content == b"a\n1\n"
+            put = await who.put(f"/api/workspaces/{ws}/files/upload{n}.txt", content=b"x")
+            assert put.status_code == 201
+            # Files, not the workspace: its notebook list stays out of reach.
+            assert (await who.get(f"/api/workspaces/{ws}/notebooks")).status_code == 404
+    async with httpx.AsyncClient(base_url=api.base_url, headers=bearer(viewer_guest)) as viewer:
+        assert (await viewer.get(f"/api/notebooks/{notebook['id']}")).status_code == 200
+        assert (await viewer.get(f"/api/workspaces/{ws}/files")).status_code == 404
+        assert (await viewer.get(f"/api/workspaces/{ws}/files/shared.csv")).status_code == 404
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -104,6 +104,10 @@ async def test_a_guest_with_a_viewer_link_sees_edits_live_and_cannot_type(web: W
     await expect(viewer.get_by_role("button", name="Run all")).to_have_count(0)
     await expect(cell(viewer, "c0").get_by_role("button", name="Delete cell")).to_have_count(0)
     await expect(viewer.locator(".share-btn")).to_have_count(0)
+    # The workspace's files are for its members and the notebook's editors: said, not an error.
+    await viewer.get_by_role("tab", name="Files").click()
+    await expect(viewer.get_by_test_id("files-not-shared")).to_be_visible()
+    await expect(viewer.locator(".files-empty.error")).to_have_count(0)
 
     # Others' edits arrive live.
     await insert(ada, "c0", "\nb = 2")

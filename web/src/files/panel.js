@@ -66,7 +66,12 @@ export function filesPanel (workspaceId, { readOnly = false, onInsert = null, co
     try {
       listing = await api.files(workspaceId, dir)
     } catch (error) {
-      list.replaceChildren(h('div.files-empty.error', `Could not list files: ${error.message}`))
+      // Someone who may only view this notebook (through its link) is not shown the
+      // workspace's files: only its members and the notebook's editors are.
+      const notShared = error.status === 404 || error.status === 403
+      list.replaceChildren(notShared
+        ? h('div.files-empty', { 'data-testid': 'files-not-shared' }, "The workspace's files are shared with its members and this notebook's editors.")
+        : h('div.files-empty.error', `Could not list files: ${error.message}`))
       return
     }
     usage.textContent = listing.quota_bytes ? `${formatBytes(listing.usage_bytes)} of ${formatBytes(listing.quota_bytes)} used` : ''
