@@ -227,6 +227,18 @@ class Accounts:
             link_id=record["link_id"],
         )
 
+    async def rename(self, identity: Identity, name: object) -> dict[str, Any]:
+        """Change the name others see (guests too); returns the account as user_json."""
+        record = await self._pool.fetchrow(
+            "UPDATE users SET name = $2 WHERE id = $1 RETURNING *",
+            identity.user_id,
+            clean_name(name, "name"),
+        )
+        if record is None:
+            raise NotFound("the account is gone")
+        log.info("renamed", extra={"user_id": str(identity.user_id)})
+        return user_json(record)
+
     async def logout(self, identity: Identity) -> None:
         await self._pool.execute(
             "UPDATE credentials SET revoked_at = now() WHERE id = $1", identity.credential_id

@@ -74,6 +74,13 @@ async def me(request: Request) -> Response:
     return JSONResponse({"user": user_json(identity), "credential": identity.kind})
 
 
+async def rename_me(request: Request) -> Response:
+    identity = await identify(request)
+    body = await json_object(request)
+    user = await services_of(request).accounts.rename(identity, body.get("name"))
+    return JSONResponse({"user": user, "credential": identity.kind})
+
+
 async def list_tokens(request: Request) -> Response:
     identity = await require_account(request)
     tokens = await services_of(request).accounts.list_api_tokens(identity.user_id)
@@ -201,6 +208,7 @@ routes = [
     Route("/api/auth/login", login, methods=["POST"]),
     Route("/api/auth/logout", logout, methods=["POST"]),
     Route("/api/auth/me", me, methods=["GET"]),
+    Route("/api/auth/me", rename_me, methods=["PATCH"]),
     Route("/api/auth/tokens", list_tokens, methods=["GET"]),
     Route("/api/auth/tokens", create_token, methods=["POST"]),
     Route("/api/auth/tokens/{token_id}", revoke_token, methods=["DELETE"]),

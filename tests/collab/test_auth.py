@@ -56,6 +56,18 @@ async def test_signup_login_logout_and_me(server: ServerProcess):
     async with client(server, token) as ada:
         me = await ada.get("/api/auth/me")
         assert me.json()["user"]["name"] == "Ada"
+        # The name others see can change; members lists follow.
+        renamed = await ada.patch("/api/auth/me", json={"name": "  Ada Lovelace "})
+        assert renamed.status_code == 200, renamed.text
+        assert renamed.json()["user"]["name"] == "Ada Lovelace"
+        assert (await ada.get("/api/auth/me")).json()["user"]["name"] == "Ada Lovelace"
+        workspace = (await ada.post("/api/workspaces", json={"name": "w"})).json()["id"]
+        members = (await ada.get(f"/api/workspaces/{workspace}/members")).json()["members"]
+        assert [m["name"] for m in members] == ["Ada Lovelace"]
+        for bad in ("", "   ", "x" * 201, None, 7):
+            refused = await ada.patch("/api/auth/me", json={"name": bad})
+            assert refused.status_code == 400, bad
+            assert "'name'" in refused.json()["error"]["message"]
         assert (await ada.post("/api/auth/logout")).status_code == 204
         assert (await ada.get("/api/auth/me")).status_code == 401
     # Passwords never reach the log.

@@ -211,3 +211,19 @@ async def test_a_lowered_role_makes_the_open_notebook_read_only(web: WebWeft) ->
     await expect(grace.locator(".conn-badge")).to_have_attribute("data-state", "online")
     await expect(editor(grace, "c0")).to_have_attribute("contenteditable", "false")
     await wait_text(grace, "c0", "v = 1")
+
+
+async def test_a_new_name_reaches_the_people_already_in_the_notebook(web: WebWeft) -> None:
+    notebook = await web.notebook([{"cell_type": "code", "source": ""}], title="Names")
+    ada = await web.open_notebook(await web.person(*ADA), notebook)
+    grace = await web.open_notebook(await web.person(*GRACE), notebook)
+    await expect(grace.locator(".people")).to_have_attribute("title", "Here now: Ada Lovelace")
+
+    await ada.locator("button.me-chip").click()
+    await ada.get_by_role("textbox", name="Others see this").fill("Countess Ada")
+    await ada.get_by_role("button", name="Save").click()
+    await expect(ada.locator(".me-name")).to_have_text("Countess Ada")
+    # Live for the others, and kept: the account has the new name.
+    await expect(grace.locator(".people")).to_have_attribute("title", "Here now: Countess Ada")
+    await ada.reload()
+    await expect(ada.locator(".me-name")).to_have_text("Countess Ada")

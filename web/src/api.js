@@ -81,6 +81,7 @@ export const api = {
   login: (email, password) => post('/api/auth/login', { email, password }),
   logout: () => post('/api/auth/logout'),
   me: () => get('/api/auth/me'),
+  renameMe: (name) => patch('/api/auth/me', { name }),
 
   members: (workspaceId) => get(`/api/workspaces/${enc(workspaceId)}/members`),
   addMember: (workspaceId, email, role) => post(`/api/workspaces/${enc(workspaceId)}/members`, { email, role }),

@@ -2,7 +2,7 @@
 // run all, export) and the offline banner.
 import { h, icon, iconButton } from '../ui/dom.js'
 import { api, download, toSignin } from '../api.js'
-import { topbar, meChip } from './chrome.js'
+import { topbar, meChip, IDENTITY_CHANGED } from './chrome.js'
 import { getIdentity } from '../session.js'
 import { toast, toastError } from '../ui/toast.js'
 import { modal } from '../ui/dialog.js'
@@ -62,6 +62,8 @@ export async function notebookPage ({ id }, root, query = {}) {
   document.title = `${notebook.title} · Weft`
 
   const offNotice = watchAccess(connection, id, readOnly)
+  const followIdentity = () => connection.setUser(getIdentity())
+  window.addEventListener(IDENTITY_CHANGED, followIdentity)
 
   const status = connectionBadge(connection)
   const banner = offlineBanner(connection, readOnly)
@@ -90,6 +92,7 @@ export async function notebookPage ({ id }, root, query = {}) {
 
   return () => {
     root.classList.remove('nb-root')
+    window.removeEventListener(IDENTITY_CHANGED, followIdentity)
     offNotice()
     view.model.meta.unobserveDeep(followTitle)
     view.destroy()
