@@ -11,8 +11,9 @@ from starlette.routing import BaseRoute, Route
 from ai.service import MODES, Assistant, Generation
 from ai.service import Request as AssistRequest
 from ai.settings import HOW_TO_CONFIGURE
+from ai.shared import SharedGeneration
 from collab.access import Role, identify, require_notebook
-from collab.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from collab.errors import BadRequest, Forbidden, NotFound, Unavailable
 from collab.http import json_object, path_uuid
 
 MAX_BODY_BYTES = 64 * 1024
@@ -74,58 +75,59 @@ async def assist(request: Request) -> Response:
     )
 
 
-async def _generation(request: Request, minimum: Role) -> tuple[Generation, bool]:
-    """The generation, after the caller's access to its notebook is checked; and whether
-    the caller is the one who asked for it."""
+async def _generation(
+    request: Request, minimum: Role
+) -> tuple[Generation | SharedGeneration, bool]:
+    """The generation (running here, or the row of one another server runs), after the
+    caller's access to its notebook is checked; and whether the caller asked for it."""
     generation_id = path_uuid(request, "generation_id", "generation")
     await identify(request)  # signed out: 401 before anything is looked up
-    generation = _assistant(request).generations.get(generation_id)
-    if generation is None:
+    assistant = _assistant(request)
+    found: Generation | SharedGeneration | None = assistant.generations.get(generation_id)
+    if found is None:
+        found = await assistant.shared.get(generation_id)
+    if found is None:
         raise NotFound(f"no generation {generation_id} (finished ones are kept for a while)")
-    principal = await require_notebook(request, generation.request.notebook_id, minimum)
-    return generation, principal.user_id == generation.requester.user_id
+    if isinstance(found, Generation):
+        notebook_id, requester_id = found.request.notebook_id, found.requester.user_id
+    else:
+        notebook_id, requester_id = found.notebook_id, found.requester_id
+    principal = await require_notebook(request, notebook_id, minimum)
+    return found, principal.user_id == requester_id
 
 
 async def get_generation(request: Request) -> Response:
-    generation, _ = await _generation(request, Role.VIEWER)
-    return JSONResponse(generation.public())
+    found, _ = await _generation(request, Role.VIEWER)
+    return JSONResponse(found.public() if isinstance(found, Generation) else found.public)
 
 
-async def _own(request: Request) -> Generation:
-    generation, own = await _generation(request, Role.EDITOR)
+async def _act(request: Request, action: str) -> Response:
+    """Accept, reject or cancel the requester's generation, wherever it runs."""
+    found, own = await _generation(request, Role.EDITOR)
     if not own:
-        raise Forbidden(f"only {generation.requester.name}, who asked for it, may do that")
-    return generation
-
-
-async def _resolve(request: Request, action: str) -> Response:
-    """Accept or reject the requester's suggestion (stopping its stream first); asking
-    again for what was already done is fine."""
-    generation = await _own(request)
+        name = (
+            found.requester.name
+            if isinstance(found, Generation)
+            else found.public["requested_by"]["name"]
+        )
+        raise Forbidden(f"only {name}, who asked for it, may do that")
     assistant = _assistant(request)
-    await assistant.stop_streaming(generation)
-    if generation.state == "pending":
-        if action == "accept":
-            assistant.accept(generation)
-        else:
-            assistant.reject(generation)
-    elif generation.state != f"{action}ed":
-        raise Conflict(f"cannot {action}: the generation is already {generation.state}")
-    return JSONResponse(generation.public())
+    if isinstance(found, SharedGeneration):
+        return JSONResponse(await assistant.act_remotely(found, action))
+    await assistant.act(found, action)
+    return JSONResponse(found.public())
 
 
 async def accept(request: Request) -> Response:
-    return await _resolve(request, "accept")
+    return await _act(request, "accept")
 
 
 async def reject(request: Request) -> Response:
-    return await _resolve(request, "reject")
+    return await _act(request, "reject")
 
 
 async def cancel(request: Request) -> Response:
-    generation = await _own(request)
-    await _assistant(request).stop_streaming(generation)
-    return JSONResponse(generation.public())
+    return await _act(request, "cancel")
 
 
 def routes() -> list[BaseRoute]:

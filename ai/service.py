@@ -4,7 +4,8 @@ document, and stay pending suggestions until their requester accepts or rejects 
 A generation's task holds the notebook's room from its start until its suggestion is
 resolved (accepted, rejected, expired, or failed), so the suggestion's tracking of the
 cell's text never misses an edit. Generations live in the memory of the server that
-started them.
+started them; every state change is also written to PostgreSQL (ai/shared.py), so any
+server can show one and pass accept, reject or cancel on to the server running it.
 """
 
 from __future__ import annotations
@@ -28,18 +29,21 @@ from ai.cleaner import CodeFilter
 from ai.prompt import Cell, PromptInput, build_prompt
 from ai.provider import CompletionStream, ProviderError, make_client
 from ai.settings import AssistantSettings
+from ai.shared import ACTIVE, DB_ERRORS, HEARTBEAT_S, SharedGeneration, SharedGenerations
 from ai.tokens import Tokenizer, load_tokenizer
 from ai.tracking import Suggestion
 from collab.access import Principal
-from collab.errors import BadRequest, Conflict, NotFound, WeftError
+from collab.errors import BadRequest, Conflict, NotFound, Unavailable, WeftError
 from collab.peers import NotebookPeer, open_notebook
 from collab.services import Services
 
 log = logging.getLogger(__name__)
 
 MODES = ("generate", "edit", "fix")
-ACTIVE = ("streaming", "pending")
+ACTIONS = ("accept", "reject", "cancel")
 MAX_FILES_LISTED = 100
+# How long a server waits for another to carry out an action on a generation it runs.
+REMOTE_ACTION_S = 10.0
 ASSISTANT_COLOR = "#7c3aed"
 
 
@@ -134,6 +138,8 @@ class Assistant:
         self.settings = settings
         self.services = services
         self.generations: dict[uuid.UUID, Generation] = {}
+        self.shared = SharedGenerations(services.pool, services.store.node)
+        self._versions: dict[uuid.UUID, int] = {}
         self._by_cell: dict[tuple[uuid.UUID, str], Generation] = {}
         self._recent: dict[uuid.UUID, deque[float]] = {}
         self.tokenizer: Tokenizer | None = None
@@ -189,7 +195,10 @@ class Assistant:
         else:
             log.warning("assistant not configured: OPENAI_API_KEY is not set")
         try:
-            async with anyio.create_task_group() as tg:
+            async with (
+                anyio.create_task_group() as tg,
+                self.shared.listening(self._asked),
+            ):
                 self._tg = tg
                 tg.start_soon(self._forget_finished)
                 yield self
@@ -201,11 +210,18 @@ class Assistant:
 
     async def _forget_finished(self) -> None:
         while True:
-            await anyio.sleep(min(60.0, self.settings.keep_finished_s))
+            await anyio.sleep(min(HEARTBEAT_S, self.settings.keep_finished_s))
             now = time.monotonic()
             for gen_id, gen in list(self.generations.items()):
                 if gen.ended is not None and now - gen.ended > self.settings.keep_finished_s:
                     del self.generations[gen_id]
+                    self._versions.pop(gen_id, None)
+            active = [g.id for g in self.generations.values() if g.state in ACTIVE]
+            try:
+                await self.shared.touch(active)
+                await self.shared.forget(self.settings.keep_finished_s)
+            except DB_ERRORS as exc:
+                log.warning("assistant: could not refresh shared generations: %s", exc)
             for user, recent in list(self._recent.items()):
                 while recent and now - recent[0] > self.settings.rate_window_s:
                     recent.popleft()
@@ -241,7 +257,83 @@ class Assistant:
             if recent is not None and stamp in recent:
                 recent.remove(stamp)
             raise
+        # Written before the 202: the next request may reach another server.
+        await self._save(*self._row(generation))
         return generation
+
+    # -- shared with other servers (ai/shared.py) -----------------------------------------
+
+    def _row(self, generation: Generation) -> tuple[SharedGeneration, int]:
+        version = self._versions.get(generation.id, 0) + 1
+        self._versions[generation.id] = version
+        row = SharedGeneration(
+            id=generation.id,
+            notebook_id=generation.request.notebook_id,
+            cell_id=generation.request.cell_id,
+            node=self.shared.node,
+            requester_id=generation.requester.user_id,
+            state=generation.state,
+            public=generation.public(),
+        )
+        return row, version
+
+    async def _save(self, row: SharedGeneration, version: int) -> None:
+        try:
+            await self.shared.save(row, version)
+        except DB_ERRORS as exc:
+            # Other servers see an older state until the next change; this one is right.
+            log.warning(
+                "assistant: could not share a generation's state: %s",
+                exc,
+                extra={"notebook_id": str(row.notebook_id), "generation_id": str(row.id)},
+            )
+
+    def _publish(self, generation: Generation) -> None:
+        if self._tg is not None and generation.id in self.generations:
+            self._tg.start_soon(self._save, *self._row(generation))
+
+    def _asked(self, generation_id: uuid.UUID, action: str) -> None:
+        """Another server passed on an action on a generation this one runs."""
+        generation = self.generations.get(generation_id)
+        if generation is not None and self._tg is not None and action in ACTIONS:
+            self._tg.start_soon(self._answer, generation, action)
+
+    async def _answer(self, generation: Generation, action: str) -> None:
+        try:
+            await self.act(generation, action)
+        except Conflict:
+            pass  # already settled otherwise: the row says how
+        self._publish(generation)
+
+    async def act(self, generation: Generation, action: str) -> None:
+        """Accept, reject (stopping the stream first) or cancel a generation running here;
+        asking again for what was already done is fine. Raises Conflict otherwise."""
+        await self.stop_streaming(generation)
+        if action == "cancel":
+            return
+        if generation.state == "pending":
+            if action == "accept":
+                self.accept(generation)
+            else:
+                self.reject(generation)
+        elif generation.state != f"{action}ed":
+            raise Conflict(f"cannot {action}: the generation is already {generation.state}")
+
+    async def act_remotely(self, row: SharedGeneration, action: str) -> dict[str, Any]:
+        """``act`` on a generation another server runs: ask it, wait for its row to show
+        the outcome. Returns the generation as that server describes it."""
+        settled: tuple[str, ...] = ("streaming",) if action == "cancel" else ACTIVE
+        if row.state in settled:
+            await self.shared.ask(row, action)
+            with anyio.move_on_after(REMOTE_ACTION_S):
+                row = await self.shared.wait_for(row.id, lambda state: state not in settled)
+            if row.state in settled:
+                raise Unavailable(
+                    "the server running this generation did not answer; try again shortly"
+                )
+        if action != "cancel" and row.state != f"{action}ed":
+            raise Conflict(f"cannot {action}: the generation is already {row.state}")
+        return row.public
 
     def _claim_cell(self, notebook: NotebookPeer, generation: Generation) -> None:
         """At most one generation per cell; the requester's own pending suggestion is
@@ -416,6 +508,13 @@ class Assistant:
             try:
                 if notebook.cell(request.cell_id) is None:
                     raise NotFound(f"no cell {request.cell_id} in this notebook")
+                elsewhere = await self.shared.busy(request.notebook_id, request.cell_id)
+                if elsewhere is not None:
+                    name = elsewhere.public.get("requested_by", {}).get("name", "someone")
+                    raise Conflict(
+                        f"the assistant is already working in this cell for {name} (through "
+                        "another server); wait for it, or they accept, reject or cancel it"
+                    )
                 self._claim_cell(notebook, generation)
                 claimed = True
                 files = await self._files(request.notebook_id)
@@ -553,6 +652,7 @@ class Assistant:
         elif suggestion.changed:
             generation.state = "pending"
             self._mark(notebook, generation)
+            self._publish(generation)
         elif generation.finish_reason == "cancelled":
             self._end(generation, "cancelled")
         else:
@@ -581,6 +681,7 @@ class Assistant:
         self._release(generation)
         self._outcomes.labels(outcome=outcome or state).inc()
         generation.resolved.set()
+        self._publish(generation)
         log.info(
             "assistant generation ended",
             extra={
