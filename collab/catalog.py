@@ -35,6 +35,24 @@ def clean_name(value: object, field: str) -> str:
     return value
 
 
+async def _lock_documents(conn: asyncpg.Connection, notebook_ids: list[uuid.UUID]) -> None:
+    """Lock the notebooks' snapshot rows, before deleting the notebooks.
+
+    An append (collab.store) share-locks a notebook's snapshot row, then its foreign key
+    locks the notebook row. A bare DELETE takes them the other way round (the notebook row,
+    then the snapshot row through the cascade) and deadlocks with an append in flight,
+    until PostgreSQL breaks it after deadlock_timeout. Locked in the append's order, the
+    delete waits for an append in progress to commit, and an append that comes later waits
+    for the delete, then fails on the foreign key (the writer drops the notebook's room).
+    In notebook_id order, so two deletes never deadlock with each other.
+    """
+    await conn.execute(
+        "SELECT 1 FROM document_snapshots WHERE notebook_id = ANY($1::uuid[])"
+        " ORDER BY notebook_id FOR UPDATE",
+        notebook_ids,
+    )
+
+
 class Catalog:
     """CRUD for workspaces and notebooks.
 
@@ -93,12 +111,16 @@ class Catalog:
     async def delete_workspace(self, workspace_id: uuid.UUID) -> list[uuid.UUID]:
         """Delete the workspace and its notebooks; returns the notebook ids that went."""
         async with self._pool.acquire() as conn, conn.transaction():
+            # Locked first: a notebook being created in the workspace now waits for this
+            # delete (then finds no workspace), so every notebook that goes is locked below.
+            await conn.execute("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE", workspace_id)
             ids = [
                 r["id"]
                 for r in await conn.fetch(
                     "SELECT id FROM notebooks WHERE workspace_id = $1", workspace_id
                 )
             ]
+            await _lock_documents(conn, ids)
             status = await conn.execute("DELETE FROM workspaces WHERE id = $1", workspace_id)
         if status == "DELETE 0":
             raise NotFound(f"no workspace {workspace_id}")
@@ -155,6 +177,8 @@ class Catalog:
         return _row(record)
 
     async def delete_notebook(self, notebook_id: uuid.UUID) -> None:
-        status = await self._pool.execute("DELETE FROM notebooks WHERE id = $1", notebook_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_documents(conn, [notebook_id])
+            status = await conn.execute("DELETE FROM notebooks WHERE id = $1", notebook_id)
         if status == "DELETE 0":
             raise NotFound(f"no notebook {notebook_id}")

@@ -32,7 +32,8 @@ NOTIFY_CHANNEL = "weft_documents"
 
 # One statement, one round trip: share-lock each notebook's snapshot row (compaction updates
 # it, so the two exclude each other; in READ COMMITTED a lock that had to wait returns the
-# row as the compaction committed it), refuse every notebook with a seq at or below its
+# row as the compaction committed it; in notebook_id order, as deletes lock them:
+# collab/catalog.py), refuse every notebook with a seq at or below its
 # snapshot, insert the others' rows, and notify (delivered at commit) for those.
 _APPEND = """
 WITH incoming AS MATERIALIZED (
@@ -40,7 +41,7 @@ WITH incoming AS MATERIALIZED (
 ), floors AS MATERIALIZED (
     SELECT notebook_id, seq FROM document_snapshots
     WHERE notebook_id IN (SELECT notebook_id FROM incoming)
-    FOR SHARE
+    ORDER BY notebook_id FOR SHARE
 ), refused AS MATERIALIZED (
     SELECT DISTINCT i.notebook_id FROM incoming i JOIN floors f USING (notebook_id)
     WHERE i.seq <= f.seq
