@@ -70,7 +70,7 @@ class DirectSocket:
 
     >>> direct = websocket.scope["extensions"]["weft.direct"]
     >>> direct.on_writable = flush          # called when a full socket drains again
-    >>> direct.call_soon(flush)             # once per event-loop turn
+    >>> direct.scheduler(flush)()           # flush in the event loop's next turn
     >>> direct.receive_with(handle_frame)   # binary messages from now on, in order
     >>> direct.write_binary([frame, frame]) # False once the socket is closed
     """
@@ -79,9 +79,16 @@ class DirectSocket:
         self._protocol = protocol
         self.on_writable: Callable[[], None] | None = None
 
-    def call_soon(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` in the event loop's next turn (as asyncio code, see above)."""
-        self._protocol.loop.call_soon(as_asyncio_code(callback))
+    def scheduler(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """A function that runs ``callback`` in the event loop's next turn (as asyncio
+        code, see above); wrapped once, as it is called for every turn with frames."""
+        wrapped = as_asyncio_code(callback)
+        loop = self._protocol.loop
+
+        def schedule() -> None:
+            loop.call_soon(wrapped)
+
+        return schedule
 
     @property
     def open(self) -> bool:

@@ -102,9 +102,10 @@ class Client:
         frames = list(self._queue)
         self._queue.clear()
         self._signalled = False
-        self._ready = anyio.Event()
-        if self.close_code is not None:
-            self._ready.set()
+        # Only a set event needs replacing (the sender task's wake-up); a connection that
+        # writes directly never sets it for frames, and takes once per turn.
+        if self._ready.is_set() and self.close_code is None:
+            self._ready = anyio.Event()
         return frames
 
 

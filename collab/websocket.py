@@ -176,14 +176,12 @@ class Connection:
                 self.disconnected = True
                 scope.cancel()
 
-        def schedule_flush() -> None:
-            direct.call_soon(flush)
-
         def on_frame(data: bytes) -> None:
             if not (self.finished or self.client.closing):
                 self._handle(data)
 
         self._flush = flush
+        schedule_flush = direct.scheduler(flush)
         self.client.on_queued = schedule_flush
         direct.on_writable = schedule_flush
         direct.receive_with(on_frame)
