@@ -183,7 +183,7 @@ class DocumentFeed:
                     await self._find_gaps()
                 due, self._due = self._due, set()
                 for notebook_id in due:
-                    await self._catch_up(notebook_id)
+                    await self.catch_up(notebook_id)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("document feed could not catch up: %s", exc)
 
@@ -196,7 +196,10 @@ class DocumentFeed:
             if heads.get(room.notebook_id, 0) > room.synced_seq:
                 self._due.add(room.notebook_id)
 
-    async def _catch_up(self, notebook_id: uuid.UUID) -> None:
+    async def catch_up(self, notebook_id: uuid.UUID) -> None:
+        """Apply what other servers appended to the notebook's log and this server's room
+        lacks (also called before a server-side write that must follow them: the
+        executor's run states, which would otherwise race the server that queued them)."""
         room = self._rooms.loaded(notebook_id)
         if room is None:
             return

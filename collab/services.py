@@ -36,6 +36,7 @@ class Services:
     members: Members
     links: Links
     sockets: LiveSockets
+    feed: DocumentFeed
     # Run when a workspace is copied (source id, copy's id): extensions copy what they own
     # (the executor, the file store).
     workspace_copied: list[Callable[[uuid.UUID, uuid.UUID], Awaitable[None]]]
@@ -57,7 +58,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             "WebSocket clients connected",
             lambda: sum(len(room.clients) for room in rooms.all()),
         )
-        await stack.enter_async_context(
+        feed = await stack.enter_async_context(
             DocumentFeed(pool, store, rooms, metrics, poll_seconds=settings.feed_poll_seconds)
         )
         await stack.enter_async_context(SearchIndexer(pool, store, rooms))
@@ -79,5 +80,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             members=Members(pool, access_changed),
             links=Links(pool, accounts, access_changed),
             sockets=sockets,
+            feed=feed,
             workspace_copied=[],
         )

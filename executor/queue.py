@@ -84,9 +84,11 @@ class RunQueue:
         *,
         by: str | None,
         reason: str = "user",
+        ids: list[uuid.UUID] | None = None,
     ) -> list[uuid.UUID]:
-        """Queue runs of (cell_id, source, language), in order; durable when this returns."""
-        ids = [uuid.uuid4() for _ in items]
+        """Queue runs of (cell_id, source, language), in order, with ``ids`` if given;
+        durable when this returns."""
+        ids = ids or [uuid.uuid4() for _ in items]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 "INSERT INTO runs (id, notebook_id, cell_id, source, language, requested_by,"

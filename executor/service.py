@@ -199,7 +199,7 @@ class Executor:
                 items.append((cell_id, cell.source if source is None else source, cell.language))
             if not items:
                 return []
-            run_ids = await self.queue.request(notebook_id, items, by=by, reason=reason)
+            run_ids = [uuid.uuid4() for _ in items]
             with notebook.batch():
                 for run_id, (cell_id, source, _language) in zip(run_ids, items, strict=True):
                     notebook.set_run(
@@ -213,6 +213,25 @@ class Executor:
                             "reason": reason,
                         },
                     )
+            # "queued" is in the log before any worker can claim the run: a worker's
+            # "running" written without it would be a concurrent write to the same key,
+            # which the CRDT may settle as "queued" for good.
+            await self.services.rooms.writer.flushed()
+            try:
+                await self.queue.request(notebook_id, items, by=by, reason=reason, ids=run_ids)
+            except BaseException:
+                with notebook.batch():
+                    for run_id, (cell_id, *_rest) in zip(run_ids, items, strict=True):
+                        notebook.set_run(
+                            cell_id,
+                            {
+                                "state": "error",
+                                "run_id": str(run_id),
+                                "error": "the run could not be queued; commit it again",
+                                "finished_at": _now(),
+                            },
+                        )
+                raise
         self._wake.set()
         return run_ids
 
@@ -357,6 +376,12 @@ class Executor:
         workspace_dir = self.files.workspace_root(workspace_id)
         network = await self.network_allowed(workspace_id)
         async with open_notebook(self.services.rooms, run.notebook_id) as notebook:
+            # The run's "queued" (and its source) may have come from another server: apply
+            # it before writing over it (see commit).
+            try:
+                await self.services.feed.catch_up(run.notebook_id)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("run: could not catch up with the log: %s", exc, extra=extra)
             cell = notebook.cell(run.cell_id)
             if cell is None:
                 await self.queue.finish(run.id, "cancelled", error="the cell was deleted")
