@@ -44,6 +44,9 @@ ACTIONS = ("accept", "reject", "cancel")
 MAX_FILES_LISTED = 100
 # How long a server waits for another to carry out an action on a generation it runs.
 REMOTE_ACTION_S = 10.0
+# How often, at most, the mark's ranges follow the assistant's text (while it streams, and
+# while others type in a pending suggestion).
+RANGES_S = 0.1
 ASSISTANT_COLOR = "#7c3aed"
 
 
@@ -91,6 +94,7 @@ class Generation:
     settled: anyio.Event = field(default_factory=anyio.Event)  # streaming is over
     resolved: anyio.Event = field(default_factory=anyio.Event)  # the task may let go
     ended: float | None = None  # monotonic time it reached a final state
+    ranges: list[dict[str, Any]] | None = None  # the ranges last written into the mark
 
     def public(self) -> dict[str, Any]:
         return {
@@ -365,14 +369,9 @@ class Assistant:
     async def _files(self, notebook_id: uuid.UUID) -> list[dict[str, Any]]:
         row = await self.services.catalog.get_notebook(notebook_id)
         workspace_id = uuid.UUID(str(row["workspace_id"]))
-        executor = self.services.extras.get("executor")
-        store = getattr(executor, "files", None)
+        store = self.services.offered.workspace_files
         if store is None:
-            from executor.config import ExecutorSettings
-            from executor.files import FileStore
-
-            config = ExecutorSettings.from_env(self.services.settings)
-            store = FileStore(config.files_root, config.file_quota_bytes, 0)
+            return []  # no executor here: no file store to describe
 
         def walk() -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = []
@@ -488,7 +487,14 @@ class Assistant:
             },
         )
 
-    def _mark(self, notebook: NotebookPeer, generation: Generation) -> None:
+    def _mark(self, notebook: NotebookPeer, generation: Generation, moved: bool = False) -> None:
+        """Write the cell's mark in ``assist``, with the exact ranges of the assistant's text
+        as relative positions. ``moved``: only if those ranges changed since the last."""
+        suggestion = generation.suggestion
+        ranges = suggestion.relative_ranges() if suggestion is not None else []
+        if moved and ranges == generation.ranges:
+            return
+        generation.ranges = ranges
         notebook.set_assist(
             generation.request.cell_id,
             {
@@ -497,8 +503,32 @@ class Assistant:
                 "mode": generation.request.mode,
                 "by": {"id": str(generation.requester.user_id), "name": generation.requester.name},
                 "started_at": generation.created_at,
+                "ranges": ranges,
             },
         )
+
+    async def _follow_ranges(self, generation: Generation, notebook: NotebookPeer) -> None:
+        """Keep the mark's ranges on the assistant's text, at most every ``RANGES_S``, for as
+        long as the generation streams or is pending (relative positions follow others'
+        typing by themselves; a new range is needed when the text grows, or someone types
+        inside it)."""
+        seen = -1
+        while True:
+            await anyio.sleep(RANGES_S)
+            suggestion = generation.suggestion
+            if (
+                generation.state not in ACTIVE
+                or generation.notebook is not notebook
+                or suggestion is None
+                or suggestion.lost
+            ):
+                return
+            if suggestion.version != seen:
+                seen = suggestion.version
+                try:
+                    self._mark(notebook, generation, moved=True)
+                except Exception:
+                    log.exception("assistant: could not update a suggestion's ranges")
 
     async def _run(self, generation: Generation, *, task_status: TaskStatus[None]) -> None:
         request = generation.request
@@ -553,6 +583,8 @@ class Assistant:
                     **prompt.report,
                 },
             )
+            assert self._tg is not None
+            self._tg.start_soon(self._follow_ranges, generation, notebook)
             task_status.started()
             try:
                 await self._stream(generation, notebook, prompt.messages, prompt.tokens)

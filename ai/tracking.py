@@ -1,12 +1,13 @@
 """Where the assistant's text is in a cell while people keep typing in it.
 
-y-py 0.6 has no sticky (relative) positions, so a suggestion follows the cell's text by
-observing it: every change arrives as a Yjs delta, right after its transaction, and moves
-the insertion point and the marks of which bytes are the assistant's. From those marks,
-rejecting deletes exactly the assistant's bytes (whatever others typed between them stays)
-and puts back what the assistant had replaced, where it was.
+A suggestion follows the cell's text by observing it: every change arrives as a Yjs delta,
+right after its transaction, and moves the insertion point and the marks of which bytes
+are the assistant's. From those marks, rejecting deletes exactly the assistant's bytes
+(whatever others typed between them stays) and puts back what the assistant had replaced,
+where it was. For the other clients, the same runs are published as Yjs relative positions
+(``relative_ranges``), which each resolves in its own copy of the text.
 
-Offsets count UTF-8 bytes, y-py's unit for text.
+Offsets count UTF-8 bytes, the binding's (yrs) unit for text.
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def map_position(position: int, delta: Delta, assoc: int) -> int | None:
     return new + position - old
 
 
+def _char_clocks(text: str, clock: int) -> tuple[list[int], int]:
+    """For each UTF-8 byte of ``text`` written from Yjs clock ``clock`` on, the clock of its
+    character's first UTF-16 unit; and the clock after the text."""
+    clocks: list[int] = []
+    for char in text:
+        clocks.extend([clock] * len(char.encode("utf-8")))
+        clock += 2 if ord(char) > 0xFFFF else 1
+    return clocks, clock
+
+
+def _position(client: int, clock: int, assoc: int) -> dict[str, Any]:
+    """A Yjs relative position naming one character (``relativePositionToJSON``)."""
+    return {"item": {"client": client, "clock": clock}, "assoc": assoc}
+
+
 def index_after(index: int, delta: Delta) -> int | None:
     """The index of an array item after ``delta``, or ``None`` if the delta deleted it."""
     old = new = 0
@@ -92,6 +108,11 @@ class Suggestion:
         self._notebook = notebook
         self._text = text
         self._owned = bytearray(len(text))  # 1 for each byte the assistant wrote
+        # For each byte the assistant wrote, the Yjs clock of the first UTF-16 unit of its
+        # character (-1 for others' bytes); all under the peer's one client id.
+        self._clocks: list[int] = [-1] * len(text)
+        self._client = 0
+        self._next_clock: int | None = None  # the clock of the insertion being written
         self._own = False
         self._on_lost = on_lost
         self.lost: str | None = None  # why the suggestion can no longer be tracked
@@ -106,12 +127,14 @@ class Suggestion:
         self.removed = ""
         self.origin = start  # where the replaced text was (and the suggestion begins)
         self.anchor = start  # where the next piece of text goes
+        self.version = 0  # grows with every change of the cell's text
 
     # -- following the document --------------------------------------------------------
 
     def _text_changed(self, delta: Delta) -> None:
         if self.lost:
             return
+        self.version += 1
         own = self._own
         self.anchor = map_position(self.anchor, delta, +1 if own else -1) or 0
         self.origin = map_position(self.origin, delta, -1) or 0
@@ -126,11 +149,18 @@ class Suggestion:
             if "retain" in op:
                 i += int(op["retain"])
             elif "insert" in op:
-                n = _length(op["insert"])
+                inserted = op["insert"]
+                n = _length(inserted)
                 self._owned[i:i] = mark * n
+                clocks = [-1] * n
+                if own and self._next_clock is not None and isinstance(inserted, str):
+                    clocks, self._next_clock = _char_clocks(inserted, self._next_clock)
+                self._clocks[i:i] = clocks
                 i += n
             elif "delete" in op:
-                del self._owned[i : i + int(op["delete"])]
+                n = int(op["delete"])
+                del self._owned[i : i + n]
+                del self._clocks[i : i + n]
         if len(self._owned) != len(self._text):
             self._lose("lost track of the cell's text")
 
@@ -186,7 +216,11 @@ class Suggestion:
                 self._write_own(lambda: self._text.delete(start, end - start))
                 self.origin = self.anchor = start
             anchor = min(self.anchor, len(self._text))
-            self._write_own(lambda: self._text.insert(anchor, piece))
+            self._client, self._next_clock = self._text.next_id()
+            try:
+                self._write_own(lambda: self._text.insert(anchor, piece))
+            finally:
+                self._next_clock = None
 
     def own_text(self) -> str:
         """The assistant's bytes still in the cell, in order (others' typing left out)."""
@@ -208,6 +242,36 @@ class Suggestion:
         if start is not None:
             runs.append((start, len(self._owned)))
         return runs
+
+    def relative_ranges(self) -> list[dict[str, Any]]:
+        """``ranges()`` as Yjs relative positions, what the document's ``assist`` mark
+        carries: ``{"start", "end"}`` per run, in the JSON of Yjs's
+        ``relativePositionToJSON`` (``Y.createRelativePositionFromJSON`` reads it, and
+        ``Y.createAbsolutePositionFromRelativePosition`` gives the offset, in UTF-16 code
+        units, in any copy of the text). ``start`` names the run's first character with
+        assoc 0 and ``end`` its last with assoc -1, so text typed right before or right
+        after the run stays outside it; a run always begins and ends on whole characters."""
+        if self.lost:
+            return []
+        data = str(self._text).encode("utf-8")
+        found: list[dict[str, Any]] = []
+        for start, end in self.ranges():
+            while start < end and data[start] & 0xC0 == 0x80:
+                start += 1  # never inside a character (the assistant writes whole ones)
+            last = end - 1
+            while last > start and data[last] & 0xC0 == 0x80:
+                last -= 1
+            if last < start or self._clocks[start] < 0 or self._clocks[last] < 0:
+                continue
+            # A character of four UTF-8 bytes is two UTF-16 units: name its second one.
+            final = self._clocks[last] + (1 if data[last] >= 0xF0 else 0)
+            found.append(
+                {
+                    "start": _position(self._client, self._clocks[start], 0),
+                    "end": _position(self._client, final, -1),
+                }
+            )
+        return found
 
     # -- endings -----------------------------------------------------------------------
 

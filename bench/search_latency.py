@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import statistics
@@ -41,6 +42,7 @@ from collab.search import search  # noqa: E402
 from collab.search_index import IndexEntry, update_lexicon, write_entries  # noqa: E402
 
 TARGET_MS = 50.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 LIBRARIES = [
     ("pandas", "pd"),
@@ -286,11 +288,33 @@ async def add_user(
     return user_id
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, all processes), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each process still there (none when it is not on this machine)."""
+    found = {}
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        found[pid] = sum(int(v) for v in raw[raw.rindex(")") + 2 :].split()[11:13]) / CLK_TCK
+    return found
+
+
 async def measure(
     pool: asyncpg.Pool, user_id: uuid.UUID, mix: list[tuple[str, str, str]]
 ) -> dict[str, Any]:
     for _, query, _ in mix[:50]:  # warm the caches and the connections
         await search(pool, user_id, query, 20)
+    postgres_pids = [r[0] for r in await pool.fetch("SELECT pid FROM pg_stat_activity")]
+    wall, busy, own = time.perf_counter(), machine_busy_seconds(), time.process_time()
+    postgres = cpu_by_pid(postgres_pids)
     samples: dict[str, list[float]] = {}
     answered: Counter[str] = Counter()
     shown: Counter[str] = Counter()
@@ -303,9 +327,19 @@ async def measure(
             # Quality, roughly: the best result shows the word meant (snippet or title).
             best = results[0]
             shown[kind] += meant in (best.snippet + " " + best.title).lower()
+    wall = time.perf_counter() - wall
+    busy = machine_busy_seconds() - busy
+    own = time.process_time() - own
+    postgres_after = cpu_by_pid(postgres_pids)
+    postgres_s = sum(postgres_after[p] - postgres[p] for p in postgres if p in postgres_after)
+    # What everything else on the machine used meanwhile (the bench and its PostgreSQL use
+    # at most one core: one query at a time): discard a run above ~0.1. None when the
+    # server's processes are not on this machine (--database-url elsewhere).
+    other = round(max(0.0, busy - own - postgres_s) / wall, 2) if postgres else None
     everything = [s for kind_samples in samples.values() for s in kind_samples]
     return {
         **percentiles(everything),
+        "other_cores": other,
         "by_kind": {
             kind: {
                 **percentiles(s),
@@ -340,7 +374,8 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         mix = queries(seeded["frequency"], seeded["pairs"], rng, args.queries)
         all_visible = await measure(pool, everyone, mix)
         member_of_5 = await measure(pool, member, mix)
-        lexicon = await pool.fetchval("SELECT count(*) FROM search_words")
+        lexicon = await pool.fetchval("SELECT count(DISTINCT word) FROM search_words")
+        lexicon_rows = await pool.fetchval("SELECT count(*) FROM search_words")
     finally:
         await pool.close()
     return {
@@ -349,6 +384,8 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "workspaces": args.workspaces,
         "text_mb": seeded["text_mb"],
         "lexicon_words": lexicon,
+        # Workspaces' lexicons: a word is counted once per workspace that holds it.
+        "lexicon_rows": lexicon_rows,
         "seed_seconds": seeded["seed_seconds"],
         "queries_per_kind": args.queries,
         "target_ms": TARGET_MS,

@@ -9,11 +9,14 @@ quiet (bounded) and compare a hash of the final text (`converged`). The server's
 (utime + stime, from /proc, its PostgreSQL separately) and peak RSS (VmHWM) are read for the
 measured phase, and so is the load generator's own CPU.
 
-The same harness runs against the Weft server (`weft serve`, fresh state directory) and the
-reference Node server (`@y/websocket-server`, in memory) in one invocation; one JSON line:
+The same harness runs against the Weft server (`weft serve`, fresh state directory), the
+reference Node server (`@y/websocket-server`, in memory) and the persisting peers of
+bench/peers.py (Jupyter's stack: pycrdt-websocket + SQLiteYStore on uvicorn; Hocuspocus 4 +
+SQLite, with its own provider as the client) in one invocation; one JSON line:
 
     .venv/bin/python bench/sync_latency.py --clients 20 --rate 10 --duration 10
     .venv/bin/python bench/sync_latency.py --only reference
+    .venv/bin/python bench/sync_latency.py --servers weft,jupyter,hocuspocus
     .venv/bin/python bench/sync_latency.py --only weft --server-url http://127.0.0.1:8000
 
 Progress goes to stderr; see bench/README.md and docs/performance.md.
@@ -44,6 +47,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers
 
 ROOT = Path(__file__).resolve().parents[1]
 JS_DIR = ROOT / "bench" / "js"
@@ -221,6 +227,8 @@ class Server:
     # Further WebSocket bases serving the same notebooks (other nodes); load-generator
     # processes are spread over [first, *others] round robin.
     other_ws_bases: list[str] = field(default_factory=list)
+    # The clients' provider: y-websocket's WebsocketProvider, or Hocuspocus's own.
+    provider: str = "y-websocket"
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -260,22 +268,39 @@ class WeftServer(Server):
     nodes: int = 1
     second: subprocess.Popen[bytes] | None = None
     second_state: Path | None = None
+    # Another source tree of Weft to run (--weft-src: e.g. an earlier commit's collab/ and
+    # executor/, unpacked with `git archive`), with this venv's packages.
+    src: Path | None = None
+
+    def _command(self, port: int) -> tuple[list[str], Path, dict[str, str]]:
+        serve = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+        if self.src is not None:
+            code = "import sys; from collab.cli import main; sys.exit(main())"
+            path = os.pathsep.join(filter(None, [str(self.src), os.environ.get("PYTHONPATH")]))
+            return [sys.executable, "-c", code, *serve], self.src, {"PYTHONPATH": path}
+        return [str(self._weft()), *serve], ROOT, {}
+
+    def _weft(self) -> Path:
+        weft = Path(sys.executable).parent / "weft"
+        if weft.exists():
+            return weft
+        found = shutil.which("weft")
+        if found is None:
+            raise BenchError("no `weft` command: run `pip install -e .` in the venv first")
+        return Path(found)
 
     async def start(self) -> None:
-        weft = Path(sys.executable).parent / "weft"
-        if not weft.exists():
-            found = shutil.which("weft")
-            if found is None:
-                raise BenchError("no `weft` command: run `pip install -e .` in the venv first")
-            weft = Path(found)
-        self.state_dir = Path(tempfile.mkdtemp(prefix="weft-bench-state-"))
-        self.log_path = _open_log("weft-bench-server-")
-        env = {**os.environ, "WEFT_STATE_DIR": str(self.state_dir)}
-        command = [str(weft), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.src is None:
+            self._weft()
+        if self.state_dir is None:  # set: a restart on the same state (bench/large_docs.py)
+            self.state_dir = Path(tempfile.mkdtemp(prefix="weft-bench-state-"))
+        self.log_path = self.log_path or _open_log("weft-bench-server-")
+        command, cwd, extra = self._command(self.port)
+        env = {**os.environ, **extra, "WEFT_STATE_DIR": str(self.state_dir)}
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 command,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -288,15 +313,17 @@ class WeftServer(Server):
             port = free_port()
             self.second_state = Path(tempfile.mkdtemp(prefix="weft-bench-state-"))
             database = f"postgresql://postgres@/postgres?host={self.state_dir}/postgres"
+            command2, cwd2, extra2 = self._command(port)
             env2 = {
                 **os.environ,
+                **extra2,
                 "WEFT_STATE_DIR": str(self.second_state),
                 "DATABASE_URL": database,
             }
             with self.log_path.open("ab") as out:
                 self.second = subprocess.Popen(
-                    [str(weft), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                    cwd=ROOT,
+                    command2,
+                    cwd=cwd2,
                     env=env2,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -330,6 +357,16 @@ class WeftServer(Server):
             pids += descendants(self.second.pid)
         return pids
 
+    def restart_keep_state(self) -> None:
+        """Stop the server and its PostgreSQL, keeping the state: start() again loads it."""
+        postmaster = self._postmaster()
+        stop_process(self.proc, 15)
+        self.proc = None
+        if postmaster is not None and not wait_gone(postmaster, 20):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(postmaster, signal.SIGINT)
+            wait_gone(postmaster, 10)
+
     def stop(self) -> None:
         stop_process(self.second, 15)
         if self.second_state is not None:
@@ -351,6 +388,48 @@ class WeftServer(Server):
 
     def log_problems(self, since: float) -> list[dict[str, Any]]:
         return read_log_problems(self.log_path, since)
+
+    async def commit_round_trip(self, count: int = 300) -> dict[str, Any] | None:
+        """The embedded PostgreSQL's commit round trip, measured from this process once the
+        run is over: `count` single-row INSERTs (a 40-byte bytea, like a keystroke's
+        update), each its own transaction (so each waits for its WAL flush), one at a time
+        on one connection; and `SELECT 1` (a round trip without a commit). Its own table,
+        dropped afterwards."""
+        if self.state_dir is None or not (self.state_dir / "postgres").exists():
+            return None
+        try:
+            import asyncpg  # Weft's own dependency: in the project's venv
+        except ImportError:
+            return None
+        dsn = f"postgresql://postgres@/postgres?host={self.state_dir}/postgres"
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(
+                "CREATE TABLE bench_commit_probe (id bigserial PRIMARY KEY, data bytea NOT NULL)"
+            )
+            payload = os.urandom(40)
+            commits, selects = [], []
+            for _ in range(count):
+                t0 = time.perf_counter()
+                await conn.execute("INSERT INTO bench_commit_probe (data) VALUES ($1)", payload)
+                commits.append((time.perf_counter() - t0) * 1000)
+            for _ in range(count):
+                t0 = time.perf_counter()
+                await conn.fetchval("SELECT 1")
+                selects.append((time.perf_counter() - t0) * 1000)
+            sync = await conn.fetchval("SHOW synchronous_commit")
+            await conn.execute("DROP TABLE bench_commit_probe")
+        finally:
+            await conn.close()
+        commits.sort()
+        selects.sort()
+        return {
+            "commit_p50_ms": rounded(percentile(commits, 0.5), 3),
+            "commit_p99_ms": rounded(percentile(commits, 0.99), 3),
+            "select1_p50_ms": rounded(percentile(selects, 0.5), 3),
+            "synchronous_commit": sync,
+            "count": count,
+        }
 
     async def metrics(self) -> dict[str, float] | None:
         """Counters of every node, added up."""
@@ -417,6 +496,81 @@ class ReferenceServer(Server):
         stop_process(self.proc, 5)
         if self.log_path is not None and not self.keep_log:
             self.log_path.unlink(missing_ok=True)  # only worth keeping when the run failed
+
+
+@dataclass
+class PeerServer(Server):
+    """A persisting peer (bench/peers.py): a child process on 127.0.0.1 with its own SQLite
+    file in a fresh temporary directory, deleted at the end."""
+
+    state_dir: Path | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        if self.state_dir is None:
+            self.state_dir = Path(tempfile.mkdtemp(prefix=f"weft-bench-{self.name}-"))
+        self.log_path = self.log_path or _open_log(f"weft-bench-{self.name}-")
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=self.state_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        log(f"{self.name} on port {self.port} (pid {self.proc.pid}, log {self.log_path})")
+        await wait_http_ok(f"http://127.0.0.1:{self.port}/", self.proc, 60)
+
+    async def room(self) -> tuple[str, str]:
+        return f"ws://127.0.0.1:{self.port}", f"bench-{uuid.uuid4().hex[:12]}"
+
+    def restart_keep_state(self) -> None:
+        """Stop the process only (its store stays): the next start() loads from it."""
+        stop_process(self.proc, 10)
+        self.proc = None
+
+    def stop(self) -> None:
+        stop_process(self.proc, 10)
+        if self.state_dir is not None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self.log_path is not None and not self.keep_log:
+            self.log_path.unlink(missing_ok=True)
+
+
+@dataclass
+class JupyterServer(PeerServer):
+    """Jupyter's stack: pycrdt-websocket + pycrdt-store's SQLiteYStore on uvicorn."""
+
+    def command(self) -> list[str]:
+        assert self.state_dir is not None
+        return [
+            str(peers.ensure_jupyter()),
+            str(peers.JUPYTER_SERVER),
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.state_dir / ".jupyter_ystore.db"),
+        ]
+
+
+@dataclass
+class HocuspocusServer(PeerServer):
+    """Hocuspocus 4 + its SQLite extension; clients use @hocuspocus/provider."""
+
+    provider: str = "hocuspocus"
+
+    def command(self) -> list[str]:
+        assert self.state_dir is not None
+        peers.ensure_hocuspocus()
+        return [
+            "node",
+            str(peers.HOCUSPOCUS_SERVER),
+            str(self.port),
+            str(self.state_dir / "db.sqlite"),
+        ]
 
 
 async def sign_up(base: str) -> str:
@@ -575,6 +729,7 @@ async def load_generators(
                 "quietMs": int(args.quiet * 1000),
                 "settleMs": 500,
                 "readyTimeoutMs": 60_000,
+                "provider": server.provider,
             }
             proc = await asyncio.create_subprocess_exec(
                 "node",
@@ -641,15 +796,21 @@ async def run_one(server: Server, args: argparse.Namespace, procs: int) -> dict[
         pg_rss = [peak_rss_mb(pid) for pid in pg_pids]
 
     other = (busy1 - busy0) - (own1 - own0) - (sum(cpu1) - sum(cpu0))
+    commit_rtt = None
+    if isinstance(server, WeftServer) and server.nodes == 1:
+        try:
+            commit_rtt = await server.commit_round_trip()
+        except (OSError, Exception) as exc:  # a probe: never fail the run for it
+            log(f"{server.name}: commit round trip not measured: {exc}")
     if args.dump is not None:
         dump = args.dump.with_name(f"{args.dump.stem}-{server.name}{args.dump.suffix}")
         dump.write_text(json.dumps({"at": at, "results": results}))
         log(f"{server.name}: raw samples in {dump}")
     report = summarize(results, args)
-    nodes = 1 + len(server.other_ws_bases)
-    if nodes > 1:
+    node_count = 1 + len(server.other_ws_bases)
+    if node_count > 1:
         # Process p serves clients p, p + procs, ... on node p % nodes (load_generators).
-        report.update(by_node(results, lambda client: (client % procs) % nodes))
+        report.update(by_node(results, lambda client: (client % procs) % node_count))
     pg_known = server.postgres_pids() is not None or bool(pg_pids)
     report.update(
         {
@@ -669,6 +830,9 @@ async def run_one(server: Server, args: argparse.Namespace, procs: int) -> dict[
             "other_cores": rounded(other / wall),
         }
     )
+    if commit_rtt is not None:
+        # The embedded PostgreSQL's commit round trip, after the run (item 3 of issue 16).
+        report["pg_commit_round_trip"] = commit_rtt
     if metrics0 is not None and metrics1 is not None:
         # What the server itself counted over the measured phase (only what changed).
         report["server_metrics"] = {
@@ -825,6 +989,28 @@ def git_revision() -> str | None:
     return rev + ("+dirty" if dirty else "")
 
 
+# Every server the harness knows, in the default order of one invocation.
+SERVER_NAMES = ("weft", "reference", "jupyter", "hocuspocus")
+# With --weft-src: Weft from that source tree, under this name (e.g. the commit before a change).
+BEFORE = "weft_before"
+
+
+def make_server(name: str, args: argparse.Namespace) -> Server:
+    if name == "reference":
+        return ReferenceServer(name=name, init_cell=True)
+    if name == "jupyter":
+        return JupyterServer(name=name, init_cell=True)
+    if name == "hocuspocus":
+        return HocuspocusServer(name=name, init_cell=True)
+    if name == BEFORE:
+        return WeftServer(name=name, init_cell=False, src=args.weft_src)
+    if getattr(args, "server_url", None):
+        return ExternalWeft(
+            name=name, init_cell=False, url=args.server_url.rstrip("/"), token=args.token
+        )
+    return WeftServer(name=name, init_cell=False, nodes=2 if name.endswith("2nodes") else 1)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", "-C", type=int, default=20, help="clients (default 20)")
@@ -837,12 +1023,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rate", "-R", type=float, default=10, help="edits/s per client")
     parser.add_argument("--duration", "-D", type=float, default=10, help="seconds of typing")
-    parser.add_argument("--only", choices=["weft", "reference"], help="run one server only")
+    parser.add_argument(
+        "--only", choices=list(SERVER_NAMES), help="run one server only (same as --servers NAME)"
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVER_NAMES),
+        help="comma-separated servers to run, in this order (default: all: "
+        + ",".join(SERVER_NAMES)
+        + ")",
+    )
     parser.add_argument(
         "--server-url", help="an already running Weft server (http://HOST:PORT) to target"
     )
     parser.add_argument(
         "--token", help="with --server-url: an account's bearer token (default: sign up)"
+    )
+    parser.add_argument(
+        "--weft-src",
+        type=Path,
+        help="also run Weft from this source tree (collab/ and executor/ of another commit, "
+        f"e.g. from `git archive`) as {BEFORE!r}, right after 'weft', with this venv",
     )
     parser.add_argument(
         "--procs",
@@ -865,8 +1066,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rate, --duration and --quiet must be positive and bounded")
     if not 0 <= args.warmup <= 60:
         parser.error("--warmup must be 0..60")
-    if args.server_url and args.only == "reference":
-        parser.error("--server-url targets a Weft server; it makes no sense with --only reference")
+    if args.only:
+        args.servers = args.only
+    args.servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = [name for name in args.servers if name not in SERVER_NAMES]
+    if unknown or not args.servers:
+        parser.error(f"--servers: unknown {unknown}; choose from {', '.join(SERVER_NAMES)}")
+    if args.weft_src is not None:
+        if not (args.weft_src / "collab" / "cli.py").exists():
+            parser.error("--weft-src: no collab/cli.py there")
+        args.weft_src = args.weft_src.resolve()
+        where = args.servers.index("weft") + 1 if "weft" in args.servers else 0
+        args.servers.insert(where, BEFORE)
+    if args.server_url and "weft" not in args.servers:
+        parser.error("--server-url targets a Weft server; it needs weft among --servers")
     if args.server_url and not re.match(r"^https?://", args.server_url):
         parser.error("--server-url must look like http://127.0.0.1:8000")
     return args
@@ -891,24 +1104,14 @@ async def amain(args: argparse.Namespace) -> int:
         "rev": git_revision(),
     }
     failed = False
-    names = ["weft", "weft_2nodes", "reference"] if args.nodes == 2 else ["weft", "reference"]
+    names = list(args.servers)
+    if args.nodes == 2 and "weft" in names:
+        names.insert(names.index("weft") + 1, "weft_2nodes")
     for name in names:
-        if args.only not in (None, name.split("_")[0]):
-            continue
-        server: Server
-        if name == "reference":
-            server = ReferenceServer(name=name, init_cell=True)
-        elif args.server_url:
-            server = ExternalWeft(
-                name=name, init_cell=False, url=args.server_url.rstrip("/"), token=args.token
-            )
-        else:
-            server = WeftServer(
-                name=name, init_cell=False, nodes=2 if name.endswith("2nodes") else 1
-            )
+        server = make_server(name, args)
         try:
             line[name] = await run_one(server, args, procs)
-        except BenchError as exc:
+        except (BenchError, OSError, RuntimeError, subprocess.SubprocessError) as exc:
             failed = True
             line[name] = {"error": str(exc)}
             server.keep_log = True
@@ -922,6 +1125,18 @@ async def amain(args: argparse.Namespace) -> int:
         line["ratio"] = {
             key: rounded(weft[f"{key}_ms"] / ref[f"{key}_ms"]) if ref[f"{key}_ms"] else None
             for key in ("p50", "p99", "max")
+        }
+    # Weft / each other server, the same way (below 1: Weft is faster).
+    others = [n for n in (BEFORE, "reference", "jupyter", "hocuspocus") if n in line]
+    if weft.get("p50_ms") is not None and others:
+        line["weft_over"] = {
+            other: {
+                key: rounded(weft[f"{key}_ms"] / line[other][f"{key}_ms"])
+                if line[other].get(f"{key}_ms")
+                else None
+                for key in ("p50", "p99", "max")
+            }
+            for other in others
         }
     two = line.get("weft_2nodes", {})
     if two.get("p50_ms") is not None and weft.get("p50_ms"):

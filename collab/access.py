@@ -1,9 +1,10 @@
 """Who is calling and what they may do: the one check every route and socket goes through.
 
 A request carries a credential (``Authorization: Bearer``, the session cookie, or on the
-WebSocket ``?token=``); it resolves to an ``Identity`` (collab.accounts), and the caller's
-role on a notebook or workspace is the highest of their membership, a notebook grant, and
-(for a guest) the share link that made them.
+WebSocket a socket ticket ``?ticket=`` or, for compatibility, ``?token=``); it resolves to
+an ``Identity`` (collab.accounts), and the caller's role on a notebook or workspace is the
+highest of their membership, a notebook grant, and (for a guest) the share link that made
+them.
 
 >>> principal = await require_notebook(request, notebook_id, Role.EDITOR)
 >>> principal.user_id, principal.name
@@ -20,7 +21,9 @@ from urllib.parse import urlsplit
 import asyncpg
 from starlette.requests import HTTPConnection
 
+from collab.credentials import token_hash
 from collab.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from collab.ids import parse_uuid
 
 if TYPE_CHECKING:
     from collab.accounts import Accounts, Identity
@@ -66,13 +69,18 @@ class Principal:
 
 
 def credential_of(conn: HTTPConnection) -> tuple[str, str] | None:
-    """(token, where it came from: bearer | query | cookie), or None."""
+    """(token, where it came from: bearer | ticket | query | cookie), or None."""
     header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip(), "bearer"
-    if conn.scope["type"] == "websocket" and conn.query_params.get("token"):
-        return conn.query_params["token"], "query"
+    if conn.scope["type"] == "websocket":
+        if conn.query_params.get("ticket"):
+            return conn.query_params["ticket"], "ticket"
+        # A long-lived token in a URL: still accepted, never logged (collab.logs); a ticket
+        # or the Authorization header is better.
+        if conn.query_params.get("token"):
+            return conn.query_params["token"], "query"
     cookie = conn.cookies.get(SESSION_COOKIE)
     if cookie:
         return cookie, "cookie"
@@ -84,8 +92,11 @@ def check_origin(conn: HTTPConnection) -> None:
     origin = conn.headers.get("origin")
     if origin is None:
         return  # not a browser (or a same-origin GET): nothing to check
-    allowed = conn.app.state.services.settings.origins
-    if origin.rstrip("/") in allowed or urlsplit(origin).netloc == conn.headers.get("host"):
+    settings = conn.app.state.services.settings
+    origin = origin.rstrip("/")
+    if origin in settings.origins or origin == settings.public_origin:
+        return
+    if urlsplit(origin).netloc == conn.headers.get("host"):
         return
     raise Forbidden(f"origin {origin} is not allowed; add it to WEFT_ORIGINS")
 
@@ -98,7 +109,8 @@ async def identify(conn: HTTPConnection) -> Identity:
     found = credential_of(conn)
     if found is None:
         raise Unauthorized(
-            "sign in first: send 'Authorization: Bearer <token>' (on the WebSocket, ?token=)"
+            "sign in first: send 'Authorization: Bearer <token>' (on the WebSocket, or"
+            " ?ticket= from POST /api/auth/socket-ticket)"
         )
     token, source = found
     if conn.scope["type"] == "websocket" or (
@@ -106,11 +118,29 @@ async def identify(conn: HTTPConnection) -> Identity:
     ):
         check_origin(conn)
     accounts: Accounts = conn.app.state.services.accounts
-    identity = await accounts.resolve(token)
-    if identity is None:
-        raise Unauthorized("the token is unknown, expired or revoked; sign in again")
+    if source == "ticket":
+        notebook_id = parse_uuid(conn.path_params.get("notebook_id", ""))
+        found_ticket = await accounts.resolve_ticket(token, notebook_id)
+        if found_ticket is None:
+            raise Unauthorized(
+                "the ticket is unknown, expired, or for another notebook; get a new one"
+            )
+        identity, digest = found_ticket
+    else:
+        resolved = await accounts.resolve(token)
+        if resolved is None:
+            raise Unauthorized("the token is unknown, expired or revoked; sign in again")
+        identity, digest = resolved, token_hash(token)
     conn.state.weft_identity = identity
+    conn.state.weft_credential_digest = digest
     return identity
+
+
+def credential_digest(conn: HTTPConnection) -> bytes:
+    """The stored digest of the credential ``identify`` found (for a ticket: of the
+    credential that asked for it), which the access watch checks again later."""
+    digest: bytes = conn.state.weft_credential_digest
+    return digest
 
 
 async def _guest_scope(

@@ -1,9 +1,12 @@
 """People and their credentials: sign-up, login, sessions, API tokens and guests.
 
 A credential is a bearer token (cookie, header or ``?token=``); resolving one gives an
-``Identity``: who this is, and for a guest, the share link that confines them.
+``Identity``: who this is, and for a guest, the share link that confines them. A socket
+ticket (``?ticket=``) stands for the credential that asked for it, on one notebook, for a
+few minutes.
 
->>> user, token = await accounts.signup("ada@example.org", "correct horse", "Ada")
+>>> user, token = await accounts.signup("ada@example.org", "a long passphrase", "Ada",
+...                                     source=LoginSource(address))
 >>> identity = await accounts.resolve(token)
 """
 
@@ -21,7 +24,7 @@ import asyncpg
 from collab.catalog import clean_name
 from collab.credentials import Passwords, check_password_rules, new_token, token_hash
 from collab.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from collab.login_throttle import LoginThrottle
+from collab.login_throttle import LoginSource, LoginThrottle
 from collab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +76,13 @@ class Accounts:
     # -- signing up and in ----------------------------------------------------------
 
     async def signup(
-        self, email: object, password: object, name: object, *, link_token: str | None = None
+        self,
+        email: object,
+        password: object,
+        name: object,
+        *,
+        source: LoginSource,
+        link_token: str | None = None,
     ) -> tuple[dict[str, Any], str]:
         address = clean_email(email)
         secret = check_password_rules(password)
@@ -109,6 +118,8 @@ class Accounts:
             )
             await conn.execute("DELETE FROM invitations WHERE lower(email) = $1", address)
             token, _ = await self._issue(conn, user_id, "session", self._session_expiry())
+        # Where the account was made is where its owner is: known from the start.
+        await self.throttle.remember(address, source)
         log.info("signed up", extra={"user_id": str(user_id)})
         return user_json(record), token
 
@@ -130,21 +141,26 @@ class Accounts:
         )
 
     async def login(
-        self, email: object, password: object, address: str
+        self, email: object, password: object, source: LoginSource
     ) -> tuple[dict[str, Any], str]:
         if not isinstance(email, str) or not isinstance(password, str):
             raise BadRequest("'email' and 'password' are required strings")
         account = email.strip().lower()
-        await self.throttle.before(account, address)
-        record = await self._pool.fetchrow(
-            "SELECT * FROM users WHERE lower(email) = $1 AND NOT guest", account
-        )
-        stored = record["password_hash"] if record is not None else None
-        if not await self._passwords.verify(stored, password[:1024]) or record is None:
-            await self.throttle.failed(account, address)
-            log.warning("login failed", extra={"address": address})
+
+        async def check() -> asyncpg.Record | None:
+            record = await self._pool.fetchrow(
+                "SELECT * FROM users WHERE lower(email) = $1 AND NOT guest", account
+            )
+            stored = record["password_hash"] if record is not None else None
+            verified = await self._passwords.verify(stored, password[:1024])
+            return record if verified and record is not None else None
+
+        # Counted before the password is checked; refused (429) without checking it when
+        # this account is locked for this source, or this address for every account.
+        record = await self.throttle.attempt(account, source, check)
+        if record is None:
+            log.warning("login failed", extra={"address": source.address})
             raise Unauthorized("wrong email or password")
-        await self.throttle.succeeded(account)
         async with self._pool.acquire() as conn:
             token, _ = await self._issue(conn, record["id"], "session", self._session_expiry())
         log.info("logged in", extra={"user_id": str(record["id"])})
@@ -205,27 +221,50 @@ class Accounts:
 
     async def resolve_hash(self, digest: bytes) -> Identity | None:
         record = await self._pool.fetchrow(
-            "SELECT c.id AS credential_id, c.kind, c.link_id, u.id, u.name, u.email, u.guest"
-            " FROM credentials c JOIN users u ON u.id = c.user_id"
-            " LEFT JOIN share_links l ON l.id = c.link_id"
-            " WHERE c.token_hash = $1 AND c.revoked_at IS NULL"
-            " AND (c.expires_at IS NULL OR c.expires_at > now())"
-            # A guest's session lasts as long as the link that made it.
-            " AND (c.link_id IS NULL OR (l.revoked_at IS NULL"
-            "      AND (l.expires_at IS NULL OR l.expires_at > now())))",
+            _IDENTITY + " WHERE c.token_hash = $1 AND" + _USABLE,
             digest,
+        )
+        return _identity(record) if record is not None else None
+
+    # -- socket tickets --------------------------------------------------------------
+
+    async def issue_ticket(
+        self, identity: Identity, notebook_id: uuid.UUID
+    ) -> tuple[str, datetime]:
+        """A ticket opening sockets to one notebook as ``identity``'s credential, until it
+        expires: reusable for reconnects meanwhile, worthless after. Only its hash is kept;
+        it dies early with that credential (logout, revocation)."""
+        ticket = new_token("ticket")
+        expires_at = self._now_plus(timedelta(seconds=self._settings.socket_ticket_seconds))
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM socket_tickets WHERE expires_at < now()")
+            await conn.execute(
+                "INSERT INTO socket_tickets (token_hash, credential_id, notebook_id, expires_at)"
+                " VALUES ($1, $2, $3, $4)",
+                token_hash(ticket),
+                identity.credential_id,
+                notebook_id,
+                expires_at,
+            )
+        return ticket, expires_at
+
+    async def resolve_ticket(
+        self, ticket: str, notebook_id: uuid.UUID | None
+    ) -> tuple[Identity, bytes] | None:
+        """(the identity, the digest of the credential that asked for the ticket), if the
+        ticket is unexpired, for this notebook, and that credential still valid."""
+        if notebook_id is None:
+            return None
+        record = await self._pool.fetchrow(
+            _IDENTITY + " JOIN socket_tickets t ON t.credential_id = c.id"
+            " WHERE t.token_hash = $1 AND t.notebook_id = $2 AND t.expires_at > now() AND"
+            + _USABLE,
+            token_hash(ticket),
+            notebook_id,
         )
         if record is None:
             return None
-        return Identity(
-            user_id=record["id"],
-            name=record["name"],
-            email=record["email"],
-            guest=record["guest"],
-            credential_id=record["credential_id"],
-            kind=record["kind"],
-            link_id=record["link_id"],
-        )
+        return _identity(record), bytes(record["token_hash"])
 
     async def rename(self, identity: Identity, name: object) -> dict[str, Any]:
         """Change the name others see (guests too); returns the account as user_json."""
@@ -276,6 +315,32 @@ class Accounts:
         )
         if done is None:
             raise NotFound(f"no API token {token_id}")
+
+
+# Who a credential is, and the condition for it to be usable now.
+_IDENTITY = (
+    "SELECT c.id AS credential_id, c.kind, c.link_id, c.token_hash, u.id, u.name, u.email,"
+    " u.guest FROM credentials c JOIN users u ON u.id = c.user_id"
+    " LEFT JOIN share_links l ON l.id = c.link_id"
+)
+_USABLE = (
+    " c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > now())"
+    # A guest's session lasts as long as the link that made it.
+    " AND (c.link_id IS NULL OR (l.revoked_at IS NULL"
+    "      AND (l.expires_at IS NULL OR l.expires_at > now())))"
+)
+
+
+def _identity(record: asyncpg.Record) -> Identity:
+    return Identity(
+        user_id=record["id"],
+        name=record["name"],
+        email=record["email"],
+        guest=record["guest"],
+        credential_id=record["credential_id"],
+        kind=record["kind"],
+        link_id=record["link_id"],
+    )
 
 
 def _token_json(record: asyncpg.Record) -> dict[str, Any]:

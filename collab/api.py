@@ -7,13 +7,13 @@ import logging
 import uuid
 from typing import Any
 
-import y_py as Y
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collab.access import (
     Role,
+    files_role,
     identify,
     require_account,
     require_notebook,
@@ -21,7 +21,14 @@ from collab.access import (
 )
 from collab.catalog import clean_name
 from collab.http import json_object, optional_uuid, path_uuid, read_body, services_of
-from collab.notebook import copy_update, empty_notebook, parse_ipynb, seed_update, to_ipynb
+from collab.notebook import (
+    copy_update,
+    empty_notebook,
+    parse_ipynb,
+    rename_document,
+    seed_update,
+    to_ipynb,
+)
 from collab.services import Services
 
 log = logging.getLogger(__name__)
@@ -124,8 +131,30 @@ async def import_notebook(request: Request) -> Response:
 async def get_notebook(request: Request) -> Response:
     notebook_id = _notebook_id(request)
     principal = await require_notebook(request, notebook_id, Role.VIEWER)
-    row = await services_of(request).catalog.get_notebook(notebook_id)
-    return JSONResponse({**row, "role": principal.role.label})
+    services = services_of(request)
+    row = await services.catalog.get_notebook(notebook_id)
+    row_workspace = uuid.UUID(str(row["workspace_id"]))
+    # The workspace's name, and whether the caller may open the workspace itself (a member,
+    # or a guest of a workspace link) or only this notebook (a grant, a notebook link): the
+    # client's breadcrumb links to the workspace only when it opens.
+    record = await services.pool.fetchrow(
+        "SELECT w.name, EXISTS (SELECT 1 FROM workspace_members m"
+        "   WHERE m.workspace_id = w.id AND m.user_id = $2) AS member"
+        " FROM workspaces w WHERE w.id = $1",
+        row_workspace,
+        principal.user_id,
+    )
+    whole_link = principal.scope_workspace is not None and principal.scope_notebook is None
+    files = await files_role(services.pool, await identify(request), row_workspace)
+    return JSONResponse(
+        {
+            **row,
+            "role": principal.role.label,
+            "workspace_name": record["name"] if record else None,
+            "workspace_access": bool(record and (record["member"] or whole_link)),
+            "files_access": files is not None,
+        }
+    )
 
 
 async def update_notebook(request: Request) -> Response:
@@ -137,11 +166,7 @@ async def update_notebook(request: Request) -> Response:
     row = await services.catalog.rename_notebook(notebook_id, title)
     # The title lives in the document too, so open clients see the rename live.
     async with services.rooms.use(notebook_id) as room:
-        metadata = room.doc.get_map("meta")
-        with room.doc.begin_transaction() as txn:
-            if "metadata" not in metadata:
-                metadata.set(txn, "metadata", Y.YMap({}))
-            metadata["metadata"].set(txn, "title", title)
+        rename_document(room.doc, title)
     return JSONResponse(row)
 
 

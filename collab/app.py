@@ -9,16 +9,18 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from collab import api, auth_api, search
+from collab import access_api, api, auth_api, search
 from collab.errors import WeftError
 from collab.extensions import Extension, discover
 from collab.metrics import metrics_endpoint
+from collab.security_headers import SecurityHeaders
 from collab.services import open_services
 from collab.settings import Settings
 from collab.websocket import sync_endpoint
@@ -91,6 +93,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         *api.routes,
         *search.routes(),
         *auth_api.routes,
+        *access_api.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         WebSocketRoute("/ws/{notebook_id}", sync_endpoint),
     ]
@@ -101,6 +104,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        # CSP, nosniff, Referrer-Policy on every response (docs/security.md).
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             WeftError: _weft_error,
             HTTPException: _http_error,

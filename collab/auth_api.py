@@ -1,6 +1,9 @@
-"""REST for accounts and sharing: sign-up, login, logout, API tokens, members, share links."""
+"""REST for accounts and sharing: sign-up, login, logout, API tokens, socket tickets,
+members, share links."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -9,29 +12,67 @@ from starlette.routing import Route
 from collab.access import (
     SESSION_COOKIE,
     Role,
+    check_origin,
     credential_of,
     identify,
     require_account,
+    require_notebook,
     require_workspace,
 )
 from collab.access_watch import announce
 from collab.accounts import Identity, clean_email, user_json
-from collab.errors import Forbidden, Unauthorized
-from collab.http import json_object, optional_uuid, path_uuid, services_of
+from collab.credentials import new_token
+from collab.errors import BadRequest, Forbidden, Unauthorized, UnsupportedMediaType
+from collab.http import (
+    MAX_JSON_BYTES,
+    json_object,
+    optional_uuid,
+    path_uuid,
+    read_body,
+    services_of,
+)
+from collab.login_throttle import DEVICE_PREFIX, LoginSource
+
+# A browser's mark that it signed in before (collab.login_throttle): no credential.
+DEVICE_COOKIE = "weft_device"
 
 
-def _with_session(request: Request, body: dict[str, object], token: str, status: int) -> Response:
+def _secure(request: Request) -> bool:
+    """Whether the browser reached us over https: the public URL says so, or the request
+    (through a trusted proxy's X-Forwarded-Proto, which uvicorn applies)."""
+    public = services_of(request).settings.public_url
+    return (public or "").startswith("https://") or request.url.scheme == "https"
+
+
+def _with_session(
+    request: Request,
+    body: dict[str, object],
+    token: str,
+    status: int,
+    source: LoginSource | None = None,
+) -> Response:
     """The token in the body (API clients) and in an HttpOnly cookie (the browser)."""
+    settings = services_of(request).settings
     response = JSONResponse({"token": token, **body}, status_code=status)
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(services_of(request).settings.session_days * 86400),
+        max_age=int(settings.session_days * 86400),
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
         path="/",
     )
+    if source is not None and source.device is not None:
+        response.set_cookie(
+            DEVICE_COOKIE,
+            source.device,
+            max_age=int(settings.login_known_days * 86400),
+            httponly=True,
+            samesite="strict",
+            secure=_secure(request),
+            path="/api/auth",
+        )
     return response
 
 
@@ -39,24 +80,71 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _source(request: Request) -> LoginSource:
+    """The caller's address and browser (its device cookie, or a new one to set)."""
+    device = request.cookies.get(DEVICE_COOKIE)
+    if not (device and device.startswith(DEVICE_PREFIX) and len(device) < 100):
+        device = new_token("device")
+    return LoginSource(_address(request), device)
+
+
+async def _public_body(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    """The JSON body of a call that needs no credential (sign-up, login, accepting a link),
+    so that nothing else stops another site's page from posting it (signing a visitor in
+    as someone else, or as a guest): it must come from an allowed Origin, as JSON, which a
+    form cannot send and another site's script cannot without a CORS preflight, which this
+    server never grants. ``optional``: an empty body may also come without a type."""
+    check_origin(request)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "application/json":
+        return await json_object(request)
+    if optional and not media and not await read_body(request, MAX_JSON_BYTES):
+        return {}
+    raise UnsupportedMediaType("send the body as JSON (Content-Type: application/json)")
+
+
 async def signup(request: Request) -> Response:
-    body = await json_object(request)
+    body = await _public_body(request)
     link = body.get("link")
+    source = _source(request)
     user, token = await services_of(request).accounts.signup(
         body.get("email"),
         body.get("password"),
         body.get("name"),
+        source=source,
         link_token=link if isinstance(link, str) else None,
     )
-    return _with_session(request, {"user": user}, token, 201)
+    return _with_session(request, {"user": user}, token, 201, source)
 
 
 async def login(request: Request) -> Response:
-    body = await json_object(request)
+    body = await _public_body(request)
+    source = _source(request)
     user, token = await services_of(request).accounts.login(
-        body.get("email"), body.get("password"), _address(request)
+        body.get("email"), body.get("password"), source
     )
-    return _with_session(request, {"user": user}, token, 200)
+    return _with_session(request, {"user": user}, token, 200, source)
+
+
+async def socket_ticket(request: Request) -> Response:
+    """A short-lived ticket for ``/ws/{notebook_id}?ticket=``, instead of a long-lived token
+    in a URL (where proxies log it)."""
+    identity = await identify(request)
+    body = await json_object(request)
+    notebook_id = optional_uuid(body.get("notebook_id"), "notebook_id")
+    if notebook_id is None:
+        raise BadRequest("'notebook_id' is required")
+    await require_notebook(request, notebook_id, Role.VIEWER)
+    accounts = services_of(request).accounts
+    ticket, expires_at = await accounts.issue_ticket(identity, notebook_id)
+    seconds = services_of(request).settings.socket_ticket_seconds
+    answer = {
+        "ticket": ticket,
+        "notebook_id": str(notebook_id),
+        "expires_at": expires_at.isoformat(),
+        "expires_in": int(seconds),
+    }
+    return JSONResponse(answer, status_code=201)
 
 
 async def logout(request: Request) -> Response:
@@ -77,7 +165,11 @@ async def me(request: Request) -> Response:
 async def rename_me(request: Request) -> Response:
     identity = await identify(request)
     body = await json_object(request)
-    user = await services_of(request).accounts.rename(identity, body.get("name"))
+    services = services_of(request)
+    user = await services.accounts.rename(identity, body.get("name"))
+    # Presence is stamped by the server: re-stamp what this person shows in open notebooks.
+    for room in services.rooms.all():
+        room.rename_user(str(identity.user_id), str(user["name"]))
     return JSONResponse({"user": user, "credential": identity.kind})
 
 
@@ -157,7 +249,8 @@ async def create_link(request: Request) -> Response:
     row, token = await services_of(request).links.create(
         principal, workspace_id, role, notebook_id, body.get("expires_in"), body.get("max_uses")
     )
-    url = f"{str(request.base_url).rstrip('/')}/links/{token}"
+    base = services_of(request).settings.public_url or str(request.base_url).rstrip("/")
+    url = f"{base}/links/{token}"
     return JSONResponse({**row, "token": token, "url": url}, status_code=201)
 
 
@@ -195,7 +288,7 @@ async def accept_link(request: Request) -> Response:
             bearer = found[0]
         except Unauthorized:
             identity = None  # a stale session: treat as signed out
-    body = await json_object(request)
+    body = await _public_body(request, optional=True)
     accepted = await services_of(request).links.accept(
         request.path_params["token"], identity, bearer, body.get("name")
     )
@@ -212,6 +305,7 @@ routes = [
     Route("/api/auth/tokens", list_tokens, methods=["GET"]),
     Route("/api/auth/tokens", create_token, methods=["POST"]),
     Route("/api/auth/tokens/{token_id}", revoke_token, methods=["DELETE"]),
+    Route("/api/auth/socket-ticket", socket_ticket, methods=["POST"]),
     Route("/api/workspaces/{workspace_id}/members", list_members, methods=["GET"]),
     Route("/api/workspaces/{workspace_id}/members", add_member, methods=["POST"]),
     Route("/api/workspaces/{workspace_id}/members/{user_id}", change_member, methods=["PATCH"]),

@@ -40,6 +40,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     log.info("listening", extra={"host": settings.host, "port": settings.port})
+    missing = settings.web_client_missing
+    if missing is None:
+        log.info("serving the web client", extra={"web_dir": str(settings.web_dir)})
+        print(f"weft: web client at http://{settings.host}:{settings.port}/", file=sys.stderr)
+    else:
+        log.warning("no web client", extra={"reason": missing})
+        print(
+            f"weft: no web client ({missing}): serving the API only. Build it with"
+            " `bash web/build.sh` (needs `npm ci` in web/, see scripts/setup.sh), or point"
+            " WEFT_WEB_DIR at a built client.",
+            file=sys.stderr,
+        )
     uvicorn.run(
         app,
         host=settings.host,
@@ -51,6 +63,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         ws_per_message_deflate=False,
         ws=DirectWebSocketProtocol if settings.ws_direct else "websockets-sansio",
         lifespan="on",
+        # The client address (login limits) and scheme (Secure cookies) from
+        # X-Forwarded-For / -Proto, from these peers only.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
     )
     return 0
 

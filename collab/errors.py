@@ -35,6 +35,13 @@ class PayloadTooLarge(WeftError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(WeftError):
+    """A body that must be JSON came as something else (a form, plain text)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Unavailable(WeftError):
     """Storage could not be reached or a document could not be loaded: retry later."""
 

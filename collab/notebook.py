@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 import nbformat
-import y_py as Y
+from pycrdt import Array, Doc, Map, Text
 
 from collab.errors import BadRequest
 
@@ -78,7 +78,7 @@ def _text(value: JSON) -> str:
 
 
 def _plain(value: JSON) -> JSON:
-    """nbformat's NotebookNode is a dict subclass; y-py wants plain JSON values."""
+    """nbformat's NotebookNode is a dict subclass; the binding wants plain JSON values."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -86,10 +86,10 @@ def _plain(value: JSON) -> JSON:
     return value
 
 
-def _set_sorted(txn: Y.YTransaction, target: Y.YMap, values: dict[str, JSON]) -> None:
+def _set_sorted(target: Map[Any], values: dict[str, JSON]) -> None:
     # Sorted keys: the same input always integrates in the same order with the same clocks.
     for key in sorted(values):
-        target.set(txn, key, values[key])
+        target[key] = values[key]
 
 
 def _output_prelim(output: dict[str, JSON]) -> dict[str, JSON]:
@@ -99,73 +99,81 @@ def _output_prelim(output: dict[str, JSON]) -> dict[str, JSON]:
     return out
 
 
-def _write_output(txn: Y.YTransaction, outputs: Y.YArray, output: dict[str, JSON]) -> None:
-    outputs.append(txn, Y.YMap({}))
-    target = outputs[len(outputs) - 1]
+def _write_output(outputs: Array[Any], output: dict[str, JSON]) -> None:
+    target: Map[Any] = Map()
+    outputs.append(target)
     values = _output_prelim(output)
     for key in sorted(values):
         if key == "text" and values.get("output_type") == "stream":
-            target.set(txn, key, Y.YText(values[key]))
+            target[key] = Text(values[key])
         else:
-            target.set(txn, key, values[key])
+            target[key] = values[key]
 
 
-def _write_cell(txn: Y.YTransaction, cells: Y.YArray, cell: dict[str, JSON], cell_id: str) -> None:
+def _write_cell(cells: Array[Any], cell: dict[str, JSON], cell_id: str) -> None:
     cell_type = cell.get("cell_type", "code")
     if cell_type not in CELL_TYPES:
         raise BadRequest(f"unknown cell type {cell_type!r}")
-    cells.append(txn, Y.YMap({}))
-    target = cells[len(cells) - 1]
+    target: Map[Any] = Map()
+    cells.append(target)
     metadata = _plain(dict(cell.get("metadata") or {}))
     if cell_type == "code":
         metadata.setdefault("language", "python")
     # Fixed order: id, cell_type, source, metadata, outputs, execution_count, attachments.
-    target.set(txn, "id", cell_id)
-    target.set(txn, "cell_type", cell_type)
-    target.set(txn, "source", Y.YText(_text(cell.get("source"))))
-    target.set(txn, "metadata", Y.YMap({}))
-    _set_sorted(txn, target["metadata"], metadata)
+    target["id"] = cell_id
+    target["cell_type"] = cell_type
+    target["source"] = Text(_text(cell.get("source")))
+    cell_metadata: Map[Any] = Map()
+    target["metadata"] = cell_metadata
+    _set_sorted(cell_metadata, metadata)
     if cell_type == "code":
-        target.set(txn, "outputs", Y.YArray([]))
+        outputs: Array[Any] = Array()
+        target["outputs"] = outputs
         for output in cell.get("outputs") or []:
-            _write_output(txn, target["outputs"], dict(output))
+            _write_output(outputs, dict(output))
         count = cell.get("execution_count")
-        target.set(txn, "execution_count", count if isinstance(count, int) else None)
+        target["execution_count"] = count if isinstance(count, int) else None
     if cell.get("attachments"):
-        target.set(txn, "attachments", _plain(cell["attachments"]))
+        target["attachments"] = _plain(cell["attachments"])
 
 
 def seed_update(notebook: dict[str, JSON], notebook_id: uuid.UUID) -> bytes:
     """The whole notebook as one Yjs update whose item ids depend only on id and content."""
-    doc = Y.YDoc(client_id=SEED_CLIENT_ID)
-    cells = doc.get_array("cells")
-    meta = doc.get_map("meta")
+    doc: Doc[Any] = Doc(client_id=SEED_CLIENT_ID)
+    cells = doc.get("cells", type=Array)
+    meta = doc.get("meta", type=Map)
     used: set[str] = set()
-    with doc.begin_transaction() as txn:
-        meta.set(txn, "nbformat", NBFORMAT)
-        meta.set(txn, "nbformat_minor", NBFORMAT_MINOR)
-        meta.set(txn, "metadata", Y.YMap({}))
-        _set_sorted(txn, meta["metadata"], _plain(dict(notebook.get("metadata") or {})))
+    with doc.transaction():
+        meta["nbformat"] = NBFORMAT
+        meta["nbformat_minor"] = NBFORMAT_MINOR
+        metadata: Map[Any] = Map()
+        meta["metadata"] = metadata
+        _set_sorted(metadata, _plain(dict(notebook.get("metadata") or {})))
         for index, cell in enumerate(notebook.get("cells") or []):
             cell_id = str(cell.get("id") or "")
             if not cell_id or cell_id in used:
                 cell_id = str(uuid.uuid5(notebook_id, f"cell-{index}"))
             used.add(cell_id)
-            _write_cell(txn, cells, dict(cell), cell_id)
-    return bytes(Y.encode_state_as_update(doc))
+            _write_cell(cells, dict(cell), cell_id)
+    return doc.get_update()
 
 
-def _json(value: JSON) -> JSON:
-    """A Y type or plain value as plain JSON."""
-    if isinstance(value, Y.YText):
-        return str(value)
-    if isinstance(value, Y.YMap):
-        return {k: _json(value[k]) for k in value}
-    if isinstance(value, Y.YArray):
-        return [_json(v) for v in value]
+def _integers(value: JSON) -> JSON:
+    # Yjs numbers are doubles: a count written as 3 reads back as 3.0.
+    if isinstance(value, dict):
+        return {k: _integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integers(v) for v in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _json(value: JSON) -> JSON:
+    """A shared type or plain value as plain JSON."""
+    if isinstance(value, Text | Map | Array):
+        value = value.to_py()
+    return _integers(value)
 
 
 def _export_output(output: dict[str, JSON], execution_count: int | None) -> dict[str, JSON]:
@@ -194,14 +202,14 @@ def _export_output(output: dict[str, JSON], execution_count: int | None) -> dict
     return result
 
 
-def to_ipynb(doc: Y.YDoc, title: str | None = None) -> dict[str, JSON]:
+def to_ipynb(doc: Doc[Any], title: str | None = None) -> dict[str, JSON]:
     """The document as an nbformat 4.5 notebook (valid for nbformat.validate)."""
-    meta = _json(doc.get_map("meta"))
+    meta = _json(doc.get("meta", type=Map))
     metadata = dict(meta.get("metadata") or {})
     if title is not None:
         metadata["title"] = title
     cells = []
-    for raw in _json(doc.get_array("cells")):
+    for raw in _json(doc.get("cells", type=Array)):
         cell_type = raw.get("cell_type", "code")
         cell: dict[str, JSON] = {
             "id": str(raw.get("id")),
@@ -230,18 +238,31 @@ def to_ipynb(doc: Y.YDoc, title: str | None = None) -> dict[str, JSON]:
 SESSION_MAPS = ("runs", "symbols", "kernel")
 
 
-def copy_update(doc: Y.YDoc, title: str) -> bytes:
+def copy_update(doc: Doc[Any], title: str) -> bytes:
     """A new notebook's document holding exactly this one's content (cells, sources, outputs,
     metadata) under ``title``, without the session state of the original's kernel."""
-    copy = Y.YDoc()
-    Y.apply_update(copy, Y.encode_state_as_update(doc))
-    meta = copy.get_map("meta")
-    with copy.begin_transaction() as txn:
+    copy: Doc[Any] = Doc()
+    copy.apply_update(doc.get_update())
+    meta = copy.get("meta", type=Map)
+    with copy.transaction():
         for name in SESSION_MAPS:
-            session = copy.get_map(name)
+            session = copy.get(name, type=Map)
             for key in list(session.keys()):
-                session.pop(txn, key)
-        if "metadata" not in meta:
-            meta.set(txn, "metadata", Y.YMap({}))
-        meta["metadata"].set(txn, "title", title)
-    return bytes(Y.encode_state_as_update(copy))
+                del session[key]
+        set_title(meta, title)
+    return copy.get_update()
+
+
+def rename_document(doc: Doc[Any], title: str) -> None:
+    """Set the title in the document (one transaction), so open clients see a rename live."""
+    with doc.transaction():
+        set_title(doc.get("meta", type=Map), title)
+
+
+def set_title(meta: Map[Any], title: str) -> None:
+    """Write the notebook's title into its ``meta`` map (creating ``metadata`` if missing)."""
+    metadata = meta.get("metadata")
+    if not isinstance(metadata, Map):
+        metadata = Map()
+        meta["metadata"] = metadata
+    metadata["title"] = title

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import y_py as Y
+from pycrdt import Array, Map, Text
 
 from collab import protocol
 from collab.notebook import _json as to_json
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # A change to a Y.Text or Y.Array as Yjs describes it: a list of {"retain": n},
 # {"insert": str | list} and {"delete": n}, in document order. Text offsets count UTF-8
-# bytes, as y-py does.
+# bytes, as the binding (yrs) does.
 Delta = list[dict[str, Any]]
 
 
@@ -53,7 +53,7 @@ class NotebookPeer:
     def __init__(self, room: Room) -> None:
         self._room = room
         self._doc = room.doc
-        self._txn: Y.YTransaction | None = None
+        self._batching = False
 
     @property
     def notebook_id(self) -> uuid.UUID:
@@ -61,12 +61,19 @@ class NotebookPeer:
 
     # -- reading ----------------------------------------------------------------------
 
-    def _cells(self) -> Y.YArray:
-        return self._doc.get_array("cells")
+    def _cells(self) -> Array[Any]:
+        cells: Array[Any] = self._doc.get("cells", type=Array)
+        return cells
+
+    def _map(self, name: str) -> Map[Any]:
+        table: Map[Any] = self._doc.get(name, type=Map)
+        return table
 
     def cells(self) -> list[CellSnapshot]:
         snapshots = []
         for index, cell in enumerate(self._cells()):
+            if not isinstance(cell, Map):
+                continue  # anything else an editor put into `cells` is no cell
             metadata = to_json(cell["metadata"]) if "metadata" in cell else {}
             cell_type = str(cell["cell_type"]) if "cell_type" in cell else "code"
             snapshots.append(
@@ -84,30 +91,29 @@ class NotebookPeer:
     def cell(self, cell_id: str) -> CellSnapshot | None:
         return next((c for c in self.cells() if c.id == cell_id), None)
 
-    def _ycell(self, cell_id: str) -> Y.YMap | None:
-        # Index, do not iterate: iterating a YArray yields plain copies, not the shared maps.
+    def _ycell(self, cell_id: str) -> Map[Any] | None:
         cells = self._cells()
         for index in range(len(cells)):
             cell = cells[index]
-            if "id" in cell and str(cell["id"]) == cell_id:
+            if isinstance(cell, Map) and "id" in cell and str(cell["id"]) == cell_id:
                 return cell
         return None
 
     def metadata(self) -> dict[str, Any]:
-        meta = self._doc.get_map("meta")
+        meta = self._map("meta")
         value = to_json(meta["metadata"]) if "metadata" in meta else {}
         return value if isinstance(value, dict) else {}
 
     def run(self, cell_id: str) -> dict[str, Any] | None:
-        runs = self._doc.get_map("runs")
+        runs = self._map("runs")
         return to_json(runs[cell_id]) if cell_id in runs else None
 
     def runs(self) -> dict[str, dict[str, Any]]:
-        value = to_json(self._doc.get_map("runs"))
+        value = to_json(self._map("runs"))
         return value if isinstance(value, dict) else {}
 
     def symbols(self) -> dict[str, list[dict[str, Any]]]:
-        value = to_json(self._doc.get_map("symbols"))
+        value = to_json(self._map("symbols"))
         return value if isinstance(value, dict) else {}
 
     def outputs(self, cell_id: str) -> list[dict[str, Any]]:
@@ -122,77 +128,80 @@ class NotebookPeer:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Group several writes into one transaction: one update, seen by everyone at once."""
-        if self._txn is not None:
+        if self._batching:
             yield
             return
-        with self._doc.begin_transaction() as txn:
-            self._txn = txn
+        with self._doc.transaction():
+            self._batching = True
             try:
                 yield
             finally:
-                self._txn = None
+                self._batching = False
 
     @property
     def in_batch(self) -> bool:
-        return self._txn is not None
+        return self._batching
 
-    def _write(self, action: Callable[[Y.YTransaction], None]) -> None:
-        if self._txn is not None:
-            action(self._txn)
-        else:
-            with self._doc.begin_transaction() as txn:
-                action(txn)
+    def _write(self, action: Callable[[], None]) -> None:
+        # One transaction per write, or the batch's (the binding reuses an open one).
+        with self._doc.transaction():
+            action()
 
     def set_run(self, cell_id: str, state: dict[str, Any]) -> None:
-        runs = self._doc.get_map("runs")
-        self._write(lambda txn: runs.set(txn, cell_id, state))
+        runs = self._map("runs")
+        self._write(lambda: runs.__setitem__(cell_id, state))
 
     def set_kernel(self, state: dict[str, Any]) -> None:
         """The notebook's kernel status (starting, idle, busy, dead), for the status light."""
-        kernel = self._doc.get_map("kernel")
+        kernel = self._map("kernel")
 
-        def action(txn: Y.YTransaction) -> None:
+        def action() -> None:
             for key in list(kernel.keys()):
                 if key not in state:
-                    kernel.pop(txn, key)
+                    del kernel[key]
             for key in sorted(state):
-                kernel.set(txn, key, state[key])
+                kernel[key] = state[key]
 
         self._write(action)
 
     def set_symbols(self, cell_id: str, symbols: list[dict[str, Any]]) -> None:
-        table = self._doc.get_map("symbols")
-        self._write(lambda txn: table.set(txn, cell_id, symbols))
+        table = self._map("symbols")
+        self._write(lambda: table.__setitem__(cell_id, symbols))
 
     def forget(self, cell_id: str) -> None:
         """Drop a deleted cell's run state and symbols."""
-        runs, table = self._doc.get_map("runs"), self._doc.get_map("symbols")
+        runs, table = self._map("runs"), self._map("symbols")
 
-        def action(txn: Y.YTransaction) -> None:
+        def action() -> None:
             if cell_id in runs:
-                runs.pop(txn, cell_id)
+                del runs[cell_id]
             if cell_id in table:
-                table.pop(txn, cell_id)
+                del table[cell_id]
 
         self._write(action)
 
     def set_execution_count(self, cell_id: str, count: int | None) -> None:
         cell = self._ycell(cell_id)
         if cell is not None:
-            self._write(lambda txn: cell.set(txn, "execution_count", count))
+            self._write(lambda: cell.__setitem__("execution_count", count))
+
+    @staticmethod
+    def _outputs(cell: Map[Any]) -> Array[Any]:
+        outputs = cell.get("outputs")
+        if not isinstance(outputs, Array):
+            outputs = Array()
+            cell["outputs"] = outputs
+        return outputs
 
     def clear_outputs(self, cell_id: str) -> None:
         cell = self._ycell(cell_id)
         if cell is None:
             return
 
-        def action(txn: Y.YTransaction) -> None:
-            if "outputs" not in cell:
-                cell.set(txn, "outputs", Y.YArray([]))
-                return
-            outputs = cell["outputs"]
+        def action() -> None:
+            outputs = self._outputs(cell)
             if len(outputs):
-                outputs.delete_range(txn, 0, len(outputs))
+                del outputs[:]
 
         self._write(action)
 
@@ -202,21 +211,23 @@ class NotebookPeer:
         if cell is None or not text:
             return
 
-        def action(txn: Y.YTransaction) -> None:
-            if "outputs" not in cell:
-                cell.set(txn, "outputs", Y.YArray([]))
-            outputs = cell["outputs"]
+        def action() -> None:
+            outputs = self._outputs(cell)
             if len(outputs):
                 last = outputs[len(outputs) - 1]
-                if last.get("output_type") == "stream" and last.get("name") == name:
-                    stream = last["text"]
-                    stream.extend(txn, text)
+                stream = last.get("text") if isinstance(last, Map) else None
+                if (
+                    isinstance(stream, Text)
+                    and last.get("output_type") == "stream"
+                    and last.get("name") == name
+                ):
+                    stream += text
                     return
-            outputs.append(txn, Y.YMap({}))
-            added = outputs[len(outputs) - 1]
-            added.set(txn, "output_type", "stream")
-            added.set(txn, "name", name)
-            added.set(txn, "text", Y.YText(text))
+            added: Map[Any] = Map()
+            outputs.append(added)
+            added["output_type"] = "stream"
+            added["name"] = name
+            added["text"] = Text(text)
 
         self._write(action)
 
@@ -226,14 +237,11 @@ class NotebookPeer:
         if cell is None:
             return
 
-        def action(txn: Y.YTransaction) -> None:
-            if "outputs" not in cell:
-                cell.set(txn, "outputs", Y.YArray([]))
-            outputs = cell["outputs"]
-            outputs.append(txn, Y.YMap({}))
-            added = outputs[len(outputs) - 1]
+        def action() -> None:
+            added: Map[Any] = Map()
+            self._outputs(cell).append(added)
             for key in sorted(output):
-                added.set(txn, key, output[key])
+                added[key] = output[key]
 
         self._write(action)
 
@@ -243,9 +251,10 @@ class NotebookPeer:
         """A handle on one cell's source as it is now: writes through it are ordinary
         transactions, and it keeps pointing at the same text if the cell moves index."""
         cell = self._ycell(cell_id)
-        if cell is None or "source" not in cell or not isinstance(cell["source"], Y.YText):
+        source = cell.get("source") if cell is not None else None
+        if not isinstance(source, Text):
             return None
-        return CellText(self, cell_id, cell["source"])
+        return CellText(self, cell_id, source)
 
     def observe_cells(self, callback: Callable[[Delta], None]) -> Callable[[], None]:
         """Call ``callback`` with the delta of every insertion or deletion of cells (not of
@@ -256,7 +265,7 @@ class NotebookPeer:
         cells = self._cells()
         for index in range(len(cells)):
             cell = cells[index]
-            if "id" in cell and str(cell["id"]) == cell_id:
+            if isinstance(cell, Map) and "id" in cell and str(cell["id"]) == cell_id:
                 return index
         return None
 
@@ -265,18 +274,18 @@ class NotebookPeer:
     def assist(self) -> dict[str, dict[str, Any]]:
         """The top-level ``assist`` map: cell id -> the assistant's work in that cell (a
         generation streaming, or a suggestion pending), for every collaborator to see."""
-        value = to_json(self._doc.get_map("assist"))
+        value = to_json(self._map("assist"))
         return value if isinstance(value, dict) else {}
 
     def set_assist(self, cell_id: str, value: dict[str, Any] | None) -> None:
-        table = self._doc.get_map("assist")
+        table = self._map("assist")
 
-        def action(txn: Y.YTransaction) -> None:
+        def action() -> None:
             if value is None:
                 if cell_id in table:
-                    table.pop(txn, cell_id)
+                    del table[cell_id]
             else:
-                table.set(txn, cell_id, value)
+                table[cell_id] = value
 
         self._write(action)
 
@@ -291,10 +300,10 @@ class NotebookPeer:
 
 
 class CellText:
-    """One cell's ``source`` (a Y.Text). Offsets count UTF-8 bytes (y-py's unit); every
-    write is one transaction (or part of the peer's ``batch()``)."""
+    """One cell's ``source`` (a Y.Text). Offsets count UTF-8 bytes (the binding's unit);
+    every write is one transaction (or part of the peer's ``batch()``)."""
 
-    def __init__(self, peer: NotebookPeer, cell_id: str, text: Y.YText) -> None:
+    def __init__(self, peer: NotebookPeer, cell_id: str, text: Text) -> None:
         self._peer = peer
         self.cell_id = cell_id
         self._text = text
@@ -307,21 +316,54 @@ class CellText:
 
     def insert(self, index: int, text: str) -> None:
         if text:
-            self._peer._write(lambda txn: self._text.insert(txn, index, text))
+            self._peer._write(lambda: self._text.insert(index, text))
 
     def delete(self, index: int, length: int) -> None:
         if length > 0:
-            self._peer._write(lambda txn: self._text.delete_range(txn, index, length))
+            self._peer._write(lambda: self._text.__delitem__(slice(index, index + length)))
 
     def observe(self, callback: Callable[[Delta], None]) -> Callable[[], None]:
         """Call ``callback`` with the delta of every change to this text, local or remote,
         right after its transaction; returns the function that stops it."""
         return _observe(self._text, callback)
 
+    def next_id(self) -> tuple[int, int]:
+        """The Yjs ID ``(client, clock)`` that the next text this peer inserts starts at:
+        its characters then take one clock per UTF-16 code unit (Yjs's unit for item
+        clocks, which yrs keeps), so the caller knows the ID of each character it writes,
+        which is what a Yjs relative position names (``{"item": {"client", "clock"},
+        "assoc"}``). Call it right before the insertion, with nothing written between.
+
+        (pycrdt 0.14's ``Text.sticky_index`` cannot be used for this: under byte offsets it
+        skips whole blocks by their UTF-8 length but counts inside the last one in UTF-16
+        units, so after any non-ASCII text in a text of several blocks it names the wrong
+        character, or none.)"""
+        doc = self._peer._doc
+        client = doc.client_id
+        state = doc.get_state()  # a v1 state vector: count, then (client, clock) pairs
+        at = 0
+
+        def varuint() -> int:
+            nonlocal at
+            value = shift = 0
+            while True:
+                byte = state[at]
+                at += 1
+                value |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    return value
+
+        for _ in range(varuint()):
+            other, clock = varuint(), varuint()
+            if other == client:
+                return client, clock
+        return client, 0
+
 
 def _observe(target: Any, callback: Callable[[Delta], None]) -> Callable[[], None]:
     def handler(event: Any) -> None:
-        # Raising into y-py's observer machinery can panic the document: never do it.
+        # Raising into the binding's observer machinery can panic the document: never do it.
         try:
             callback(list(event.delta))
         except Exception:

@@ -1,8 +1,10 @@
 """The y-protocols wire format: sync (step 1, step 2, update) and awareness messages.
 
-Message builders come from ypy-websocket; the decoder here is strict, because every byte
-comes from an untrusted client: anything malformed raises ``ProtocolError`` and never an
-``IndexError`` from deep inside a parser.
+The format is small enough to own (lib0 variable-length integers and byte strings). The
+decoder is strict, because every byte comes from an untrusted client: anything malformed
+raises ``ProtocolError`` and never an ``IndexError`` from deep inside a parser. What a sync
+message carries (a state vector or an update) is checked by ``collab.update_check`` before
+the CRDT binding sees it.
 """
 
 from __future__ import annotations
@@ -10,15 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import IntEnum
-
-from ypy_websocket.yutils import (
-    YMessageType,
-    YSyncMessageType,
-    create_sync_step1_message,
-    create_sync_step2_message,
-    create_update_message,
-    write_var_uint,
-)
 
 from collab.errors import ProtocolError
 
@@ -38,16 +31,42 @@ __all__ = [
 
 
 class MessageType(IntEnum):
-    SYNC = YMessageType.SYNC
-    AWARENESS = YMessageType.AWARENESS
+    SYNC = 0
+    AWARENESS = 1
     AUTH = 2
     QUERY_AWARENESS = 3
 
 
 class SyncType(IntEnum):
-    STEP1 = YSyncMessageType.SYNC_STEP1
-    STEP2 = YSyncMessageType.SYNC_STEP2
-    UPDATE = YSyncMessageType.SYNC_UPDATE
+    STEP1 = 0
+    STEP2 = 1
+    UPDATE = 2
+
+
+def write_var_uint(number: int) -> bytes:
+    """lib0's unsigned variable-length integer: 7 bits a byte, low bits first."""
+    out = bytearray()
+    while number > 0x7F:
+        out.append(0x80 | (number & 0x7F))
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def _sync_message(sync_type: SyncType, payload: bytes) -> bytes:
+    return bytes((MessageType.SYNC, sync_type)) + write_var_uint(len(payload)) + payload
+
+
+def create_sync_step1_message(state_vector: bytes) -> bytes:
+    return _sync_message(SyncType.STEP1, state_vector)
+
+
+def create_sync_step2_message(update: bytes) -> bytes:
+    return _sync_message(SyncType.STEP2, update)
+
+
+def create_update_message(update: bytes) -> bytes:
+    return _sync_message(SyncType.UPDATE, update)
 
 
 class Reader:
@@ -89,9 +108,6 @@ class Reader:
             return self.var_bytes().decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError("string is not valid UTF-8") from None
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.buf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,5 +184,4 @@ def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
 
 def encode_awareness_message(entries: list[AwarenessEntry]) -> bytes:
     payload = encode_awareness(entries)
-    length: bytes = write_var_uint(len(payload))
-    return bytes([MessageType.AWARENESS]) + length + payload
+    return bytes([MessageType.AWARENESS]) + write_var_uint(len(payload)) + payload

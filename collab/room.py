@@ -8,29 +8,82 @@ being buffered without limit.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
-import y_py as Y
+from pycrdt import Array, Doc, TransactionEvent
 
 from collab import protocol
 from collab.errors import ProtocolError
 from collab.protocol import AwarenessEntry
+from collab.update_check import check_update, decode_state_vector
 
 log = logging.getLogger(__name__)
 
 # WebSocket close codes a room decides on (websocket.py owns the rest).
 CLOSE_TOO_SLOW = 1008
+CLOSE_RELOADING = 1013  # "try again later": y-websocket reconnects and syncs afresh
+CLOSE_TOO_LARGE = 4413
 CLOSE_GONE = 4410
 
-# Presence ids a connection may bring into a room (removed when it leaves); tabs sharing
-# one connection are rare, so a large number is abuse, but not worth a disconnect.
-MAX_AWARENESS_IDS_PER_CLIENT = 64
+
+_UNCLAIMED = object()
+
+
+def is_binding_panic(exc: BaseException) -> bool:
+    """pyo3's PanicException derives from BaseException: recognise it without catching
+    KeyboardInterrupt or cancellation along with it."""
+    return type(exc).__name__ == "PanicException"
+
+
+class DocumentFull(ProtocolError):
+    """An edit would take the notebook past one of its size limits."""
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentLimits:
+    """What edits from clients may grow a notebook to (settings: WEFT_MAX_DOCUMENT_BYTES,
+    WEFT_MAX_CELLS). Server-side writers (runs, the assistant) have caps of their own."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_cells: int = 2000
+
+
+# Presence ids a connection may speak for (removed when it leaves): a y-websocket client has
+# one; a few allow for reloads of a tab that kept its connection.
+MAX_AWARENESS_IDS_PER_CLIENT = 4
+# Bytes of one presence state, and presence entries in one room: beyond them an entry is
+# dropped (a viewer once left 27 MiB of junk presence for every later joiner).
+MAX_AWARENESS_STATE_BYTES = 4096
+MAX_AWARENESS_PER_ROOM = 256
+# Yjs client ids one connection may write changes as (one per tab's document).
+MAX_WRITER_IDS_PER_CLIENT = 8
+# Colours a presence is drawn in; the server picks one per person, never shared in a room.
+PALETTE = (
+    "#2563eb",
+    "#dc2626",
+    "#16a34a",
+    "#d97706",
+    "#7c3aed",
+    "#db2777",
+    "#0891b2",
+    "#65a30d",
+    "#ea580c",
+    "#4f46e5",
+    "#be123c",
+    "#0d9488",
+    "#a16207",
+    "#9333ea",
+    "#c026d3",
+    "#0284c7",
+)
 _EMPTY_UPDATE = b"\x00\x00"
 # Awareness id the server speaks under to one connection (its role, see collab.websocket);
 # never accepted from clients, which re-send every state they have heard.
@@ -44,9 +97,19 @@ class Client:
     ever calls ``send``, which never blocks.
     """
 
-    def __init__(self, conn_id: str, queue_limit: int, user_id: str | None = None) -> None:
+    def __init__(
+        self,
+        conn_id: str,
+        queue_limit: int,
+        user_id: str | None = None,
+        user_name: str = "",
+    ) -> None:
         self.conn_id = conn_id
         self.user_id = user_id
+        # Who the server says this connection's presence belongs to (stamped on every state).
+        self.user_name = user_name
+        # Yjs client ids this connection has written changes as.
+        self.writer_ids: set[int] = set()
         self._queue: deque[bytes] = deque()
         self._limit = queue_limit
         self._ready = anyio.Event()
@@ -147,11 +210,25 @@ class Room:
         last_seq: int,
         sink: UpdateSink,
         tail_length: int = 0,
+        limits: DocumentLimits | None = None,
     ) -> None:
         self.notebook_id = notebook_id
-        self.doc = Y.YDoc()
+        self.limits = limits or DocumentLimits()
+        self.doc: Doc[Any] = Doc()
         for update in updates:
-            Y.apply_update(self.doc, update)
+            self.doc.apply_update(update)
+        # The stored size (snapshot and tail), grown by every update accepted since: what the
+        # size limit counts, and what someone joining downloads at most.
+        self.size = sum(len(update) for update in updates)
+        # Set when the binding failed in the middle of applying an update: the document can
+        # no longer be trusted, and is rebuilt from the log (which never got that update).
+        self.broken = False
+        self.on_broken: Callable[[Room], None] = lambda room: None
+        self._state: dict[int, int] | None = None  # see state()
+        # Yjs client id -> the user who first wrote new changes under it in this room.
+        self._writers: dict[int, str | None] = {}
+        # user id -> presence colour, while the user is here (see _stamp).
+        self._colours: dict[str, str] = {}
         self.clients: dict[str, Client] = {}
         self.last_seq = last_seq  # highest seq assigned (appended or about to be)
         self.durable_seq = last_seq  # highest seq known to be in PostgreSQL
@@ -174,21 +251,23 @@ class Room:
         # Where accepted presence goes to reach other servers (the document feed sets it).
         self.publish_awareness: Callable[[bytes], None] = lambda payload: None
         self.users = 0  # holders of the room: connections and in-process peers
-        # y-py has no unobserve: the subscription lives exactly as long as the doc.
-        self._subscription = self.doc.observe_after_transaction(self._after_transaction)
+        # The subscription lives exactly as long as the doc.
+        self._subscription = self.doc.observe(self._after_transaction)
 
     # -- durability -------------------------------------------------------------------
 
-    def _after_transaction(self, event: Y.AfterTransactionEvent) -> None:
+    def _after_transaction(self, event: TransactionEvent) -> None:
         # Client updates are recorded as received (see receive); this catches edits made
         # on the server itself (executor, assistant), which travel like any other update.
         if self._applying:
             return
-        update = bytes(event.get_update())
+        self._state = None  # a server-side edit moved the state vector
+        update = bytes(event.update)
         if update != _EMPTY_UPDATE:
             self._record(None, update)
 
     def _record(self, origin: Client | None, update: bytes) -> None:
+        self.size += len(update)
         self._pending.append((origin, update))
         self._accepted += 1
         self._sink.schedule(self)
@@ -274,9 +353,10 @@ class Room:
             else:
                 self._applying = True
                 try:
-                    Y.apply_update(self.doc, update)
+                    self.doc.apply_update(update)
                 finally:
                     self._applying = False
+                    self._state = None
                 frame = protocol.create_update_message(update)
                 for client in clients:
                     client.send(frame)
@@ -297,17 +377,18 @@ class Room:
         """
         if seq <= self.synced_seq:
             return
-        known = Y.encode_state_vector(self.doc)
+        known = self.doc.get_state()
         self._applying = True
         try:
-            Y.apply_update(self.doc, snapshot)
+            self.doc.apply_update(snapshot)
         finally:
             self._applying = False
+            self._state = None
         # Encoded from the snapshot alone: our document also holds updates not yet durable,
         # whose deletions must not reach other clients before they are.
-        whole = Y.YDoc()
-        Y.apply_update(whole, snapshot)
-        missing = bytes(Y.encode_state_as_update(whole, known))
+        whole: Doc[Any] = Doc()
+        whole.apply_update(snapshot)
+        missing = whole.get_update(known)
         frame = protocol.create_update_message(missing)
         for client in list(self.clients.values()):
             client.send(frame)
@@ -338,7 +419,7 @@ class Room:
     def join(self, client: Client) -> None:
         """Register the client and start the sync: our state vector, then everyone's presence."""
         self.clients[client.conn_id] = client
-        client.send(protocol.create_sync_step1_message(Y.encode_state_vector(self.doc)))
+        client.send(protocol.create_sync_step1_message(self.doc.get_state()))
         present = [
             AwarenessEntry(cid, clock, state)
             for cid, (clock, state) in self._awareness.items()
@@ -362,6 +443,10 @@ class Room:
             for other in self.clients.values():
                 other.send(frame)
             self.publish_awareness(protocol.encode_awareness(gone))
+        if client.user_id is not None and not any(
+            other.user_id == client.user_id for other in self.clients.values()
+        ):
+            self._colours.pop(client.user_id, None)
 
     def receive(self, client: Client, frame: bytes) -> None:
         """Handle one frame from a client. Raises ProtocolError for anything malformed."""
@@ -384,23 +469,108 @@ class Room:
             raise ProtocolError(f"message type {message.kind.name} is not accepted from clients")
 
     def _answer_step1(self, client: Client, state_vector: bytes) -> None:
+        # Decoded strictly first: the binding has aborted processes on state vectors that
+        # claim billions of entries.
+        decode_state_vector(state_vector)
         try:
-            update = Y.encode_state_as_update(self.doc, state_vector)
-        except Exception as exc:  # y-py's EncodingException and friends
+            update = self.doc.get_update(state_vector)
+        except ValueError as exc:
             raise ProtocolError(f"malformed state vector: {exc}") from None
-        self.send_when_durable(client, protocol.create_sync_step2_message(bytes(update)))
+        self.send_when_durable(client, protocol.create_sync_step2_message(update))
+
+    def state(self) -> dict[int, int]:
+        """The document's state vector: client id -> the next clock it will use. Kept as the
+        room's own copy between transactions (decoding it for every update cost more than
+        applying the update)."""
+        if self._state is None:
+            self._state = decode_state_vector(self.doc.get_state())
+        return self._state
 
     def apply_client_update(self, client: Client, update: bytes) -> None:
+        """Check, apply and record one update from a client (see collab.update_check).
+
+        Raises ProtocolError (UpdateRefused) when the update is refused; the document is
+        then untouched.
+        """
         if update == _EMPTY_UPDATE:
             return
+        if self.broken:
+            raise ProtocolError("the notebook is reloading")
+        state = self.state()
+        facts = check_update(update, state)
+        if facts.empty:
+            return
+        self._check_limits(len(update), facts.new_list_maps)
+        claimed = self._check_writers(client, facts.ends, state)
         self._applying = True
         try:
-            Y.apply_update(self.doc, update)
-        except Exception as exc:
+            self.doc.apply_update(update)
+        except ValueError as exc:
+            self._state = None
             raise ProtocolError(f"malformed update: {exc}") from None
+        except BaseException as exc:
+            self._state = None
+            if not is_binding_panic(exc):
+                raise
+            self.break_down(f"the CRDT binding failed on an update: {exc}")
+            raise ProtocolError("update rejected by the CRDT decoder") from None
         finally:
             self._applying = False
+        # Nothing is ever left pending (check_update), so the state is exactly this.
+        for client_id, end in facts.ends.items():
+            if end > state.get(client_id, 0):
+                state[client_id] = end
+        for writer_id in claimed:
+            self._writers[writer_id] = client.user_id
+            client.writer_ids.add(writer_id)
         self._record(client, update)
+
+    def _check_writers(
+        self, client: Client, ends: dict[int, int], state: dict[int, int]
+    ) -> list[int]:
+        """Changes under a Yjs client id belong to the person who first wrote under it here:
+        anyone else writing new changes as that id (to make that person's next edits look
+        like duplicates, silently dropped) is refused. Returns the ids this update claims."""
+        claimed: list[int] = []
+        for writer_id, end in ends.items():
+            if end <= state.get(writer_id, 0):
+                continue  # nothing new under this id (a re-sent change)
+            owner = self._writers.get(writer_id, _UNCLAIMED)
+            if owner is _UNCLAIMED:
+                if writer_id == self.doc.client_id:
+                    raise ProtocolError("update writes as the server")
+                if len(client.writer_ids) + len(claimed) >= MAX_WRITER_IDS_PER_CLIENT:
+                    raise ProtocolError("update writes as too many Yjs clients")
+                claimed.append(writer_id)
+            elif owner != client.user_id:
+                raise ProtocolError("update writes as another collaborator's Yjs client id")
+        return claimed
+
+    def _check_limits(self, update_bytes: int, new_cells: int) -> None:
+        limits = self.limits
+        if self.size + update_bytes > limits.max_bytes:
+            raise DocumentFull(
+                f"notebook is full: edits may not take it past {limits.max_bytes // 2**20} MiB"
+                " (remove outputs or cells, or split it)"
+            )
+        if new_cells and len(self.doc.get("cells", type=Array)) + new_cells > limits.max_cells:
+            raise DocumentFull(
+                f"notebook is full: at most {limits.max_cells} cells (split it into several)"
+            )
+
+    def break_down(self, reason: str) -> None:
+        """The live document can no longer be trusted: close everyone (their clients reconnect
+        and sync again) and have it rebuilt from the durable log."""
+        if self.broken:
+            return
+        self.broken = True
+        log.error(
+            "room broken: rebuilding from the log",
+            extra={"notebook_id": str(self.notebook_id), "error": reason},
+        )
+        for other in list(self.clients.values()):
+            other.close(CLOSE_RELOADING, "the notebook is reloading: reconnecting")
+        self.on_broken(self)
 
     def _merge_awareness(self, entries: list[AwarenessEntry]) -> list[AwarenessEntry]:
         """Apply y-protocols' rule (a newer clock wins; a removal at the same clock applies
@@ -417,24 +587,110 @@ class Room:
         return self._awareness.get(client_id, (-1, "null"))[1] != "null"
 
     def _apply_awareness(self, client: Client, payload: bytes) -> None:
-        entries = [
-            e for e in protocol.decode_awareness(payload) if e.client_id != SERVER_AWARENESS_ID
-        ]
-        # y-websocket clients re-send the presence of others they have heard of, so an id a
-        # connection sends is not always its own. As the reference server does, a connection
-        # owns (and loses when it leaves) the ids it brought into the room, not ones relayed.
-        absent = {e.client_id for e in entries if not self._present(e.client_id)}
-        accepted = self._merge_awareness(entries)
+        """Presence from a connection: only its own, bounded, and stamped with who it is.
+
+        y-websocket clients re-send the presence of others they have heard of, so an id a
+        connection sends is not always its own. As the reference server does, a connection
+        owns (and loses when it leaves) the ids it brought into the room; entries for ids
+        another connection speaks for are dropped (the server has them first-hand), so no
+        one can overwrite or remove someone else's presence.
+        """
+        own = []
+        present = None
+        claiming = 0
+        for entry in protocol.decode_awareness(payload):
+            cid = entry.client_id
+            if cid == SERVER_AWARENESS_ID:
+                continue
+            if cid not in client.awareness_ids:
+                if entry.removed or self._present(cid) or self._spoken_for(cid):
+                    continue  # someone else's, relayed
+                if present is None:
+                    present = sum(1 for _, state in self._awareness.values() if state != "null")
+                if (
+                    len(client.awareness_ids) + claiming >= MAX_AWARENESS_IDS_PER_CLIENT
+                    or present + claiming >= MAX_AWARENESS_PER_ROOM
+                ):
+                    continue
+                claiming += 1
+            stamped = self._stamp(client, entry)
+            if stamped is not None:
+                own.append(stamped)
+        accepted = self._merge_awareness(own)
         for entry in accepted:
             if entry.removed:
                 client.awareness_ids.discard(entry.client_id)
-            elif entry.client_id in absent:
-                if len(client.awareness_ids) < MAX_AWARENESS_IDS_PER_CLIENT:
-                    client.awareness_ids.add(entry.client_id)
+            else:
+                client.awareness_ids.add(entry.client_id)
+        self._forget_tombstones()
         if accepted:
             frame = protocol.encode_awareness_message(accepted)
             # To everyone, the sender too, as the reference server does: y-websocket drops a
             # connection that hears nothing for 30 s, and a lone client hears only this.
+            for other in self.clients.values():
+                other.send(frame)
+            self.publish_awareness(protocol.encode_awareness(accepted))
+
+    def _spoken_for(self, client_id: int) -> bool:
+        return any(client_id in other.awareness_ids for other in self.clients.values())
+
+    def _stamp(self, client: Client, entry: AwarenessEntry) -> AwarenessEntry | None:
+        """The entry with ``user`` set by the server (id, name, colour from the palette);
+        None for a state that is not an object or is too large."""
+        if entry.removed:
+            return entry
+        if len(entry.state) > MAX_AWARENESS_STATE_BYTES:
+            return None
+        state = json.loads(entry.state)
+        if not isinstance(state, dict):
+            return None
+        colour = self._colour(client.user_id)
+        state["user"] = {
+            "id": client.user_id,
+            "name": client.user_name,
+            "color": colour,
+            "colorLight": colour + "33",
+        }
+        return AwarenessEntry(entry.client_id, entry.clock, json.dumps(state))
+
+    def _colour(self, user_id: str | None) -> str:
+        """One colour per person in this room, never one another person here has; the same
+        person gets the same one (in any browser) unless it is taken."""
+        key = user_id or ""
+        colour = self._colours.get(key)
+        if colour is None:
+            taken = set(self._colours.values())
+            start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % len(PALETTE)
+            order = PALETTE[start:] + PALETTE[:start]
+            colour = next((c for c in order if c not in taken), order[0])
+            self._colours[key] = colour
+        return colour
+
+    def _forget_tombstones(self) -> None:
+        # Removed ids keep their last clock, so a stale copy relayed late cannot bring them
+        # back; the oldest go once there are many.
+        if len(self._awareness) > 4 * MAX_AWARENESS_PER_ROOM:
+            for cid in [c for c, (_, st) in self._awareness.items() if st == "null"][
+                : len(self._awareness) - 2 * MAX_AWARENESS_PER_ROOM
+            ]:
+                del self._awareness[cid]
+
+    def rename_user(self, user_id: str, name: str) -> None:
+        """A person changed their display name: re-stamp what their connections show."""
+        changed = []
+        for client in self.clients.values():
+            if client.user_id != user_id:
+                continue
+            client.user_name = name
+            for cid in client.awareness_ids:
+                clock, state = self._awareness.get(cid, (0, "null"))
+                if state != "null":
+                    entry = self._stamp(client, AwarenessEntry(cid, clock + 1, state))
+                    if entry is not None:
+                        changed.append(entry)
+        accepted = self._merge_awareness(changed)
+        if accepted:
+            frame = protocol.encode_awareness_message(accepted)
             for other in self.clients.values():
                 other.send(frame)
             self.publish_awareness(protocol.encode_awareness(accepted))

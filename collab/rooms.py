@@ -17,18 +17,12 @@ from anyio.abc import TaskGroup
 from collab.catalog import Catalog
 from collab.errors import NotFound, Unavailable
 from collab.metrics import Metrics
-from collab.room import Room
+from collab.room import DocumentLimits, Room, is_binding_panic
 from collab.settings import Settings
 from collab.store import DocumentStore
 from collab.writer import UpdateWriter
 
 log = logging.getLogger(__name__)
-
-
-def is_ypy_panic(exc: BaseException) -> bool:
-    """pyo3's PanicException derives from BaseException: recognise it without catching
-    KeyboardInterrupt or cancellation along with it."""
-    return type(exc).__name__ == "PanicException"
 
 
 class RoomManager:
@@ -99,6 +93,10 @@ class RoomManager:
     async def acquire(self, notebook_id: uuid.UUID) -> Room:
         """The notebook's room, loaded if needed. Raises NotFound or Unavailable."""
         room = self._rooms.get(notebook_id)
+        while room is not None and room.broken:
+            # Being rebuilt (see _rebuild): wait for the log to hold what it accepted.
+            await anyio.sleep(0.02)
+            room = self._rooms.get(notebook_id)
         if room is None:
             lock = self._loading.setdefault(notebook_id, anyio.Lock())
             async with lock:
@@ -136,10 +134,15 @@ class RoomManager:
             raise Unavailable("notebook unavailable: storage did not answer; retry later") from exc
         try:
             room = Room(
-                notebook_id, stored.updates, stored.last_seq, self.writer, stored.tail_length
+                notebook_id,
+                stored.updates,
+                stored.last_seq,
+                self.writer,
+                stored.tail_length,
+                DocumentLimits(self._settings.max_document_bytes, self._settings.max_cells),
             )
         except BaseException as exc:
-            if not (isinstance(exc, Exception) or is_ypy_panic(exc)):
+            if not (isinstance(exc, Exception) or is_binding_panic(exc)):
                 raise
             # Never serve (and later store) an empty or partial document over the real one.
             log.error("stored document is unreadable", extra={**extra, "error": repr(exc)})
@@ -150,6 +153,7 @@ class RoomManager:
             "room loaded",
             extra={**extra, "seq": stored.last_seq, "tail": stored.tail_length},
         )
+        room.on_broken = self._broken
         self._maybe_compact(room)
         for callback in self.on_load:
             callback(room)
@@ -168,6 +172,22 @@ class RoomManager:
             del self._rooms[room.notebook_id]
             self._release_tokens.pop(room.notebook_id, None)
             log.info("room unloaded", extra={"notebook_id": str(room.notebook_id)})
+
+    def _broken(self, room: Room) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self._rebuild, room)
+
+    async def _rebuild(self, room: Room) -> None:
+        """Forget a broken room once what it accepted is in the log; the next use loads the
+        document afresh from the log (which never held the update that broke it)."""
+        try:
+            with anyio.move_on_after(30):
+                while not room.is_durable:
+                    await self.writer.flushed()
+        finally:
+            if self._rooms.get(room.notebook_id) is room:
+                del self._rooms[room.notebook_id]
+            log.warning("room rebuilt from the log", extra={"notebook_id": str(room.notebook_id)})
 
     def _gone(self, notebook_id: uuid.UUID) -> None:
         self._rooms.pop(notebook_id, None)
@@ -219,7 +239,7 @@ class RoomManager:
                 "compaction failed; the log stays as it is", extra={**extra, "error": str(exc)}
             )
         except BaseException as exc:
-            if not (isinstance(exc, Exception) or is_ypy_panic(exc)):
+            if not (isinstance(exc, Exception) or is_binding_panic(exc)):
                 raise
             log.error(
                 "compaction failed: the stored document could not be read; the log stays",

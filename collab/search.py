@@ -3,11 +3,20 @@
 The index is one ``notebook_search`` row per notebook (infra/migrations/021_search.sql): the
 title (kept by a trigger on ``notebooks``, so creating, importing and renaming need nothing
 here), every cell's source, and a tsvector with title words weighted above cell words. A
-query term matches a word it is a prefix of (people are still typing it) or, when no indexed
-word starts with it, a word one or two edits away: the candidates come from a trigram
-nearest-neighbour scan of ``search_words``, the lexicon of every indexed word, and are
-checked with Levenshtein distance. Results are ranked by ``ts_rank`` plus bonuses for exact
-words and for matches in the title. Keeping the index current: collab.search_index.
+query term matches a word it is a prefix of (people are still typing it) or, when no word
+the caller may see starts with it, a word one or two edits away (Levenshtein distance).
+Results are ranked by ``ts_rank`` plus bonuses for exact words and for matches in the title.
+Keeping the index current: collab.search_index.
+
+Nothing a caller cannot see changes their answer (issue 11, item 3: typo candidates drawn
+from every notebook on the server let a word of another workspace be read letter by letter).
+Whether a term gets typo candidates, and which, is decided on the caller's share of the
+lexicon only (``query_terms``): ``search_words`` holds each workspace's words, and a notebook
+seen without its workspace (a grant, a notebook link) contributes its own words
+(``notebook_search.lexicon``), not its workspace's. Candidates are all such words within the
+allowed edits that keep the start or the end of the term, ordered by distance, then by how
+many of those notebooks hold them, then alphabetically: no cut-off or tie in between
+depends on anyone else's words.
 
 >>> results = await search(pool, user_id, "groupby", limit=20)
 >>> results[0].title, results[0].snippet
@@ -53,29 +62,89 @@ _TYPO_CANDIDATES = 6
 # A word as the index sees it: a run of letters and digits (see search_normalize in SQL).
 _WORD = re.compile(r"[^\W_]+")
 
-# The query's words as the index tokenizes them, each with its typo candidates (if no
-# indexed word starts with it). The lexicon's key is in the "C" collation, so the prefix
-# test is a range on its primary key.
+# The query's words as the index tokenizes them, each with its typo candidates when none of
+# the words the caller may see starts with it. $1 the query, $2 the user, $3 and $4 the
+# guest's scope: the same rule as search_notebooks (021_search.sql) decides what they see,
+# here split into whole workspaces (their lexicons in search_words) and notebooks seen
+# without their workspace (their own lexicons). Only the caller's rows are read: ranges of
+# an index per workspace. The lexicon's key is in the "C" collation, so a prefix is a range.
+#
+# Candidates: a word one edit away keeps the term's first or its second half intact; two
+# edits away, its first or its last third, unless an edit fell in each (such words get no
+# candidate). So candidates are the words that start with that first part or end with that
+# last part (ranges of the key and of the reversed word: for "tempreature", words starting
+# "tem" or ending "ure"), checked with Levenshtein distance.
 _TERMS_SQL = f"""
+WITH scope AS MATERIALIZED (
+    SELECT
+        CASE WHEN $3::uuid IS NULL AND $4::uuid IS NULL THEN ARRAY(
+                 SELECT m.workspace_id FROM workspace_members m WHERE m.user_id = $2)
+             WHEN $4::uuid IS NULL THEN ARRAY[$3::uuid]
+             ELSE '{{}}'::uuid[]
+        END AS workspaces,
+        CASE WHEN $3::uuid IS NULL AND $4::uuid IS NULL THEN ARRAY(
+                 SELECT g.notebook_id FROM notebook_grants g
+                 JOIN notebook_search ns ON ns.notebook_id = g.notebook_id
+                 WHERE g.user_id = $2 AND ns.workspace_id NOT IN (
+                     SELECT m.workspace_id FROM workspace_members m WHERE m.user_id = $2))
+             WHEN $4::uuid IS NULL THEN '{{}}'::uuid[]
+             ELSE ARRAY(SELECT ns.notebook_id FROM notebook_search ns
+                        WHERE ns.notebook_id = $4 AND ($3::uuid IS NULL OR ns.workspace_id = $3))
+        END AS notebooks
+), alone AS MATERIALIZED (
+    SELECT w.word COLLATE "C" AS word, count(*)::integer AS notebooks
+    FROM scope, notebook_search ns, unnest(ns.lexicon) AS w (word)
+    WHERE ns.notebook_id = ANY(scope.notebooks)
+    GROUP BY 1
+), terms AS (
+    SELECT t.term, e.edits,
+           left(t.term, CASE e.edits WHEN 1 THEN (length(t.term) + 1) / 2
+                                      ELSE length(t.term) / 3 END) AS head,
+           reverse(right(t.term, CASE e.edits WHEN 1 THEN length(t.term) / 2
+                                              ELSE length(t.term) / 3 END)) AS tail
+    FROM unnest(tsvector_to_array(to_tsvector('simple', search_normalize($1)))) AS t (term),
+         LATERAL (SELECT CASE WHEN length(t.term) >= {_TWO_EDITS_LENGTH} THEN 2 ELSE 1 END)
+             AS e (edits)
+    ORDER BY length(t.term) DESC, t.term
+    LIMIT {MAX_TERMS}
+)
 SELECT t.term,
        CASE WHEN length(t.term) < {_TYPO_MIN_LENGTH} OR EXISTS (
-                SELECT 1 FROM search_words w
-                WHERE w.word >= t.term COLLATE "C" AND w.word < (t.term || chr(1114111)) COLLATE "C"
+                SELECT 1 FROM scope, search_words w
+                WHERE w.workspace_id = ANY(scope.workspaces)
+                  AND w.word >= t.term COLLATE "C" AND w.word < (t.term || chr(1114111)) COLLATE "C"
+            ) OR EXISTS (
+                SELECT 1 FROM alone a
+                WHERE a.word >= t.term COLLATE "C" AND a.word < (t.term || chr(1114111)) COLLATE "C"
             ) THEN '{{}}'::text[]
             ELSE ARRAY(
                 SELECT c.word FROM (
-                    SELECT w.word, w.notebooks FROM search_words w
-                    ORDER BY w.word <-> t.term LIMIT 40
+                    (SELECT w.workspace_id, w.word, w.notebooks FROM scope, search_words w
+                     WHERE w.workspace_id = ANY(scope.workspaces)
+                       AND w.word >= t.head COLLATE "C"
+                       AND w.word < (t.head || chr(1114111)) COLLATE "C"
+                       AND abs(length(w.word) - length(t.term)) <= t.edits
+                       AND levenshtein_less_equal(w.word, t.term, t.edits) <= t.edits
+                     UNION
+                     SELECT w.workspace_id, w.word, w.notebooks FROM scope, search_words w
+                     WHERE w.workspace_id = ANY(scope.workspaces)
+                       AND reverse(w.word) >= t.tail COLLATE "C"
+                       AND reverse(w.word) < (t.tail || chr(1114111)) COLLATE "C"
+                       AND abs(length(w.word) - length(t.term)) <= t.edits
+                       AND levenshtein_less_equal(w.word, t.term, t.edits) <= t.edits)
+                    UNION ALL
+                    SELECT NULL, a.word, a.notebooks FROM alone a
+                    WHERE (starts_with(a.word, t.head) OR starts_with(reverse(a.word), t.tail))
+                      AND abs(length(a.word) - length(t.term)) <= t.edits
+                      AND levenshtein_less_equal(a.word, t.term, t.edits) <= t.edits
                 ) AS c
-                WHERE levenshtein_less_equal(c.word, t.term, 2)
-                      <= CASE WHEN length(t.term) >= {_TWO_EDITS_LENGTH} THEN 2 ELSE 1 END
-                ORDER BY levenshtein(c.word, t.term), c.notebooks DESC, c.word
+                GROUP BY c.word
+                ORDER BY levenshtein(c.word, t.term), sum(c.notebooks) DESC, c.word
                 LIMIT {_TYPO_CANDIDATES}
             )
        END AS typos
-FROM unnest(tsvector_to_array(to_tsvector('simple', search_normalize($1)))) AS t(term)
+FROM terms t
 ORDER BY length(t.term) DESC, t.term
-LIMIT {MAX_TERMS}
 """
 
 # $1 the match, $2 the exact words (to_tsquery text), $3 titles only; $4 the user; $5, $6
@@ -222,6 +291,21 @@ def _cut(line: str, focus: int) -> tuple[str, int]:
     return head + line[start:end] + tail, len(head) - start
 
 
+async def query_terms(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    user_id: uuid.UUID,
+    query: str,
+    workspace_scope: uuid.UUID | None = None,
+    notebook_scope: uuid.UUID | None = None,
+) -> list[Term]:
+    """The words ``search`` looks for (at most MAX_TERMS, longest first), each with its typo
+    candidates, drawn only from what the caller may see (the arguments are ``search``'s)."""
+    records = await conn.fetch(
+        _TERMS_SQL, query[:MAX_QUERY_CHARS], user_id, workspace_scope, notebook_scope
+    )
+    return [Term(r["term"], tuple(r["typos"])) for r in records]
+
+
 async def search(
     pool: asyncpg.Pool,
     user_id: uuid.UUID,
@@ -239,7 +323,7 @@ async def search(
     if not _WORD.search(query):
         return []
     async with pool.acquire() as conn:
-        terms = [Term(r["term"], tuple(r["typos"])) for r in await conn.fetch(_TERMS_SQL, query)]
+        terms = await query_terms(conn, user_id, query, workspace_scope, notebook_scope)
         if not terms:
             return []
         match, exact = _tsqueries(terms)

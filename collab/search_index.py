@@ -7,7 +7,8 @@
   indexed from the store within ``poll_seconds``;
 - a sweep every ``sweep_seconds`` re-indexes, from the store, any notebook whose document
   has moved past what its row reflects (a server that died before flushing);
-- the lexicon of typo candidates follows within ``poll_seconds`` (``update_lexicon``);
+- each workspace's lexicon of typo candidates follows within ``poll_seconds``
+  (``update_lexicon``);
 - ``reindex_all`` rebuilds everything on demand.
 """
 
@@ -23,14 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
-import y_py as Y
 from anyio.abc import TaskGroup
+from pycrdt import Array, Doc, Map, TransactionEvent
 
 if TYPE_CHECKING:
     from collab.room import Room
     from collab.rooms import RoomManager
     from collab.store import DocumentStore
 
+from collab.room import is_binding_panic
 from collab.search import SEPARATOR
 
 log = logging.getLogger(__name__)
@@ -103,13 +105,13 @@ class IndexEntry:
     seq: int
 
 
-def document_cells(doc: Y.YDoc) -> tuple[list[str], list[str]]:
+def document_cells(doc: Doc[Any]) -> tuple[list[str], list[str]]:
     """(cell ids, cell sources) of a notebook document, in order."""
     ids, sources = [], []
-    cells = doc.get_array("cells")
+    cells = doc.get("cells", type=Array)
     for index in range(len(cells)):
         cell = cells[index]
-        if not isinstance(cell, Y.YMap | dict):
+        if not isinstance(cell, Map | dict):
             continue
         source = cell.get("source")
         ids.append(str(cell.get("id") or ""))
@@ -154,12 +156,12 @@ async def update_lexicon(pool: asyncpg.Pool, batch: int = 500) -> int:
             return total
 
 
-def _read_cells(doc: Y.YDoc, notebook_id: uuid.UUID) -> tuple[list[str], list[str]]:
-    """document_cells, or none (logged) if y-py cannot read the document."""
+def _read_cells(doc: Doc[Any], notebook_id: uuid.UUID) -> tuple[list[str], list[str]]:
+    """document_cells, or none (logged) if the binding cannot read the document."""
     try:
         return document_cells(doc)
     except BaseException as exc:
-        if not (isinstance(exc, Exception) or type(exc).__name__ == "PanicException"):
+        if not (isinstance(exc, Exception) or is_binding_panic(exc)):
             raise
         log.warning(
             "search: document is unreadable; indexed without its cells",
@@ -175,17 +177,17 @@ def room_entry(room: Room) -> IndexEntry:
 
 
 async def stored_entry(store: DocumentStore, notebook_id: uuid.UUID) -> IndexEntry:
-    """The notebook's text as stored. A document y-py cannot read is logged and indexed
-    without its cells (its title still finds it), and tried again when it changes."""
+    """The notebook's text as stored. A document the binding cannot read is logged and
+    indexed without its cells (its title still finds it), and tried again when it changes."""
     stored = await store.load(notebook_id)
-    doc = Y.YDoc()
+    doc: Doc[Any] = Doc()
     try:
         for update in stored.updates:
-            Y.apply_update(doc, update)
+            doc.apply_update(update)
     except BaseException as exc:
-        if not (isinstance(exc, Exception) or type(exc).__name__ == "PanicException"):
+        if not (isinstance(exc, Exception) or is_binding_panic(exc)):
             raise
-        doc = Y.YDoc()
+        doc = Doc()
         log.warning(
             "search: stored document is unreadable; indexed without its cells",
             extra={"notebook_id": str(notebook_id), "error": repr(exc)},
@@ -253,12 +255,14 @@ async def reindex_all(
         await conn.execute("DELETE FROM search_words")
         await conn.execute("DELETE FROM search_words_released")
         await conn.execute(
-            "INSERT INTO search_words (word, notebooks)"
-            " SELECT w, count(*) FROM notebook_search, unnest(search_lexicon(tsv)) AS w"
-            " GROUP BY w"
+            "UPDATE notebook_search SET lexicon = search_lexicon(tsv),"
+            " lexicon_workspace = workspace_id, lexicon_due = false"
         )
+        # Each workspace's lexicon (typo candidates come only from the caller's share).
         await conn.execute(
-            "UPDATE notebook_search SET lexicon = search_lexicon(tsv), lexicon_due = false"
+            "INSERT INTO search_words (workspace_id, word, notebooks)"
+            " SELECT workspace_id, w, count(*) FROM notebook_search, unnest(lexicon) AS w"
+            " GROUP BY workspace_id, w"
         )
     log.info("search index rebuilt", extra={"notebooks": done})
     return done
@@ -329,15 +333,17 @@ class SearchIndexer:
         """Watch the room's document; index it now too (it may have changed unobserved)."""
         ref = weakref.ref(room)
 
-        def changed(event: Y.AfterTransactionEvent) -> None:
+        def changed(event: TransactionEvent) -> None:
             # Reading the doc is a transaction too: only ones that changed something count.
-            if event.before_state == event.after_state and event.delete_set == _EMPTY_DELETE_SET:
+            # (The binding's stubs omit these attributes of the event.)
+            before, after = getattr(event, "before_state"), getattr(event, "after_state")  # noqa: B009
+            if before == after and getattr(event, "delete_set") == _EMPTY_DELETE_SET:  # noqa: B009
                 return
             target = ref()
             if target is not None:
                 self.touch(target)
 
-        room.doc.observe_after_transaction(changed)
+        room.doc.observe(changed)
         self.touch(room)
 
     def touch(self, room: Room) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -22,6 +22,22 @@ from collab.rooms import RoomManager
 from collab.search_index import SearchIndexer
 from collab.settings import Settings
 from collab.store import DocumentStore
+
+
+class WorkspaceFiles(Protocol):
+    """A workspace's file store as other extensions may read it (the executor owns it)."""
+
+    def list(
+        self, workspace_id: uuid.UUID, relative: str = "", schema: bool = False
+    ) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class Offered:
+    """What extensions offer each other through collab, typed (collab itself never reads it):
+    so the assistant reads the workspace's files without importing the executor."""
+
+    workspace_files: WorkspaceFiles | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,7 @@ class Services:
     workspace_copied: list[Callable[[uuid.UUID, uuid.UUID], Awaitable[None]]]
     # What extensions publish for their own routes (e.g. "executor"): collab never reads it.
     extras: dict[str, Any] = field(default_factory=dict)
+    offered: Offered = field(default_factory=Offered)
 
 
 @contextlib.asynccontextmanager

@@ -24,9 +24,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
-import y_py as Y
+from pycrdt import Doc
 
 NOTIFY_CHANNEL = "weft_documents"
 
@@ -87,12 +88,12 @@ def contiguous(rows: Sequence[asyncpg.Record], after: int) -> list[asyncpg.Recor
 
 
 def fold(updates: Sequence[bytes]) -> bytes:
-    """The document state the updates make, as one update. Raises (y-py's exceptions, or
-    pyo3's PanicException) if one is unreadable."""
-    doc = Y.YDoc()
+    """The document state the updates make, as one update. Raises (the binding's ValueError,
+    or pyo3's PanicException) if one is unreadable."""
+    doc: Doc[Any] = Doc()
     for update in updates:
-        Y.apply_update(doc, update)
-    return bytes(Y.encode_state_as_update(doc))
+        doc.apply_update(update)
+    return doc.get_update()
 
 
 class DocumentStore:

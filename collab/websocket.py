@@ -16,15 +16,21 @@ import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from collab import protocol
-from collab.access import Principal, Role, credential_of, require_notebook
+from collab.access import Principal, Role, credential_digest, require_notebook
 from collab.access_watch import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED
-from collab.credentials import token_hash
 from collab.direct_socket import EXTENSION, DirectSocket
 from collab.errors import Forbidden, NotFound, ProtocolError, Unauthorized, Unavailable
 from collab.ids import parse_uuid
 from collab.metrics import Metrics
-from collab.room import SERVER_AWARENESS_ID, Client, Room
-from collab.rooms import RoomManager, is_ypy_panic
+from collab.room import (
+    CLOSE_TOO_LARGE,
+    SERVER_AWARENESS_ID,
+    Client,
+    DocumentFull,
+    Room,
+    is_binding_panic,
+)
+from collab.rooms import RoomManager
 from collab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -154,6 +160,8 @@ class Connection:
             if self.role < Role.EDITOR and self._refused(data):
                 return
             self.room.receive(self.client, data)
+        except DocumentFull as exc:
+            self._refuse(CLOSE_TOO_LARGE, exc.message)
         except ProtocolError as exc:
             self._refuse(CLOSE_PROTOCOL_ERROR, exc.message)
         except Exception:
@@ -161,7 +169,7 @@ class Connection:
             log.exception("frame handling failed", extra=self.extra)
             self._refuse(CLOSE_INTERNAL_ERROR, "internal error")
         except BaseException as exc:
-            if not is_ypy_panic(exc):
+            if not is_binding_panic(exc):
                 raise  # cancellation, KeyboardInterrupt: not this frame's doing
             self._refuse(CLOSE_PROTOCOL_ERROR, "update rejected by the CRDT decoder")
 
@@ -265,9 +273,9 @@ async def sync_endpoint(websocket: WebSocket) -> None:
     except Unavailable as exc:
         await websocket.close(CLOSE_UNAVAILABLE, exc.message[:120])
         return
-    credential = credential_of(websocket)
-    assert credential is not None  # require_notebook succeeded
-    client = Client(uuid.uuid4().hex[:12], settings.client_send_queue, str(principal.user_id))
+    client = Client(
+        uuid.uuid4().hex[:12], settings.client_send_queue, str(principal.user_id), principal.name
+    )
     connection = Connection(
         websocket,
         room,
@@ -275,7 +283,7 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         settings,
         services.metrics,
         principal=principal,
-        credential_digest=token_hash(credential[0]),
+        credential_digest=credential_digest(websocket),
     )
     log.info("client joined", extra={**connection.extra, "clients": len(room.clients) + 1})
     services.sockets.add(connection)

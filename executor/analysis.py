@@ -15,8 +15,13 @@ anywhere. Class scopes are never visible to nested scopes.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import sqlglot
+import sqlglot.errors
+from sqlglot import exp
 
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
@@ -268,6 +273,7 @@ class _Analyzer(ast.NodeVisitor):
         pass
 
 
+@functools.lru_cache(maxsize=4096)
 def _analyze(source: str) -> _Analyzer | None:
     try:
         tree = ast.parse(source)
@@ -279,8 +285,9 @@ def _analyze(source: str) -> _Analyzer | None:
 
 
 def names_defined(source: str) -> set[str]:
-    """Names bound at module level when the cell's code has run (including names that its
-    functions assign through `global`)."""
+    """Names the cell's code may bind at module level when it runs (including names that its
+    functions assign through `global`): an upper bound. What a run really bound is only
+    known from the run (`if flag: x = 2` may bind nothing); see `names_bound_surely`."""
     a = _analyze(source)
     return set() if a is None else a.module.bound | a.global_stores
 
@@ -296,29 +303,260 @@ def names_read(source: str) -> set[str]:
     return a.reads | (a.deferred - a.module.bound - a.global_stores)
 
 
+@functools.lru_cache(maxsize=4096)
+def _surely(source: str) -> frozenset[str]:
+    try:
+        body = ast.parse(source).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return frozenset()
+    names: set[str] = set()
+    todo = list(body)
+    for stmt in todo:  # straight-line module code, and the bodies of `with` blocks
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(stmt.name)
+        elif isinstance(stmt, ast.Assign):
+            names.update(n.id for t in stmt.targets for n in _target_names(t))
+        elif isinstance(stmt, ast.AugAssign | ast.AnnAssign) and (
+            not isinstance(stmt, ast.AnnAssign) or stmt.value is not None
+        ):
+            names.update(n.id for n in _target_names(stmt.target))
+        elif isinstance(stmt, ast.Import | ast.ImportFrom):
+            names.update(_import_names(stmt))
+        elif isinstance(stmt, ast.With | ast.AsyncWith):
+            for item in stmt.items:
+                if item.optional_vars is not None:
+                    names.update(n.id for n in _target_names(item.optional_vars))
+            todo.extend(stmt.body)
+        elif isinstance(stmt, ast.Delete):
+            names.difference_update(n.id for t in stmt.targets for n in _target_names(t))
+    return frozenset(names)
+
+
+def _target_names(target: ast.AST) -> list[ast.Name]:
+    if isinstance(target, ast.Name):
+        return [target]
+    if isinstance(target, ast.Tuple | ast.List):
+        return [n for t in target.elts for n in _target_names(t)]
+    if isinstance(target, ast.Starred):
+        return _target_names(target.value)
+    return []
+
+
+def names_bound_surely(source: str) -> set[str]:
+    """Names a run of the cell binds whenever it gets to the end: a lower bound, for when
+    what a run bound is not known (`names_defined` is the upper bound)."""
+    return set(_surely(source))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sql_tables(source: str) -> frozenset[str]:
+    try:
+        statements = sqlglot.parse(source, read="duckdb")
+    except (sqlglot.errors.SqlglotError, RecursionError, ValueError):
+        return frozenset()
+    tables: set[str] = set()
+    created: set[str] = set()  # tables and views an earlier statement of the cell made
+    for statement in statements:
+        if statement is None:
+            continue
+        ctes = {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
+        for table in statement.find_all(exp.Table):
+            if not isinstance(table.this, exp.Identifier) or table.catalog:
+                continue  # read_csv(...) and other table functions; attached databases
+            if table.db and table.db.lower() != "main":
+                continue
+            name = table.name
+            if name.lower() not in ctes | created and name.isidentifier():
+                tables.add(name)
+        if isinstance(statement, exp.Create) and isinstance(statement.this, exp.Table | exp.Schema):
+            target = statement.this.find(exp.Table)
+            if target is not None:
+                created.add(target.name.lower())
+                tables.discard(target.name)  # its own name, as written in CREATE
+    return frozenset(tables)
+
+
+def names_read_sql(source: str) -> set[str]:
+    """Tables a SQL cell reads by name, from duckdb SQL parsed by sqlglot (the names visible
+    Python tables are registered under). Common table expressions, tables the cell creates
+    itself and table functions (`read_csv('x.csv')`) are not reads. SQL names are case
+    insensitive: compare with `str.lower`."""
+    return set(_sql_tables(source))
+
+
 def stale_cells(
     order: Sequence[str],
     ran: str,
     defined: set[str],
     reads: Mapping[str, set[str]],
     defines: Mapping[str, set[str]] | None = None,
+    binds: Mapping[str, set[str]] | None = None,
 ) -> list[str]:
-    """Cells after `ran`, in notebook order, that read a name `ran` defines, transitively.
+    """Cells after `ran`, in notebook order, that read a name whose binding by `ran` changed
+    (`defined`: the names of both the new and the previous run, or just those whose object
+    changed), transitively.
 
-    `defined` should cover the names of both the new and the previous run of `ran` (a name it
-    no longer binds changes too). `defines` (cell id -> names_defined) carries the change on:
-    a stale cell will rebind its names, and a cell that rebinds a name without reading it
-    hides the change from the cells below it. Without `defines` only direct readers count.
+    `defines` (cell id -> names_defined, an upper bound) carries the change on: a stale cell
+    may rebind any of its names. `binds` (cell id -> names its last run really bound, or
+    `names_bound_surely`) stops it: a cell below that bound the name itself, and is not stale,
+    hides the change from the cells below it. A name a cell might bind but did not
+    (`if flag: x = 2`) hides nothing.
     """
     if ran not in order:
         return []
     changed = set(defined)
     stale: list[str] = []
     for cell in order[order.index(ran) + 1 :]:
-        own = (defines or {}).get(cell, set())
         if reads.get(cell, set()) & changed:
             stale.append(cell)
-            changed |= own
+            changed |= (defines or {}).get(cell, set()) | (binds or {}).get(cell, set())
         else:
-            changed -= own
+            changed -= (binds or {}).get(cell, set())
     return stale
+
+
+def _providers(
+    order: Sequence[str], binds: Mapping[str, set[str]], reads: Mapping[str, set[str]]
+) -> dict[str, dict[str, str | None]]:
+    """For each cell, which cell above it provides each name it reads (None: no cell)."""
+    nearest: dict[str, str] = {}
+    out: dict[str, dict[str, str | None]] = {}
+    for cell in order:
+        out[cell] = {name: nearest.get(name) for name in reads.get(cell, ())}
+        for name in binds.get(cell, ()):
+            nearest[name] = cell
+    return out
+
+
+def stale_after_change(
+    order: Sequence[str],
+    reads: Mapping[str, set[str]],
+    defines: Mapping[str, set[str]],
+    binds: Mapping[str, set[str]],
+    *,
+    before_order: Sequence[str],
+    before_binds: Mapping[str, set[str]],
+    rebound: Mapping[str, set[str]] | None = None,
+) -> list[str]:
+    """Cells (in `order`) whose visible names changed, and, transitively, the cells that read
+    a name a stale cell may rebind: the general form, for runs, deletes and moves.
+
+    A cell's visible name `n` is the binding of the nearest cell above it whose namespace
+    holds `n`. It changed if that cell is another one now (a cell above was deleted, moved,
+    or bound or dropped `n` in a run) or if the same cell bound `n` to another object
+    (`rebound`: cell id -> such names). Cells not in `before_order` (new ones) never ran.
+    """
+    old = _providers(before_order, before_binds, reads)
+    new = _providers(order, binds, reads)
+    rebound = rebound or {}
+    stale: list[str] = []
+    tainted: set[str] = set()  # names a stale cell above may rebind when it runs again
+    for cell in order:
+        names = reads.get(cell, set())
+        was, now = old.get(cell), new[cell]
+        direct = was is not None and any(
+            was.get(n) != (p := now.get(n)) or (p is not None and n in rebound.get(p, ()))
+            for n in names
+        )
+        if direct or names & tainted:
+            stale.append(cell)
+            tainted |= defines.get(cell, set()) | binds.get(cell, set())
+        else:
+            tainted -= binds.get(cell, set())
+    return stale
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCell:
+    """What the analysis needs of a code cell (its source as it is now)."""
+
+    id: str
+    source: str
+    language: str = "python"
+    output_name: str | None = None
+
+    def defines(self) -> set[str]:
+        if self.language == "sql":
+            return {self.output_name or "_sql"}
+        return names_defined(self.source)
+
+
+class KernelNamespaces:
+    """The host's mirror of one kernel's namespaces: the names each cell's last run bound
+    there, and the order of the code cells they were bound in. It answers which cells
+    became stale after a run, a delete or a move; runs, and the kernel itself, are
+    elsewhere.
+
+    >>> ns = KernelNamespaces()
+    >>> stale, gone = ns.cells_changed(cells)   # before a run, and when cells move
+    >>> stale = ns.ran(cells, cell_id, done["defined"], done["changed"])
+    """
+
+    def __init__(self) -> None:
+        self.bound: dict[str, set[str]] = {}
+        self.order: list[str] = []
+
+    def _graph(self, cells: Sequence[CodeCell]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+        defines = {c.id: c.defines() for c in cells}
+        known = set().union(*defines.values(), *self.bound.values())
+        by_lower: dict[str, set[str]] = {}
+        for name in known:
+            by_lower.setdefault(name.lower(), set()).add(name)
+        reads: dict[str, set[str]] = {}
+        for c in cells:
+            if c.language == "sql":  # duckdb names are case insensitive
+                tables = names_read_sql(c.source)
+                reads[c.id] = {n for t in tables for n in by_lower.get(t.lower(), {t})}
+            else:
+                reads[c.id] = names_read(c.source)
+        return reads, defines
+
+    def cells_changed(self, cells: Sequence[CodeCell]) -> tuple[list[str], list[str]]:
+        """Cells were added, deleted or moved: (cells now stale, deleted cells whose
+        namespaces the kernel must forget)."""
+        order = [c.id for c in cells]
+        gone = [c for c in self.bound if c not in order]
+        if order == self.order and not gone:
+            return [], []
+        before_order, before = self.order, dict(self.bound)
+        for cell in gone:
+            del self.bound[cell]
+        self.order = order
+        reads, defines = self._graph(cells)
+        stale = stale_after_change(
+            order, reads, defines, self.bound, before_order=before_order, before_binds=before
+        )
+        return stale, gone
+
+    def ran(
+        self,
+        cells: Sequence[CodeCell],
+        cell_id: str,
+        defined: Iterable[str],
+        changed: Iterable[str] | None = None,
+    ) -> list[str]:
+        """Cell `cell_id` ran (successfully or not) and its namespace is now `defined`;
+        `changed` lists the names whose binding differs from its previous run's (None: all
+        of the old and the new names). Returns the cells now stale, in notebook order. Call
+        `cells_changed` before a run (and after, for cells moved while it ran)."""
+        before = dict(self.bound)
+        new = set(defined)
+        old = self.bound.get(cell_id, set())
+        self.bound[cell_id] = new
+        rebound = {cell_id: old | new if changed is None else set(changed)}
+        reads, defines = self._graph(cells)
+        order = self.order if cell_id in self.order else [c.id for c in cells]
+        stale = stale_after_change(
+            order,
+            reads,
+            defines,
+            self.bound,
+            before_order=order,
+            before_binds=before,
+            rebound=rebound,
+        )
+        return stale
+
+    def forget(self, cell_ids: Iterable[str]) -> None:
+        for cell in cell_ids:
+            self.bound.pop(cell, None)

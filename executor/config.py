@@ -31,6 +31,22 @@ class ExecutorSettings:
     max_kernels: int = 8
     # Stream text kept per cell; past it a note says how much was dropped.
     output_cap_bytes: int = 1_000_000
+    # One display, result or error; bigger ones are replaced by a note saying so.
+    output_max_bytes: int = 5_000_000
+    # All of one cell's outputs together, and how many there may be; then a note.
+    cell_outputs_max_bytes: int = 10_000_000
+    cell_outputs_max_count: int = 1000
+    # One cell's symbols (the symbol table); the rest are summed up in one entry.
+    symbols_max_bytes: int = 500_000
+    # The outputs kept with a run for GET /api/runs/{id} (the notebook keeps its own).
+    run_record_max_bytes: int = 2_000_000
+    # One line of the runner protocol; past it the kernel is stopped (executor.protocol).
+    message_max_bytes: int = 32 * 1024 * 1024
+    shm_mb: int = 64
+    # Workspace stores: "loop" (one ext4 image per workspace, the quota holds at write
+    # time), "off" (plain folders, the quota is checked on uploads only), "auto" (loop
+    # where this process may mount, else off with a warning).
+    volumes: str = "auto"
     file_quota_bytes: int = 1_000_000_000
     upload_limit_bytes: int = 200_000_000
     lease_s: float = 15.0
@@ -54,6 +70,16 @@ class ExecutorSettings:
             idle_timeout_s=env_float(env, "WEFT_KERNEL_IDLE_SECONDS", 900.0),
             max_kernels=int(env_float(env, "WEFT_MAX_KERNELS", 8)),
             output_cap_bytes=int(env_float(env, "WEFT_OUTPUT_CAP_BYTES", 1_000_000)),
+            output_max_bytes=int(env_float(env, "WEFT_OUTPUT_MAX_BYTES", 5_000_000)),
+            cell_outputs_max_bytes=int(env_float(env, "WEFT_CELL_OUTPUTS_MAX_BYTES", 10_000_000)),
+            cell_outputs_max_count=int(env_float(env, "WEFT_CELL_OUTPUTS_MAX_COUNT", 1000)),
+            symbols_max_bytes=int(env_float(env, "WEFT_SYMBOLS_MAX_BYTES", 500_000)),
+            run_record_max_bytes=int(env_float(env, "WEFT_RUN_RECORD_MAX_BYTES", 2_000_000)),
+            message_max_bytes=int(
+                env_float(env, "WEFT_KERNEL_MESSAGE_MAX_BYTES", 32 * 1024 * 1024)
+            ),
+            shm_mb=int(env_float(env, "WEFT_KERNEL_SHM_MB", 64)),
+            volumes=(env.get("WEFT_FILES_VOLUMES") or "auto").lower(),
             file_quota_bytes=int(env_float(env, "WEFT_FILES_QUOTA_BYTES", 1_000_000_000)),
             upload_limit_bytes=int(env_float(env, "WEFT_UPLOAD_LIMIT_BYTES", 200_000_000)),
             lease_s=env_float(env, "WEFT_RUN_LEASE_SECONDS", 15.0),

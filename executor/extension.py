@@ -33,6 +33,7 @@ class ExecutorExtension:
         async with Executor(self.settings, services).running(worker=self.worker) as executor:
             self.executor = executor
             services.extras["executor"] = executor
+            services.offered.workspace_files = executor.files
 
             async def copy_files(source: uuid.UUID, copy: uuid.UUID) -> None:
                 await anyio.to_thread.run_sync(executor.files.copy_workspace, source, copy)

@@ -25,6 +25,8 @@ from typing import Any, BinaryIO
 
 import anyio
 
+from executor.volumes import WorkspaceVolumes
+
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 1024
 _UPLOAD_PREFIX = ".weft-upload-"
@@ -97,10 +99,16 @@ class FileStore:
     quota_bytes: int
     upload_limit_bytes: int
     owner_uid: int | None = None
+    # A filesystem of the quota's size per workspace (executor.volumes), or plain folders.
+    volumes: WorkspaceVolumes | None = None
 
     def workspace_root(self, workspace_id: uuid.UUID) -> Path:
+        """The workspace's folder, made (and its filesystem mounted) on first use; this may
+        block for a moment the first time, so call it off the event loop."""
         path = self.root / str(workspace_id)
-        if not path.is_dir():
+        if self.volumes is not None:
+            self.volumes.ensure(path)
+        elif not path.is_dir():
             path.mkdir(parents=True, exist_ok=True)
             self._own(path)
         return path
@@ -144,8 +152,13 @@ class FileStore:
         return parts, parts[-1]
 
     def usage(self, workspace_id: uuid.UUID) -> int:
+        root = self.workspace_root(workspace_id)
+        if self.volumes is not None:
+            # The filesystem's own count: it cannot pass its size (sparse files included).
+            fs = os.statvfs(root)
+            return (fs.f_blocks - fs.f_bfree) * fs.f_frsize
         total = 0
-        walk = os.fwalk(self.workspace_root(workspace_id), follow_symlinks=False)
+        walk = os.fwalk(root, follow_symlinks=False)
         for _path, _dirs, files, folder in walk:
             for name in files:
                 with contextlib.suppress(OSError):
@@ -219,6 +232,7 @@ class FileStore:
         """Stream an upload to a temporary file beside the target, then rename it into place:
         a refused or broken upload leaves nothing behind."""
         parts, name = self._leaf(relative, "written")
+        await anyio.to_thread.run_sync(self.workspace_root, workspace_id)
         with self._folder(workspace_id, parts[:-1]) as folder:
             existing = _lstat_at(folder, name)
             if existing is not None and stat.S_ISDIR(existing.st_mode):
@@ -233,12 +247,18 @@ class FileStore:
             size = 0
             try:
                 fd = os.open(temp, _CREATE, 0o644, dir_fd=folder)
-                async with anyio.wrap_file(os.fdopen(fd, "wb")) as out:
-                    async for chunk in chunks:
-                        size += len(chunk)
-                        if size > limit:
-                            raise self._too_large(limit, room)
-                        await out.write(chunk)
+                try:
+                    async with anyio.wrap_file(os.fdopen(fd, "wb")) as out:
+                        async for chunk in chunks:
+                            size += len(chunk)
+                            if size > limit:
+                                raise self._too_large(limit, room)
+                            await out.write(chunk)
+                except OSError as exc:
+                    # The workspace's filesystem is full (executor.volumes): the quota holds.
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise self._too_large(room, room) from None
+                    raise
                 # rename() replaces a link itself, never what it points to.
                 os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
             finally:

@@ -2,7 +2,9 @@
 protocol to it over the container's attached stdin/stdout (see docs/runner-protocol.md).
 
 docker-py is synchronous, so its calls run in worker threads; the attached socket itself is
-handed to asyncio and read without threads.
+handed to asyncio and read without threads. What the container sends is hostile input
+(executor.protocol): framed in linear time with a cap per message, validated, and accepted
+only for the run in progress; anything else stops the kernel with the reason.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import logging
 import socket
 import struct
 import uuid
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,16 @@ import docker.errors
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from executor.config import ExecutorSettings
+from executor.protocol import LineFramer, ProtocolViolation, parse_message
 
 log = logging.getLogger(__name__)
 
 RUNNER = ["python3", "-u", "/opt/weft/runner.py"]
 _STDOUT, _STDERR = 1, 2
+_READ_CHUNK = 1024 * 1024  # docker's frames are read in pieces of at most this
+_PARSE_IN_THREAD = 256 * 1024  # longer lines are parsed off the event loop
+_RUNNER_LOG_BYTES = 64 * 1024  # of the runner's stderr per kernel, into the server's log
+_FINISHED_KEPT = 64
 
 
 class KernelError(Exception):
@@ -67,9 +75,21 @@ def container_options(
         "memswap_limit": f"{settings.memory_mb}m",
         "nano_cpus": int(settings.cpus * 1e9),
         "pids_limit": settings.pids,
+        "shm_size": f"{settings.shm_mb}m",
+        # Its own cgroup namespace: the kernel sees its cgroup as the root, not the host's.
+        "cgroupns": "private",
+        # Nothing a cell prints is kept by the engine: output reaches us through attach,
+        # and a json-file log would grow on the host's disk with every line printed.
+        "log_config": {"type": "none"},
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={settings.tmp_mb}m,mode=1777"},
         "volumes": {str(workspace_dir): {"bind": "/workspace", "mode": "rw"}},
-        "environment": {"HOME": "/tmp", "MPLCONFIGDIR": "/tmp", "PYTHONUNBUFFERED": "1"},
+        "environment": {
+            "HOME": "/tmp",
+            "MPLCONFIGDIR": "/tmp",
+            "PYTHONUNBUFFERED": "1",
+            # The runner cuts outputs over this itself (the host enforces it either way).
+            "WEFT_OUTPUT_MAX_BYTES": str(settings.output_max_bytes),
+        },
         "labels": {
             "weft.kernel": "1",
             "weft.instance": settings.instance,
@@ -86,20 +106,42 @@ class Kernel:
     >>> async for message in kernel.messages(): ...
     """
 
-    def __init__(self, client: docker.DockerClient, container: Any, notebook_id: uuid.UUID):
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        container: Any,
+        notebook_id: uuid.UUID,
+        message_max_bytes: int = 32 * 1024 * 1024,
+    ):
         self._client = client
         self.container = container
         self.notebook_id = notebook_id
         self._writer: asyncio.StreamWriter | None = None
         self._send_messages: MemoryObjectSendStream[dict[str, Any]]
         self._receive_messages: MemoryObjectReceiveStream[dict[str, Any]]
-        self._send_messages, self._receive_messages = anyio.create_memory_object_stream(10_000)
+        # Small: the reader waits for the run to take a message before it reads the next,
+        # so a flood from the container is held back in the container, not in our memory.
+        self._send_messages, self._receive_messages = anyio.create_memory_object_stream(8)
         self._reader_task: asyncio.Task[None] | None = None
+        self._message_max_bytes = message_max_bytes
+        self._ready = False
+        self._log_left = _RUNNER_LOG_BYTES
         self.alive = False
         self.network = False
         self.execution_count = 0
         self.known_cells: set[str] = set()
         self.last_used = anyio.current_time()
+        # The run in progress (run id, cell id), and the runs that ended (for late output).
+        self.current_run: tuple[str, str] | None = None
+        self._finished: OrderedDict[str, str] = OrderedDict()
+        # Why the kernel was stopped for breaking the protocol, and the run whose end it
+        # forged, if that is what it did (a second `done` for a run that had ended).
+        self.violation: str | None = None
+        self.forged_run: tuple[str, str] | None = None
+        # Who ran code here: user id -> (the share link they ran it through, their name).
+        self.ran_by: dict[str, tuple[uuid.UUID | None, str | None]] = {}
+        # Called once the reader stops (the container died or broke the protocol).
+        self.on_stop: Callable[[Kernel], None] | None = None
 
     @classmethod
     async def start(
@@ -124,14 +166,19 @@ class Kernel:
             ) from None
         except docker.errors.DockerException as exc:
             raise KernelError(f"could not create the kernel container: {exc}") from None
-        kernel = cls(client, container, notebook_id)
+        kernel = cls(client, container, notebook_id, settings.message_max_bytes)
         kernel.network = network
         try:
             await kernel._attach_and_start()
-            with anyio.fail_after(60):
-                ready = await kernel._receive_messages.receive()
+            try:
+                with anyio.fail_after(60):
+                    ready = await kernel._receive_messages.receive()
+            except anyio.EndOfStream:
+                raise KernelError(
+                    f"the runner did not start: {kernel.violation or 'it exited'}"
+                ) from None
             if ready.get("type") != "ready":
-                raise KernelError(f"the runner did not start properly: {ready}")
+                raise KernelError(f"the runner did not start properly: {str(ready)[:200]}")
         except BaseException:
             await kernel.remove()
             raise
@@ -158,35 +205,88 @@ class Kernel:
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         """Demultiplex docker's attach stream; each stdout line is one protocol message."""
-        buffer = b""
+        framer = LineFramer(self._message_max_bytes)
+        extra = {"notebook_id": str(self.notebook_id)}
         try:
             while True:
                 header = await reader.readexactly(8)
                 kind, size = header[0], struct.unpack(">I", header[4:])[0]
-                payload = await reader.readexactly(size)
-                if kind == _STDERR:
-                    log.warning(
-                        "runner stderr: %s",
-                        payload.decode(errors="replace").rstrip()[:2000],
-                        extra={"notebook_id": str(self.notebook_id)},
-                    )
-                    continue
-                buffer += payload
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        await self._send_messages.send(json.loads(line))
+                while size > 0:
+                    chunk = await reader.readexactly(min(size, _READ_CHUNK))
+                    size -= len(chunk)
+                    if kind == _STDERR:
+                        self._log_stderr(chunk)
+                        continue
+                    for line in framer.feed(chunk):
+                        if len(line) > _PARSE_IN_THREAD:
+                            message = await anyio.to_thread.run_sync(parse_message, line)
+                        else:
+                            message = parse_message(line)
+                        await self._dispatch(message)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
-        except ValueError as exc:
-            log.error(
-                "runner sent a line that is not JSON: %s",
-                exc,
-                extra={"notebook_id": str(self.notebook_id)},
-            )
+        except ProtocolViolation as exc:
+            self.violation = exc.reason
+            log.warning("kernel broke the runner protocol: %s", exc.reason, extra=extra)
         finally:
             self.alive = False
             await self._send_messages.aclose()
+            if self.on_stop is not None:
+                self.on_stop(self)
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        """Pass on what belongs to the run in progress; drop late output of runs that ended;
+        anything else breaks the protocol."""
+        kind = message["type"]
+        if kind == "ready":
+            if self._ready:
+                raise ProtocolViolation("the kernel said 'ready' a second time")
+            self._ready = True
+            await self._send_messages.send(message)
+            return
+        if kind == "protocol_error":
+            raise ProtocolViolation(f"the runner refused a request: {message['detail'][:500]}")
+        run_id = message.get("run_id")
+        if self.current_run is not None and run_id == self.current_run[0]:
+            await self._send_messages.send(message)
+            return
+        if kind == "done" and isinstance(run_id, str) and run_id in self._finished:
+            self.forged_run = (run_id, self._finished[run_id])
+            raise ProtocolViolation(
+                "the kernel sent a second 'done' for a run that had already ended: cell code "
+                "wrote to the runner's channel, so what that run reported cannot be trusted"
+            )
+        if kind != "done" and (run_id is None or run_id in self._finished):
+            return  # output of threads a finished run left running (runner-protocol.md)
+        raise ProtocolViolation(f"the kernel sent a '{kind}' message for a run not in progress")
+
+    def _log_stderr(self, chunk: bytes) -> None:
+        """The runner's own stderr (its bugs) goes to our log, up to a budget per kernel:
+        cell code can write there too, and must not fill the server's disk."""
+        if self._log_left <= 0:
+            return
+        text = chunk[: self._log_left].decode(errors="replace").rstrip()
+        self._log_left -= len(chunk)
+        suffix = " [further runner stderr is not logged]" if self._log_left <= 0 else ""
+        log.warning(
+            "runner stderr: %s%s",
+            text[:2000],
+            suffix,
+            extra={"notebook_id": str(self.notebook_id)},
+        )
+
+    def begin(self, run_id: str, cell_id: str) -> None:
+        """From now on, messages of this run are passed on (call before sending it)."""
+        self.current_run = (run_id, cell_id)
+
+    def end(self) -> None:
+        """The run in progress ended; its late output is dropped from now on."""
+        if self.current_run is not None:
+            run_id, cell_id = self.current_run
+            self._finished[run_id] = cell_id
+            while len(self._finished) > _FINISHED_KEPT:
+                self._finished.popitem(last=False)
+        self.current_run = None
 
     async def send(self, message: dict[str, Any]) -> None:
         if self._writer is None or not self.alive:

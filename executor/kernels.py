@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -27,6 +28,8 @@ class KernelPool:
         self._kernels: dict[uuid.UUID, Kernel] = {}
         self._starting: dict[uuid.UUID, anyio.Lock] = {}
         self.busy: set[uuid.UUID] = set()
+        # Told when a kernel's reader stops (its container died or broke the protocol).
+        self.on_stop: Callable[[Kernel], None] | None = None
 
     def __len__(self) -> int:
         return len(self._kernels)
@@ -57,13 +60,21 @@ class KernelPool:
             kernel = await Kernel.start(
                 self._client, self._settings, notebook_id, workspace_dir, network
             )
+            kernel.on_stop = self.on_stop
             self._kernels[notebook_id] = kernel
             return kernel
 
-    async def discard(self, notebook_id: uuid.UUID) -> None:
+    async def discard(self, notebook_id: uuid.UUID, kernel: Kernel | None = None) -> None:
+        """Remove the notebook's kernel (only if it is still ``kernel``, when given)."""
+        if kernel is not None and self._kernels.get(notebook_id) is not kernel:
+            return
         kernel = self._kernels.pop(notebook_id, None)
         if kernel is not None:
+            kernel.on_stop = None
             await kernel.remove()
+
+    def held(self) -> list[Kernel]:
+        return list(self._kernels.values())
 
     async def _evict_idle(self) -> None:
         idle = [k for nid, k in self._kernels.items() if nid not in self.busy]

@@ -49,8 +49,10 @@ class Run:
     language: str
     state: str
     reason: str
-    requested_by: str | None
+    requested_by: str | None  # the user id
     requested_at: datetime
+    requested_by_name: str | None = None
+    requested_link: uuid.UUID | None = None  # the share link a guest ran it through
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> Run:
@@ -64,6 +66,8 @@ class Run:
             reason=record["reason"],
             requested_by=record["requested_by"],
             requested_at=record["requested_at"],
+            requested_by_name=record.get("requested_by_name"),
+            requested_link=record.get("requested_link"),
         )
 
 
@@ -85,16 +89,19 @@ class RunQueue:
         by: str | None,
         reason: str = "user",
         ids: list[uuid.UUID] | None = None,
+        by_name: str | None = None,
+        link: uuid.UUID | None = None,
     ) -> list[uuid.UUID]:
         """Queue runs of (cell_id, source, language), in order, with ``ids`` if given;
-        durable when this returns."""
+        durable when this returns. ``by`` is the user id."""
         ids = ids or [uuid.uuid4() for _ in items]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 "INSERT INTO runs (id, notebook_id, cell_id, source, language, requested_by,"
-                " reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                " reason, requested_by_name, requested_link)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 [
-                    (run_id, notebook_id, cell_id, source, language, by, reason)
+                    (run_id, notebook_id, cell_id, source, language, by, reason, by_name, link)
                     for run_id, (cell_id, source, language) in zip(ids, items, strict=True)
                 ],
             )
@@ -139,12 +146,23 @@ class RunQueue:
         )
         return bool(status != "UPDATE 0")
 
-    async def cancel_queued(self, notebook_id: uuid.UUID) -> list[asyncpg.Record]:
+    async def mark_error(self, run_id: uuid.UUID, error: str) -> None:
+        """A finished run turned out not to be what it reported (its kernel forged its end)."""
+        await self._pool.execute(
+            "UPDATE runs SET state = 'error', error = $2 WHERE id = $1", run_id, error
+        )
+
+    async def cancel_queued(
+        self, notebook_id: uuid.UUID, by: str | None = None
+    ) -> list[asyncpg.Record]:
+        """Cancel the notebook's queued runs (only those ``by`` that user, if given)."""
         return list(
             await self._pool.fetch(
                 "UPDATE runs SET state = 'cancelled', finished_at = now()"
-                " WHERE notebook_id = $1 AND state = 'queued' RETURNING id, cell_id",
+                " WHERE notebook_id = $1 AND state = 'queued'"
+                " AND ($2::text IS NULL OR requested_by = $2) RETURNING id, cell_id",
                 notebook_id,
+                by,
             )
         )
 
@@ -176,14 +194,26 @@ class RunQueue:
         out.pop("seq", None)
         out.pop("claimed_by", None)
         out.pop("lease_until", None)
+        out.pop("requested_link", None)  # which link a guest used is not for every viewer
         if out["started_at"] and out["finished_at"]:
             out["duration_ms"] = round(
                 (record["finished_at"] - record["started_at"]).total_seconds() * 1000, 1
             )
         return out
 
+    async def sources(self, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """The source of each run, exactly as it was committed."""
+        rows = await self._pool.fetch("SELECT id, source FROM runs WHERE id = ANY($1)", run_ids)
+        return {row["id"]: row["source"] for row in rows}
+
     async def depth(self) -> int:
         return int(await self._pool.fetchval("SELECT count(*) FROM runs WHERE state = 'queued'"))
+
+    async def running_id(self, notebook_id: uuid.UUID) -> uuid.UUID | None:
+        found: uuid.UUID | None = await self._pool.fetchval(
+            "SELECT id FROM runs WHERE notebook_id = $1 AND state = 'running'", notebook_id
+        )
+        return found
 
     async def running(self, notebook_id: uuid.UUID) -> bool:
         found = await self._pool.fetchval(
@@ -191,16 +221,17 @@ class RunQueue:
         )
         return found is not None
 
-    async def control(self, action: str, notebook_id: uuid.UUID) -> None:
-        await self._pool.execute(
-            "SELECT pg_notify($1, $2)", CONTROL_CHANNEL, f"{action}:{notebook_id}"
-        )
+    async def control(self, action: str, notebook_id: uuid.UUID, note: str = "") -> None:
+        """Tell the worker holding the notebook's kernel (``note``: why, for a restart)."""
+        payload = f"{action}:{notebook_id}" + (f":{note}" if note else "")
+        await self._pool.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, payload)
 
-    async def pending(self, notebook_id: uuid.UUID) -> list[asyncpg.Record]:
+    async def pending(self, notebook_id: uuid.UUID, limit: int = 1000) -> list[asyncpg.Record]:
         return list(
             await self._pool.fetch(
                 "SELECT id, cell_id, state FROM runs WHERE notebook_id = $1"
-                " AND state IN ('queued', 'running') ORDER BY seq",
+                " AND state IN ('queued', 'running') ORDER BY seq LIMIT $2",
                 notebook_id,
+                limit,
             )
         )

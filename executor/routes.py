@@ -6,7 +6,7 @@ import functools
 import mimetypes
 import uuid
 from collections.abc import AsyncIterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import anyio
@@ -18,6 +18,7 @@ from collab.access import (
     Principal,
     Role,
     current_principal,
+    identify,
     require_files,
     require_notebook,
     require_workspace,
@@ -29,6 +30,7 @@ from executor.files import FileStoreError
 from executor.service import Executor
 
 _DOWNLOAD_CHUNK = 256 * 1024
+_RUNS_LISTED = 1000  # GET /api/notebooks/{id}/runs lists at most this many
 
 
 def _executor(request: Request) -> Executor:
@@ -56,8 +58,11 @@ async def _files(request: Request, minimum: Role) -> uuid.UUID:
     return workspace_id
 
 
-def _by(principal: Principal) -> str:
-    return principal.name
+async def _by(request: Request, principal: Principal) -> dict[str, Any]:
+    """Who commits: the user id (names can be changed by their owner, so they identify no
+    one), the name to show, and the share link a guest came through."""
+    identity = await identify(request)
+    return {"by": str(principal.user_id), "by_name": principal.name, "link": identity.link_id}
 
 
 async def run_cell(request: Request) -> Response:
@@ -69,7 +74,7 @@ async def run_cell(request: Request) -> Response:
     cell_id = request.path_params["cell_id"]
     try:
         run_ids = await _executor(request).request(
-            notebook_id, [(cell_id, source)], by=_by(principal)
+            notebook_id, [(cell_id, source)], **await _by(request, principal)
         )
     except LookupError as exc:
         raise NotFound(str(exc)) from None
@@ -91,7 +96,7 @@ async def _run_cells(request: Request, below: str | None) -> Response:
     run_ids = await executor.request(
         notebook_id,
         [(i, None) for i in ids],
-        by=_by(principal),
+        **await _by(request, principal),
         reason="run-all" if below is None else "run-below",
     )
     return JSONResponse({"run_ids": [str(r) for r in run_ids]}, status_code=202)
@@ -105,9 +110,39 @@ async def run_below(request: Request) -> Response:
     return await _run_cells(request, request.path_params["cell_id"])
 
 
+async def run_stale(request: Request) -> Response:
+    """Run again, in order, every code cell marked stale or from a previous kernel."""
+    notebook_id, principal = await _notebook(request, Role.EDITOR)
+    executor = _executor(request)
+    async with open_notebook(executor.services.rooms, notebook_id) as notebook:
+        runs = notebook.runs()
+        ids = [
+            c.id
+            for c in notebook.cells()
+            if c.cell_type == "code"
+            and (runs.get(c.id) or {}).get("state") in ("done", "error", "cancelled")
+            and (
+                (runs.get(c.id) or {}).get("stale") or (runs.get(c.id) or {}).get("previous_kernel")
+            )
+        ]
+    run_ids = await executor.request(
+        notebook_id, [(i, None) for i in ids], **await _by(request, principal), reason="run-stale"
+    )
+    return JSONResponse({"run_ids": [str(r) for r in run_ids]}, status_code=202)
+
+
 async def interrupt(request: Request) -> Response:
-    notebook_id, _ = await _notebook(request, Role.EDITOR)
-    return JSONResponse(await _executor(request).interrupt(notebook_id))
+    """Interrupt; ``{"kill": true}`` (offered when an interrupt did not stop the cell)
+    restarts the kernel instead."""
+    notebook_id, principal = await _notebook(request, Role.EDITOR)
+    body = await json_object(request) if await request.body() else {}
+    kill = body.get("kill", False)
+    if not isinstance(kill, bool):
+        raise BadRequest("'kill' must be true or false")
+    executor = _executor(request)
+    if kill:
+        return JSONResponse(await executor.restart(notebook_id, killed_by=principal.name))
+    return JSONResponse(await executor.interrupt(notebook_id))
 
 
 async def restart(request: Request) -> Response:
@@ -126,10 +161,10 @@ async def get_run(request: Request) -> Response:
 
 async def list_runs(request: Request) -> Response:
     notebook_id, _ = await _notebook(request, Role.VIEWER)
-    rows = await _executor(request).queue.pending(notebook_id)
-    return JSONResponse(
-        {"runs": [{"id": str(r["id"]), "cell_id": r["cell_id"], "state": r["state"]} for r in rows]}
-    )
+    limit = _RUNS_LISTED
+    rows = await _executor(request).queue.pending(notebook_id, limit + 1)
+    listed = [{"id": str(r["id"]), "cell_id": r["cell_id"], "state": r["state"]} for r in rows]
+    return JSONResponse({"runs": listed[:limit], "truncated": len(listed) > limit})
 
 
 # -- files ----------------------------------------------------------------------------
@@ -281,6 +316,7 @@ def routes() -> list[BaseRoute]:
             "/api/notebooks/{notebook_id}/cells/{cell_id}/run-below", run_below, methods=["POST"]
         ),
         Route("/api/notebooks/{notebook_id}/run-all", run_all, methods=["POST"]),
+        Route("/api/notebooks/{notebook_id}/run-stale", run_stale, methods=["POST"]),
         Route("/api/notebooks/{notebook_id}/interrupt", interrupt, methods=["POST"]),
         Route("/api/notebooks/{notebook_id}/restart", restart, methods=["POST"]),
         Route("/api/notebooks/{notebook_id}/runs", list_runs, methods=["GET"]),

@@ -47,6 +47,10 @@ FLUSH_INTERVAL = 0.05  # a slow printer's line reaches the host within ~50 ms
 FLUSH_BYTES = 8192  # a tight printer sends 8 KiB messages, not one per line
 PLAIN_LIMIT = 10_000
 SYMBOL_REPR_LIMIT = 200
+# The host cuts bigger outputs and stops a kernel whose message passes its cap; cutting here
+# first spares an honest cell's kernel (the host's limits are in the container's env).
+OUTPUT_LIMIT = int(os.environ.get("WEFT_OUTPUT_MAX_BYTES") or 5_000_000)
+SYMBOLS_LIMIT = 20_000  # symbols sent per cell; the host keeps fewer (WEFT_SYMBOLS_MAX_BYTES)
 VEGA_LITE = "application/vnd.vegalite.v5+json"
 CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE, without importing inspect
 # Written into our own capture pipes to learn that everything before it has been read.
@@ -431,6 +435,111 @@ def top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
+BOUND_MARK = "__weft_bound__"  # in every run's globals: records names the run really bound
+
+
+def _store_names(target: ast.AST) -> set[str]:
+    """Names an assignment target binds (`a, (b, *c) = ...`); attributes and items bind none."""
+    if isinstance(target, ast.Name):
+        return {target.id}
+    if isinstance(target, ast.Tuple | ast.List):
+        return set().union(*(_store_names(t) for t in target.elts))
+    if isinstance(target, ast.Starred):
+        return _store_names(target.value)
+    return set()
+
+
+def _pattern_names(pattern: ast.pattern) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(pattern):
+        if isinstance(node, ast.MatchAs | ast.MatchStar) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
+    return names
+
+
+def _mark(names: set[str], where: ast.AST) -> ast.stmt:
+    call = ast.Call(
+        ast.Name(BOUND_MARK, ast.Load()),
+        [ast.Constant(None), *map(ast.Constant, sorted(names))],
+        [],
+    )
+    return ast.copy_location(ast.Expr(call), where)
+
+
+class _WalrusMarker(ast.NodeTransformer):
+    """`(x := v)` -> `__weft_bound__((x := v), 'x')` in one statement's own expressions (not
+    in nested statements, which are marked on their own, nor in lambdas, another scope)."""
+
+    def __init__(self, names: set[str], root: ast.AST) -> None:
+        self.names = names
+        self.root = root
+
+    def visit(self, node: ast.AST) -> Any:
+        if node is not self.root and isinstance(node, ast.stmt | ast.Lambda):
+            return node
+        return super().visit(node)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> Any:
+        self.generic_visit(node)
+        if node.target.id not in self.names:
+            return node
+        call = ast.Call(ast.Name(BOUND_MARK, ast.Load()), [node, ast.Constant(node.target.id)], [])
+        return ast.copy_location(call, node)
+
+
+def mark_bindings(body: list[ast.stmt], names: set[str]) -> list[ast.stmt]:
+    """Module-level code with a `__weft_bound__(...)` call after every place that binds one of
+    `names` (the names a cell may bind that it can also see from above). Whether such a name
+    is the cell's own cannot be told from the object afterwards: `if flag: x = 2` that did
+    not run leaves the `x` from above, `x = x` or a second `import os` rebinds the same object.
+    A cell defines a name only if its run bound it."""
+    out: list[ast.stmt] = []
+    for stmt in body:
+        _WalrusMarker(names, stmt).visit(stmt)
+        after: set[str] = set()
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            after = {stmt.name}
+        elif isinstance(stmt, ast.Assign):
+            after = set().union(*(_store_names(t) for t in stmt.targets))
+        elif isinstance(stmt, ast.AugAssign) or (
+            isinstance(stmt, ast.AnnAssign) and stmt.value is not None
+        ):
+            after = _store_names(stmt.target)
+        elif isinstance(stmt, ast.Import | ast.ImportFrom):
+            after = {(a.asname or a.name.split(".")[0]) for a in stmt.names if a.name != "*"}
+        elif type(stmt).__name__ == "TypeAlias":  # 3.12: `type X = ...`
+            after = _store_names(cast(Any, stmt).name)
+        elif isinstance(stmt, ast.For | ast.AsyncFor):
+            first = _store_names(stmt.target) & names
+            stmt.body = [_mark(first, stmt)] * bool(first) + mark_bindings(stmt.body, names)
+            stmt.orelse = mark_bindings(stmt.orelse, names)
+        elif isinstance(stmt, ast.While | ast.If):
+            stmt.body = mark_bindings(stmt.body, names)
+            stmt.orelse = mark_bindings(stmt.orelse, names)
+        elif isinstance(stmt, ast.With | ast.AsyncWith):
+            bound = set().union(
+                *(_store_names(i.optional_vars) for i in stmt.items if i.optional_vars)
+            )
+            first = bound & names
+            stmt.body = [_mark(first, stmt)] * bool(first) + mark_bindings(stmt.body, names)
+        elif isinstance(stmt, ast.Try | getattr(ast, "TryStar", ast.Try)):
+            stmt.body = mark_bindings(stmt.body, names)
+            for handler in stmt.handlers:  # `as e` is deleted when the handler ends
+                handler.body = mark_bindings(handler.body, names)
+            stmt.orelse = mark_bindings(stmt.orelse, names)
+            stmt.finalbody = mark_bindings(stmt.finalbody, names)
+        elif isinstance(stmt, ast.Match):
+            for case in stmt.cases:
+                first = _pattern_names(case.pattern) & names
+                case.body = [_mark(first, case)] * bool(first) + mark_bindings(case.body, names)
+        out.append(stmt)
+        if after & names:
+            out.append(_mark(after & names, stmt))
+    return out
+
+
 def _table_kind(value: Any) -> str | None:
     kind = (type(value).__module__.split(".")[0], type(value).__qualname__)
     return kind[0] if kind in (("pandas", "DataFrame"), ("pyarrow", "Table")) else None
@@ -464,6 +573,8 @@ def symbols(namespace: dict[str, Any]) -> list[Json]:
     for name, value in namespace.items():
         if name.startswith("_"):
             continue
+        if len(out) >= SYMBOLS_LIMIT:
+            break
         kind = type(value)
         sym: Json = {
             "name": name,
@@ -506,6 +617,9 @@ class Runner:
         self.stdout = cast(TextIO, StreamWriter(streams, "stdout", 1))
         self.stderr = cast(TextIO, StreamWriter(streams, "stderr", 2))
         self.namespaces: dict[str, dict[str, Any]] = {}
+        # For cells that define functions or classes: the dict those functions use as their
+        # globals, and what it held when the cell's run ended.
+        self.globals: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.interruptible = False
         self.shown: list[Any] = []  # figures already displayed in this run
 
@@ -523,6 +637,18 @@ class Runner:
 
     def _output(self, kind: str, data: Json, meta: Json) -> None:
         self._sync()  # text a subprocess printed before this output comes first
+        size = sum(len(v) if isinstance(v, str) else len(encode(v)) for v in data.values())
+        if size > OUTPUT_LIMIT:
+            plain = data.get("text/plain")
+            note = (
+                f"[output cut: {size / 1e6:.3g} MB, over the limit of {OUTPUT_LIMIT / 1e6:.3g}"
+                " MB per output (WEFT_OUTPUT_MAX_BYTES)]"
+            )
+            keep = isinstance(plain, str) and len(plain) <= PLAIN_LIMIT
+            data, meta = (
+                {"text/plain": f"{plain}\n{note}" if keep else note},
+                {"weft": {"cut": True}},
+            )
         self.streams.emit(
             {"type": kind, "run_id": self.streams.run_id, "data": data, "metadata": meta}
         )
@@ -588,23 +714,27 @@ class Runner:
         self.shown = []
         sys.stdout, sys.stderr = self.stdout, self.stderr  # undo a previous cell's swap
         start = time.perf_counter()
-        # Fresh globals: the visible cells' namespaces, top to bottom, later ones winning.
-        g: dict[str, Any] = {}
+        # Fresh globals: the visible cells' namespaces, top to bottom, later ones winning. They
+        # are the dict of a fresh module that is sys.modules["__main__"] while the cell runs
+        # (and after, until the next run), so pickle finds the cell's classes and functions.
+        main = ModuleType("__main__")
+        g = main.__dict__
         for visible in msg.get("visible") or []:
             g.update(self.namespaces.get(str(visible), {}))
-        before = dict(g)
+        before = {k: v for k, v in g.items() if not _is_dunder(k)}
         g["__builtins__"] = {**builtins.__dict__, "display": self.display}
-        g["__name__"] = "__main__"
-        own: set[str] = set()  # names the code binds, whatever object they end up with
+        own: set[str] = set()  # names the run bound, whatever object they ended up with
+        g[BOUND_MARK] = _recorder(own)
+        sys.modules["__main__"] = main
         language = msg.get("language") or "python"
         status = "ok"
         try:
             if language == "sql":
                 output_name = str(msg.get("output_name") or "_sql")
-                own.add(output_name)
                 self._run_sql(code, g, output_name)
+                own.add(output_name)
             elif language == "python":
-                self._run_python(code, cell_id, g, own)
+                self._run_python(code, cell_id, g)
             else:
                 raise ValueError(f"unsupported cell language {language!r}")
         except KeyboardInterrupt as exc:
@@ -621,14 +751,29 @@ class Runner:
             self.show_figures()
         except Exception as exc:
             self._error(exc, code)
-        # The cell's namespace: what it bound, even if it failed part way (as Jupyter keeps
-        # them); a re-run replaces it, and names it deleted are simply not in it.
+        # The cell's namespace: what its run bound, even if it failed part way (as Jupyter
+        # keeps them); a re-run replaces it, and names it deleted are simply not in it. A name
+        # it only saw from above stays the upper cell's.
         ns = {
             k: v
             for k, v in g.items()
             if not _is_dunder(k) and (k not in before or before[k] is not v or k in own)
         }
+        # Functions of cells above that assigned a `global` during this run wrote into their
+        # own cell's dict: those writes are this run's bindings, and the other cell's dict
+        # gets back what its own run left, so its functions see no hidden state.
+        for name, value in self._take_back_global_writes(cell_id).items():
+            ns.setdefault(name, value)
+        previous = self.namespaces.get(cell_id, {})
+        changed = [
+            k
+            for k in [*previous, *(k for k in ns if k not in previous)]
+            if k not in ns or k not in previous or ns[k] is not previous[k]
+        ]
         self.namespaces[cell_id] = ns
+        self.globals.pop(cell_id, None)
+        if _defines_code(code, language):  # functions keep this dict as their globals
+            self.globals[cell_id] = (g, dict(g))
         self._sync()
         self.streams.emit(
             {
@@ -636,21 +781,29 @@ class Runner:
                 "run_id": run_id,
                 "status": status,
                 "defined": list(ns),
+                "changed": changed,
                 "symbols": symbols(ns),
                 "duration_ms": (time.perf_counter() - start) * 1000,
             }
         )
         _reap_exited_children()
 
-    def _run_python(self, code: str, cell_id: str, g: dict[str, Any], own: set[str]) -> None:
+    def _run_python(self, code: str, cell_id: str, g: dict[str, Any]) -> None:
         filename = f"<cell {cell_id}>"
         # Register the source so tracebacks and inspect.getsource can quote cell lines.
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename, "exec")
-        own.update(top_level_names(tree))
+        # Names the cell may bind that it also sees from above: only a mark tells whether the
+        # run bound them (new names, or names bound to another object, are the cell's anyway).
+        ambiguous = top_level_names(tree) & {k for k in g if not _is_dunder(k)}
         last: ast.expr | None = None
         if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
             last = cast(ast.Expr, tree.body.pop()).value  # IPython: `x;` shows nothing
+        if ambiguous:
+            tree.body = mark_bindings(tree.body, ambiguous)
+            if last is not None:
+                last = _WalrusMarker(ambiguous, last).visit(last)
+            ast.fix_missing_locations(tree)
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         body = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
         tail = (
@@ -718,9 +871,43 @@ class Runner:
         data, meta = mime_bundle(box["df"])
         self._output("result", data, meta)
 
+    def _take_back_global_writes(self, running: str) -> dict[str, Any]:
+        """Undo what this run wrote into other cells' dicts (a function defined above doing
+        `global n; n += 1`), and return those writes."""
+        writes: dict[str, Any] = {}
+        for cell_id, (g, kept) in self.globals.items():
+            if cell_id == running:
+                continue
+            if len(g) == len(kept) and all(k in kept and kept[k] is v for k, v in g.items()):
+                continue
+            writes.update(
+                (k, v)
+                for k, v in g.items()
+                if not _is_dunder(k) and (k not in kept or kept[k] is not v)
+            )
+            g.clear()
+            g.update(kept)
+        return writes
+
     def forget(self, cell_ids: list[Any]) -> None:
         for cell_id in cell_ids:
             self.namespaces.pop(str(cell_id), None)
+            self.globals.pop(str(cell_id), None)
+
+
+def _recorder(own: set[str]) -> Callable[..., Any]:
+    def bound(value: Any, *names: str) -> Any:
+        own.update(names)
+        return value
+
+    return bound
+
+
+def _defines_code(code: str, language: Any) -> bool:
+    """Whether a cell may leave behind code that uses its dict as globals later on."""
+    if language != "python":
+        return False
+    return any(word in code for word in ("def", "lambda", "class", "exec", "eval", "compile"))
 
 
 def _reap_exited_children() -> None:

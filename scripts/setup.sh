@@ -34,12 +34,12 @@ apt_install() {
 
 # --- Python ----------------------------------------------------------------------------
 PYTHON=""
-for candidate in python3.11 python3.12 python3; do
-  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 13)))'; then
+for candidate in python3.11 python3.12 python3.13 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2])'; then
     PYTHON=$(command -v "$candidate"); break
   fi
 done
-[[ -n "$PYTHON" ]] || die "Python 3.11 or 3.12 is required (y-py has no wheels past 3.12): apt-get install python3.11 python3.11-venv"
+[[ -n "$PYTHON" ]] || die "Python 3.11 or newer is required: apt-get install python3.11 python3.11-venv"
 
 if [[ ! -x .venv/bin/python ]]; then
   step "creating .venv with $PYTHON"
@@ -81,6 +81,10 @@ if [[ $DEV -eq 1 ]]; then
 fi
 
 # --- Docker engine and the kernel runtime image ----------------------------------------
+# Each workspace's files live on an ext4 image of the quota's size (executor/volumes.py).
+if [[ $(id -u) -eq 0 ]]; then
+  apt_install e2fsprogs mount
+fi
 if ! scripts/ensure-runtime-image.sh >/dev/null; then
   if [[ $DEV -eq 1 ]]; then
     die "the Docker engine or the runtime image is not available (see above); the executor tests need both"

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 sources_hash() {
-  find index.html vite.config.js package.json package-lock.json build.sh src -type f -print0 \
+  find index.html frame.html vite.config.js package.json package-lock.json build.sh src -type f -print0 \
     | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 want=$(sources_hash)

@@ -10,6 +10,10 @@ export default defineConfig({
     sourcemap: true,
     // vega-embed is loaded on demand and is large by nature.
     chunkSizeWarningLimit: 2000,
+    rollupOptions: {
+      // The app, and the page inside every output frame (sandboxed; charts and HTML).
+      input: { index: 'index.html', frame: 'frame.html' },
+    },
   },
   server: {
     // `npm run dev` against a Weft server on :8000.

@@ -3,7 +3,8 @@
 //
 // Usage: node clients.mjs '<config JSON>'
 //   config: { url, room, ids: [client numbers run by this process], total: C, rate: R,
-//             duration: D, warmup: W, init: bool, seed, quietMs, settleMs, readyTimeoutMs }
+//             duration: D, warmup: W, init: bool, seed, quietMs, settleMs, readyTimeoutMs,
+//             provider: 'y-websocket' (default) | 'hocuspocus' (Hocuspocus's own provider) }
 // stdin (one JSON object per line): {"cmd":"start","at":EPOCH_MS}, then {"cmd":"exit"}.
 // stdout (one JSON object per line): {"event":"ready"}, {"event":"result",...},
 //   {"event":"error","message"}.
@@ -18,6 +19,7 @@
 // remote inserts from the Y.Text's observe() delta and records when it saw each.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
+import { HocuspocusProvider } from '@hocuspocus/provider'
 import WebSocket from 'ws'
 import { createHash } from 'node:crypto'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -98,14 +100,18 @@ const createCell = (doc) => {
   })
 }
 
-const makeClient = (id) => {
-  const doc = new Y.Doc()
-  const provider = new WebsocketProvider(cfg.url, cfg.room, doc, {
+const makeProvider = (doc) => cfg.provider === 'hocuspocus'
+  ? new HocuspocusProvider({ url: cfg.url, name: cfg.room, document: doc, WebSocketPolyfill: WebSocket })
+  : new WebsocketProvider(cfg.url, cfg.room, doc, {
     WebSocketPolyfill: WebSocket,
     // Node 20 has BroadcastChannel: without this, clients in one process would sync
     // through it and bypass the server.
     disableBc: true
   })
+
+const makeClient = (id) => {
+  const doc = new Y.Doc()
+  const provider = makeProvider(doc)
   const client = {
     id,
     doc,
@@ -123,17 +129,30 @@ const makeClient = (id) => {
     duplicates: 0,
     unknown: 0
   }
-  provider.on('sync', (isSynced) => {
-    if (!isSynced) return
+  const onSynced = () => {
     client.synced = true
     if (cfg.init && id === cfg.ids[0] && findText(doc) === null) createCell(doc)
-  })
-  provider.on('status', ({ status }) => {
-    if (status === 'connected') provider.ws.addEventListener('message', (e) => countFrame(client, e))
-  })
-  provider.on('connection-close', (event) => {
+  }
+  const onClose = (event) => {
     if (started && disconnects.length < 1000) disconnects.push({ client: id, code: event ? event.code : null, reason: event ? String(event.reason || '') : '' })
-  })
+  }
+  if (cfg.provider === 'hocuspocus') {
+    // Hocuspocus frames carry the document name first: counted as one kind, no duplicates.
+    provider.on('synced', ({ state }) => { if (state) onSynced() })
+    provider.on('message', (payload) => {
+      if (!frames.counting) return
+      const data = (payload && payload.event && payload.event.data) || (payload && payload.data)
+      frames.byType.hocuspocus = (frames.byType.hocuspocus || 0) + 1
+      frames.bytes += data ? (data.byteLength || data.length || 0) : 0
+    })
+    provider.on('close', ({ event }) => onClose(event))
+  } else {
+    provider.on('sync', (isSynced) => { if (isSynced) onSynced() })
+    provider.on('status', ({ status }) => {
+      if (status === 'connected') provider.ws.addEventListener('message', (e) => countFrame(client, e))
+    })
+    provider.on('connection-close', onClose)
+  }
   doc.on('update', () => { lastUpdate = now() })
   return client
 }

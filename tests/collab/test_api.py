@@ -6,11 +6,12 @@ import copy
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nbformat
 import pytest
-import y_py as Y
+from pycrdt import Array, Doc
 
 from collab.notebook import empty_notebook, seed_update, to_ipynb
 from tests.support.nodeclient import node_client
@@ -145,14 +146,15 @@ async def test_ipynb_round_trip(server: ServerProcess, api: httpx.AsyncClient):
 def test_seeding_twice_cannot_duplicate_cells():
     notebook_id = uuid.uuid4()
     notebook = json.loads(SALES.read_text())
-    doc = Y.YDoc()
-    Y.apply_update(doc, seed_update(notebook, notebook_id))
-    Y.apply_update(doc, seed_update(notebook, notebook_id))
-    assert len(doc.get_array("cells")) == len(notebook["cells"])
+    doc: Doc[Any] = Doc()
+    doc.apply_update(seed_update(notebook, notebook_id))
+    doc.apply_update(seed_update(notebook, notebook_id))
+    assert len(doc.get("cells", type=Array)) == len(notebook["cells"])
     assert to_ipynb(doc)["cells"][1]["source"] == "".join(notebook["cells"][1]["source"])
     # The same content under another notebook id gets other cell ids where it had none.
     blank = empty_notebook("t")
-    first, second = Y.YDoc(), Y.YDoc()
-    Y.apply_update(first, seed_update(blank, uuid.uuid4()))
-    Y.apply_update(second, seed_update(blank, notebook_id))
+    first: Doc[Any] = Doc()
+    second: Doc[Any] = Doc()
+    first.apply_update(seed_update(blank, uuid.uuid4()))
+    second.apply_update(seed_update(blank, notebook_id))
     assert to_ipynb(first)["cells"][0]["id"] != to_ipynb(second)["cells"][0]["id"]

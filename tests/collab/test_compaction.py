@@ -8,12 +8,13 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import asyncpg
 import httpx
 import pytest
-import y_py as Y
+from pycrdt import Doc, Text, TransactionEvent
 
 from collab.catalog import Catalog
 from collab.database import open_pool
@@ -21,6 +22,7 @@ from collab.metrics import Metrics
 from collab.rooms import RoomManager
 from collab.settings import Settings
 from collab.store import DocumentStore
+from collab.update_check import UpdateRefused, check_update, decode_state_vector
 from tests.conftest import StartServer, new_notebook, token_of
 from tests.support.nodeclient import NodeYClient, node_client
 
@@ -100,9 +102,8 @@ async def test_two_servers_compacting_under_concurrent_writers_converge(
 
 async def _insert_notebook(pool: asyncpg.Pool) -> uuid.UUID:
     workspace_id, notebook_id = uuid.uuid4(), uuid.uuid4()
-    seed = Y.YDoc(client_id=1)
-    with seed.begin_transaction() as txn:
-        seed.get_text("t").extend(txn, "seed;")
+    seed: Doc[Any] = Doc(client_id=1)
+    seed.get("t", type=Text).insert(0, "seed;")
     await pool.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'ws')", workspace_id)
     await pool.execute(
         "INSERT INTO notebooks (id, workspace_id, title) VALUES ($1, $2, 'nb')",
@@ -112,7 +113,7 @@ async def _insert_notebook(pool: asyncpg.Pool) -> uuid.UUID:
     await pool.execute(
         "INSERT INTO document_snapshots (notebook_id, seq, data) VALUES ($1, 0, $2)",
         notebook_id,
-        bytes(Y.encode_state_as_update(seed)),
+        seed.get_update(),
     )
     return notebook_id
 
@@ -126,31 +127,30 @@ async def _node(settings: Settings) -> AsyncIterator[tuple[RoomManager, Document
             yield rooms, store
 
 
-def _edit(doc: Y.YDoc, text: str) -> None:
+def _edit(doc: Doc[Any], text: str) -> None:
     """A server-side edit (it is logged like a client's)."""
-    ytext = doc.get_text("t")
-    with doc.begin_transaction() as txn:
-        ytext.extend(txn, text)
+    ytext = doc.get("t", type=Text)
+    ytext.insert(len(ytext), text)
 
 
-def _recorded(doc: Y.YDoc) -> list[bytes]:
+def _recorded(doc: Doc[Any]) -> list[bytes]:
     """The updates of the doc's transactions from now on (not the empty ones)."""
     updates: list[bytes] = []
 
-    def record(event: Y.AfterTransactionEvent) -> None:
-        update = bytes(event.get_update())
+    def record(event: TransactionEvent) -> None:
+        update = bytes(event.update)
         if update != b"\x00\x00":
             updates.append(update)
 
-    doc.observe_after_transaction(record)
+    doc.observe(record)
     return updates
 
 
 async def _loaded_text(store: DocumentStore, notebook_id: uuid.UUID) -> str:
-    doc = Y.YDoc()
+    doc: Doc[Any] = Doc()
     for update in (await store.load(notebook_id)).updates:
-        Y.apply_update(doc, update)
-    return str(doc.get_text("t"))
+        doc.apply_update(update)
+    return str(doc.get("t", type=Text))
 
 
 async def _snapshot_seq(pool: asyncpg.Pool, notebook_id: uuid.UUID) -> int:
@@ -235,9 +235,9 @@ async def test_a_snapshot_holds_exactly_the_logged_updates_up_to_its_seq(databas
             "SELECT data FROM document_snapshots WHERE notebook_id = $1", notebook_id
         )
         assert seq == 1
-        doc = Y.YDoc()
-        Y.apply_update(doc, data)
-        assert str(doc.get_text("t")) == "seed;logged;"
+        doc: Doc[Any] = Doc()
+        doc.apply_update(data)
+        assert str(doc.get("t", type=Text)) == "seed;logged;"
         assert await _loaded_text(store, notebook_id) == "seed;logged;not-yet;"
 
 
@@ -249,7 +249,7 @@ async def test_loading_stops_at_a_gap_and_the_poll_sees_a_compacted_head(databas
     async with open_pool(settings) as pool:
         store = DocumentStore(pool)
         notebook_id = await _insert_notebook(pool)
-        author = Y.YDoc(client_id=9)
+        author: Doc[Any] = Doc(client_id=9)
         updates = _recorded(author)
         for part in ("x;", "y;", "z;", "w;"):
             _edit(author, part)
@@ -267,17 +267,20 @@ async def test_loading_stops_at_a_gap_and_the_poll_sees_a_compacted_head(databas
         assert await _loaded_text(store, notebook_id) == "seed;x;y;z;w;"
 
 
-def test_ypy_drops_an_update_applied_before_its_dependency():
-    """Why the log's order must be causal: y-py 0.6 does not keep an update whose
-    dependencies are missing and integrate it later, as Yjs does; it is lost, and so is
-    every later update of the same client. (If this starts failing, y-py learned to.)"""
-    author = Y.YDoc(client_id=7)
+def test_an_update_before_its_dependency_is_parked_by_the_binding_and_refused_from_clients():
+    """The binding (yrs) keeps an update whose dependencies are missing and integrates it
+    once they arrive, as Yjs does. Such parked state is what hostile updates poisoned rooms
+    with, so a room refuses it from clients (collab.update_check); the log stays causal."""
+    author: Doc[Any] = Doc(client_id=7)
     updates = _recorded(author)
     for part in ("one ", "two ", "three"):
         _edit(author, part)
-    doc = Y.YDoc()
-    Y.apply_update(doc, updates[1])
-    Y.apply_update(doc, updates[0])
-    Y.apply_update(doc, updates[2])
+    doc: Doc[Any] = Doc()
+    doc.apply_update(updates[1])
+    assert str(doc.get("t", type=Text)) == ""
+    with pytest.raises(UpdateRefused, match="does not have"):
+        check_update(updates[1], decode_state_vector(doc.get_state()))
+    doc.apply_update(updates[0])
+    doc.apply_update(updates[2])
     assert len(updates) == 3
-    assert str(doc.get_text("t")) == "one "
+    assert str(doc.get("t", type=Text)) == "one two three"

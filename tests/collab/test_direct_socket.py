@@ -8,10 +8,11 @@ connection code goes through ASGI ``send``/``receive``. Both must behave the sam
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anyio
 import pytest
-import y_py as Y
+from pycrdt import Array, Doc, Text
 from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
@@ -118,14 +119,13 @@ async def test_frames_sent_before_the_room_is_ready_are_applied_in_order(
         url = f"{server.ws_base}/{notebook_id}?token={server.token}"
         async with connect(url, compression=None) as raw:
             # An editor that never waits: the document's cell comes from the reader's copy.
-            doc = Y.YDoc()
-            Y.apply_update(doc, Y.encode_state_as_update(reader.doc))
+            doc: Doc[Any] = Doc()
+            doc.apply_update(reader.doc.get_update())
             updates: list[bytes] = []
-            doc.observe_after_transaction(lambda e: updates.append(bytes(e.get_update())))
-            source = doc.get_array("cells")[0]["source"]
+            doc.observe(lambda e: updates.append(bytes(e.update)))
+            source: Text = doc.get("cells", type=Array)[0]["source"]
             for n in range(20):
-                with doc.begin_transaction() as txn:
-                    source.extend(txn, f"<{n}>")
+                source.insert(len(source), f"<{n}>")
             await raw.send(protocol.create_sync_step1_message(b"\x00"))
             for update in updates:
                 await raw.send(protocol.create_update_message(update))

@@ -10,6 +10,7 @@ import anyio
 import asyncpg
 import httpx
 import pytest
+from pycrdt import Array
 
 from tests.conftest import StartServer, new_notebook, notebook_on
 from tests.support.nodeclient import node_client
@@ -63,7 +64,7 @@ async def test_edits_survive_restart_and_room_unload(start_server: StartServer):
         await server.start()
         async with py_client(server.ws_base, notebook_id, token=server.token) as reader:
             assert reader.text() == "first"
-            assert len(reader.doc.get_array("cells")) == 2
+            assert len(reader.doc.get("cells", type=Array)) == 2
 
 
 async def test_log_is_compacted_into_a_snapshot(start_server: StartServer, database_url: str):

@@ -12,12 +12,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import asyncpg
 import httpx
 import pytest
-import y_py as Y
+from pycrdt import Array, Doc, Text
 
 from collab.catalog import Catalog
 from collab.database import migrate, open_pool
@@ -28,6 +29,7 @@ from collab.search import (
     SEPARATOR,
     SearchResult,
     Term,
+    query_terms,
     search,
     snippet,
 )
@@ -172,6 +174,9 @@ async def test_finds_a_word_with_one_typo(pool: asyncpg.Pool, team: dict[str, uu
     assert [results[0].snippet[s:e] for s, e in results[0].highlights] == ["thermometer"]
     # Nothing close enough: nothing found (no wild guesses).
     assert await search(pool, team["user"], "zyxwvut") == []
+    # A correction keeps the start or the end of what was typed: two edits, one at each end,
+    # are too far to guess.
+    assert await search(pool, team["user"], "xhermometex") == []
 
 
 async def test_finds_by_title(pool: asyncpg.Pool, team: dict[str, uuid.UUID]) -> None:
@@ -275,19 +280,124 @@ async def test_a_guest_sees_only_what_their_link_covers(pool: asyncpg.Pool) -> N
     assert [r.notebook_id for r in found] == [first]
 
 
+# Issue 11, item 3: a word of a notebook the caller cannot see must change nothing they get.
+# The attack: the caller plants words of their own one edit away from each prefix they try
+# (starting with another letter, so none starts with the prefix), then types the prefixes:
+# a typo match on their own word appears only while no word they cannot see starts with
+# the prefix, which spells out the other tenant's word letter by letter.
+SECRET = "kraqenfolt"
+# What the private notebook holds instead in the control run: nothing near any probe.
+NOT_SECRET = "plimsoverd"
+
+
+def planted(first: str) -> str:
+    """One word per probed prefix of SECRET, one edit away from it (its first letter)."""
+    return " ".join(first + SECRET[1:k] for k in range(4, len(SECRET) + 1))
+
+
+def probes() -> list[str]:
+    """Prefixes of SECRET, SECRET with one or two typos, and with another word."""
+    found = [SECRET[:k] for k in range(2, len(SECRET) + 1)]
+    for i in range(1, len(SECRET)):
+        found.append(SECRET[:i] + "x" + SECRET[i + 1 :])  # substitution
+        found.append(SECRET[:i] + SECRET[i + 1 :])  # deletion
+        found.append(SECRET[:i] + "e" + SECRET[i:])  # insertion
+        if i + 1 < len(SECRET):
+            found.append(SECRET[:i] + SECRET[i + 1] + SECRET[i] + SECRET[i + 2 :])  # swap
+    found += [SECRET[:k] + "zz" for k in (4, 6, 8)]  # two edits beyond a prefix
+    found += [f"budget {SECRET[:k]}" for k in (4, 6, 10)]
+    found += [f"{SECRET[:6]}x budget", SECRET.upper(), f"{SECRET} {SECRET[:5]}"]
+    return list(dict.fromkeys(found))
+
+
+@pytest.mark.parametrize("where", ["beside a granted notebook", "in another workspace"])
+async def test_words_the_caller_cannot_see_change_nothing_they_get(
+    pool: asyncpg.Pool, where: str
+) -> None:
+    """Tenant A (ada, with a grant on one notebook of B's workspace; and a guest with a link
+    to that notebook) probes prefixes and typos of a word in a notebook of B they cannot
+    see. Every answer (results, their order, scores, snippets, highlights, an error) must
+    be the same whether that notebook holds the word, another word, or is gone."""
+    ada, bob = await add_user(pool, "ada"), await add_user(pool, "bob")
+    ours = await add_workspace(pool, "A", ada)
+    theirs = await add_workspace(pool, "B", bob)
+    await add_notebook(pool, ours, "Probe", planted("x"), "budget = 1")
+    await add_notebook(pool, ours, "Budget", "budget forecast; budget review")
+    await add_notebook(pool, ours, "Near miss", "krawl krane kraken " + SECRET[:3])
+    # B shares one notebook (with words planted the same way) with ada and by a link.
+    shared = await add_notebook(pool, theirs, "Shared", planted("y"), "budget notes")
+    await pool.execute(
+        "INSERT INTO notebook_grants (notebook_id, user_id, role) VALUES ($1, $2, 'viewer')",
+        shared,
+        ada,
+    )
+    guest = uuid.uuid4()
+    await pool.execute("INSERT INTO users (id, name, guest) VALUES ($1, 'guest', true)", guest)
+    home = theirs if where == "beside a granted notebook" else await add_workspace(pool, "C", bob)
+    private = await add_notebook(pool, home, "Private", f"password = '{SECRET}'")
+    # Who asks, and the scope of their share link (none for ada).
+    callers: dict[str, tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None]] = {
+        "ada": (ada, None, None),
+        "guest": (guest, theirs, shared),
+    }
+
+    async def answers() -> dict[tuple[str, str], object]:
+        """(caller, query) -> the results as the API shows them (or the error), and the
+        words searched for with their typo candidates (what decides the work done)."""
+        got: dict[tuple[str, str], object] = {}
+        for caller, (user, in_workspace, in_notebook) in callers.items():
+            for query in probes():
+                try:
+                    found = await search(pool, user, query, 20, in_workspace, in_notebook)
+                    terms = await query_terms(pool, user, query, in_workspace, in_notebook)
+                    got[caller, query] = ([r.to_json() for r in found], terms)
+                except Exception as error:  # an error is an answer too
+                    got[caller, query] = ("error", type(error).__name__, str(error))
+        return got
+
+    with_secret = await answers()
+    # (The secret is indexed: its owner finds it, by prefix and by typo.)
+    assert titles(await search(pool, bob, SECRET[:5])) == ["Private"]
+    assert titles(await search(pool, bob, SECRET[:-1] + "x"))[0] == "Private"
+    await write_entries(pool, [IndexEntry(private, ["cell-0"], [f"x = '{NOT_SECRET}'"], 1)])
+    await update_lexicon(pool)
+    another_word = await answers()
+    await pool.execute("DELETE FROM notebooks WHERE id = $1", private)
+    await update_lexicon(pool)
+    gone = await answers()
+    # The probe is fair: without the secret, the planted words are found through typos.
+    assert set(titles(await search(pool, ada, SECRET[:6]))) == {"Probe", "Shared", "Near miss"}
+    assert titles(await search(pool, guest, SECRET[:6], 20, theirs, shared)) == ["Shared"]
+    differ = [key for key, answer in with_secret.items() if answer != gone[key]]
+    assert differ == [], f"{len(differ)} of {len(gone)} answers tell the secret: {differ[:8]}"
+    assert with_secret == another_word == gone
+
+
 # -- the index itself -------------------------------------------------------------------
 
 
 async def lexicon(pool: asyncpg.Pool) -> dict[str, int]:
-    return {r["word"]: r["notebooks"] for r in await pool.fetch("SELECT * FROM search_words")}
-
-
-async def lexicon_recomputed(pool: asyncpg.Pool) -> dict[str, int]:
+    """Every word of every workspace's lexicon, with its notebooks (summed)."""
     records = await pool.fetch(
-        "SELECT w AS word, count(*)::int AS notebooks"
-        " FROM notebook_search, unnest(search_lexicon(tsv)) AS w GROUP BY w"
+        "SELECT word, sum(notebooks)::int AS notebooks FROM search_words GROUP BY word"
     )
     return {r["word"]: r["notebooks"] for r in records}
+
+
+Lexicons = dict[tuple[uuid.UUID, str], int]
+
+
+async def lexicons(pool: asyncpg.Pool) -> Lexicons:
+    records = await pool.fetch("SELECT * FROM search_words")
+    return {(r["workspace_id"], r["word"]): r["notebooks"] for r in records}
+
+
+async def lexicons_recomputed(pool: asyncpg.Pool) -> Lexicons:
+    records = await pool.fetch(
+        "SELECT workspace_id, w AS word, count(*)::int AS notebooks"
+        " FROM notebook_search, unnest(search_lexicon(tsv)) AS w GROUP BY workspace_id, w"
+    )
+    return {(r["workspace_id"], r["word"]): r["notebooks"] for r in records}
 
 
 async def test_titles_follow_renames_and_rows_go_with_their_notebook(
@@ -300,7 +410,7 @@ async def test_titles_follow_renames_and_rows_go_with_their_notebook(
     await pool.execute("DELETE FROM notebooks WHERE id = $1", team["sensors"])
     assert await search(pool, user, "thermometer") == []
     await update_lexicon(pool)
-    assert await lexicon(pool) == await lexicon_recomputed(pool)
+    assert await lexicons(pool) == await lexicons_recomputed(pool)
     assert "thermometer" not in await lexicon(pool)
     await pool.execute("DELETE FROM workspaces")
     assert await pool.fetchval("SELECT count(*) FROM notebook_search") == 0
@@ -320,7 +430,14 @@ async def test_lexicon_counts_follow_every_change(
     assert words["walrus"] == 1
     assert words["revenue"] == 2  # still in the title of "Quarterly revenue"
     assert "groupby" not in words
-    assert words == await lexicon_recomputed(pool)
+    assert await lexicons(pool) == await lexicons_recomputed(pool)
+    # Each workspace counts its own notebooks; a notebook that moves takes its words along.
+    elsewhere = await add_workspace(pool, "Elsewhere")
+    await pool.execute("UPDATE notebooks SET workspace_id = $1 WHERE id = $2", elsewhere, sales)
+    await update_lexicon(pool)
+    assert (await lexicons(pool))[elsewhere, "walrus"] == 1
+    assert (ws, "walrus") not in await lexicons(pool)
+    assert await lexicons(pool) == await lexicons_recomputed(pool)
 
 
 async def test_a_write_from_an_older_document_never_replaces_a_newer_one(
@@ -359,7 +476,7 @@ async def test_the_indexer_never_waits_for_a_row_lock(
     assert await write_entries(pool, [IndexEntry(sales, ["a"], ["lemur"], 9)]) == set()
     await update_lexicon(pool)
     assert titles(await search(pool, team["user"], "lemur")) == ["Held"]
-    assert await lexicon(pool) == await lexicon_recomputed(pool)
+    assert await lexicons(pool) == await lexicons_recomputed(pool)
 
 
 def test_snippet_is_one_line_around_the_match_with_highlights() -> None:
@@ -427,11 +544,9 @@ async def seeded_notebook(services: InProcess, workspace_id: uuid.UUID, *sources
     return notebook_id
 
 
-def type_into(room_doc: Y.YDoc, text: str) -> None:
-    cells = room_doc.get_array("cells")
-    source = cells[0]["source"]
-    with room_doc.begin_transaction() as txn:
-        source.extend(txn, text)
+def type_into(room_doc: Doc[Any], text: str) -> None:
+    source: Text = room_doc.get("cells", type=Array)[0]["source"]
+    source.insert(len(source), text)
 
 
 async def test_server_side_edits_are_indexed_even_when_the_room_unloads_first(
@@ -471,13 +586,13 @@ async def test_sweep_catches_edits_no_server_indexed_and_reindex_rebuilds_everyt
         notebook_id = await seeded_notebook(services, ws, "alpha = 1")
         await eventually(lambda: found(pool, user, "alpha"), what="indexing a new notebook")
         # Another server logged an edit and died before indexing it.
-        doc = Y.YDoc()
+        doc: Doc[Any] = Doc()
         for update in (await store.load(notebook_id)).updates:
-            Y.apply_update(doc, update)
-        before = Y.encode_state_vector(doc)
+            doc.apply_update(update)
+        before = doc.get_state()
         type_into(doc, "\nplatypus = 2")
         seq = await store.last_seq(notebook_id) + 1
-        await store.append([(notebook_id, seq, bytes(Y.encode_state_as_update(doc, before)))])
+        await store.append([(notebook_id, seq, doc.get_update(before))])
         assert not await found(pool, user, "platypus")
         # (The indexer's own loop may hold the catch-up lock for a moment: then it is 0.)
         swept = 0
@@ -498,7 +613,7 @@ async def test_sweep_catches_edits_no_server_indexed_and_reindex_rebuilds_everyt
         assert await reindex_all(pool, store, services.rooms) == 1
         assert await found(pool, user, "platypus")
         assert await found(pool, user, "platypsu")  # the lexicon is back: typos work
-        assert await lexicon(pool) == await lexicon_recomputed(pool)
+        assert await lexicons(pool) == await lexicons_recomputed(pool)
 
 
 # -- keeping it current: a real server and the official Yjs client ------------------------
@@ -533,7 +648,13 @@ async def test_a_live_edit_through_a_yjs_client_is_found_within_two_seconds(
         assert result["workspace_name"] == "ws"
         assert result["snippet"] == "sightings = count_axolotl(pond)"
         assert result["highlights"] == [[18, 25]]
-        assert [r["notebook_id"] for r in await api_search(api, "axolotol")] == [notebook_id]
+
+        # A typo needs the workspace's lexicon, which follows within another second.
+        async def corrected() -> bool:
+            found = await api_search(api, "axolotol")
+            return [r["notebook_id"] for r in found] == [notebook_id]
+
+        await eventually(corrected, timeout=3, what="correcting the typo")
         # Deleting the word takes it out of the index again.
         await client.call("delete", index=0, length=len("sightings = count_axolotl(pond)"))
 

@@ -77,7 +77,8 @@ async def test_presence_joins_and_leaves(server: ServerProcess, api: httpx.Async
                 while not (await bob.call("peers"))["peers"]:
                     await anyio.sleep(0.02)
             peers = (await bob.call("peers"))["peers"]
-            assert [p["state"]["user"]["name"] for p in peers] == ["Alice"]
+            # The name is the account's, stamped by the server, not the one Alice claimed.
+            assert [p["state"]["user"]["name"] for p in peers] == ["Olive Owner"]
             await bob.call("awareness", state={"user": {"name": "Bob"}})
             with anyio.fail_after(10):
                 while not (await alice.call("peers"))["peers"]:
@@ -93,12 +94,13 @@ async def test_python_client_sees_presence_removal(server: ServerProcess, api: h
     async with py_client(server.ws_base, notebook_id, token=server.token) as watcher:
         async with node_client(server.ws_base, notebook_id, token=server.token) as alice:
             await alice.call("awareness", state={"user": {"name": "Alice"}})
-            # y-websocket announces an empty state first, then the one set above.
+            # y-websocket announces an empty state first, then the one set above; the server
+            # stamps both with the account's name.
             with anyio.fail_after(10):
                 while not any("user" in json.loads(s) for s in watcher.awareness.values()):
                     await anyio.sleep(0.02)
             (state,) = watcher.awareness.values()
-            assert json.loads(state)["user"]["name"] == "Alice"
+            assert json.loads(state)["user"]["name"] == "Olive Owner"
         with anyio.fail_after(10):
             while watcher.awareness:
                 await anyio.sleep(0.02)

@@ -4,8 +4,9 @@ these tests fail loudly, naming the script that provides them (they never skip).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,6 +14,7 @@ import docker
 import httpx
 import pytest
 
+from executor.volumes import mounts_under, unmount
 from tests.conftest import StartServer, import_code_notebook
 from tests.support.server import ServerProcess
 
@@ -118,3 +120,17 @@ async def weft(
     finally:
         server.stop()
         remove_kernels(docker_engine, instance)
+        unmount_workspaces(server.state_dir)
+
+
+@pytest.fixture(autouse=True)
+def _no_mounts_left(tmp_path: Path) -> Iterator[None]:
+    """Workspace filesystems a test's killed servers or workers left mounted are unmounted."""
+    yield
+    unmount_workspaces(tmp_path)
+
+
+def unmount_workspaces(state_dir: Path) -> None:
+    """Workspace filesystems a killed server left mounted (a stopped one unmounts its own)."""
+    for folder in mounts_under(state_dir):
+        unmount(folder)

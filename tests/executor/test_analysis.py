@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from executor.analysis import names_defined, names_read, stale_cells
+from executor.analysis import (
+    names_bound_surely,
+    names_defined,
+    names_read,
+    names_read_sql,
+    stale_after_change,
+    stale_cells,
+)
 
 CASES = [
     # (source, defined, read)
@@ -102,8 +109,105 @@ def test_a_cell_that_rebinds_a_name_hides_the_change() -> None:
     sources = {"a": "x = 1", "b": "x = 2", "c": "print(x)"}
     defines = {c: names_defined(s) for c, s in sources.items()}
     reads = {c: names_read(s) for c, s in sources.items()}
-    assert stale_cells(order, "a", defines["a"], reads, defines) == []
-    assert stale_cells(order, "b", defines["b"], reads, defines) == ["c"]
+    binds = {c: names_bound_surely(s) for c, s in sources.items()}
+    assert stale_cells(order, "a", defines["a"], reads, defines, binds) == []
+    assert stale_cells(order, "b", defines["b"], reads, defines, binds) == ["c"]
+
+
+def test_a_binding_that_may_not_run_hides_nothing() -> None:
+    # Issue 13, defect 1: `if flag: x = 2` may define x, but only surely bound names hide.
+    order = ["r0", "r1", "r2", "r3"]
+    sources = {"r0": "flag = False", "r1": "x = 1", "r2": "if flag:\n    x = 2", "r3": "print(x)"}
+    defines = {c: names_defined(s) for c, s in sources.items()}
+    reads = {c: names_read(s) for c, s in sources.items()}
+    binds = {c: names_bound_surely(s) for c, s in sources.items()}
+    assert "x" in defines["r2"]
+    assert binds["r2"] == set()
+    assert stale_cells(order, "r1", {"x"}, reads, defines, binds) == ["r3"]
+    assert stale_cells(order, "r1", {"x"}, reads, defines) == ["r3"]  # without binds: no hiding
+
+
+@pytest.mark.parametrize(
+    ("source", "surely"),
+    [
+        ("x = 1\nimport os\ndef f(): pass\nclass K: pass", {"x", "os", "f", "K"}),
+        ("if c:\n    x = 1\nfor r in rows:\n    y = r\nwhile 0:\n    z = 1", set()),
+        ("try:\n    t = f()\nexcept E:\n    pass", set()),
+        ("with open(p) as fh:\n    data = fh.read()", {"fh", "data"}),
+        ("x = 1\ndel x", set()),
+        ("a, (b, *c) = v\nn: int = 3\nm: int", {"a", "b", "c", "n"}),
+    ],
+)
+def test_names_bound_surely(source: str, surely: set[str]) -> None:
+    assert names_bound_surely(source) == surely
+
+
+@pytest.mark.parametrize(
+    ("sql", "tables"),
+    [
+        ("SELECT * FROM df", {"df"}),
+        ("select a from Sales s join main.regions r on s.k = r.k", {"Sales", "regions"}),
+        ("WITH t AS (SELECT * FROM raw) SELECT * FROM t", {"raw"}),
+        (
+            "SELECT (SELECT max(x) FROM sub) FROM df WHERE y IN (SELECT y FROM other)",
+            {"df", "sub", "other"},
+        ),
+        ("SELECT * FROM read_csv('x.csv')", set()),
+        ("SELECT * FROM 'data.parquet'", set()),
+        ("CREATE TABLE tmp AS SELECT * FROM df; SELECT * FROM tmp JOIN q USING (k)", {"df", "q"}),
+        ("FROM df SELECT a", {"df"}),
+        ("SELECT 1", set()),
+        ("SELEC oops FROM", set()),  # does not parse: reads nothing yet
+    ],
+)
+def test_sql_table_reads(sql: str, tables: set[str]) -> None:
+    assert names_read_sql(sql) == tables
+
+
+def _graph(sources: dict[str, str]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    return (
+        {c: names_read(s) for c, s in sources.items()},
+        {c: names_defined(s) for c, s in sources.items()},
+    )
+
+
+def test_stale_after_a_delete_or_a_move() -> None:
+    sources = {"a": "x = 1", "b": "x = 2", "c": "print(x)", "d": "y = 0", "e": "print(y)"}
+    reads, defines = _graph(sources)
+    binds = {"a": {"x"}, "b": {"x"}, "c": set(), "d": {"y"}, "e": set()}
+    order = list(sources)
+    after_delete = {k: v for k, v in binds.items() if k != "b"}
+    stale = stale_after_change(
+        [c for c in order if c != "b"],
+        reads,
+        defines,
+        after_delete,
+        before_order=order,
+        before_binds=binds,
+    )
+    assert stale == ["c"]
+    # b moved above a: c sees a's x now; e is untouched.
+    moved = ["b", "a", "c", "d", "e"]
+    assert stale_after_change(
+        moved, reads, defines, binds, before_order=order, before_binds=binds
+    ) == ["c"]
+    # A run of d that bound y to another object.
+    assert stale_after_change(
+        order, reads, defines, binds, before_order=order, before_binds=binds, rebound={"d": {"y"}}
+    ) == ["e"]
+    # ... and one that bound it to the same object: nothing a cell below sees changed.
+    assert (
+        stale_after_change(
+            order,
+            reads,
+            defines,
+            binds,
+            before_order=order,
+            before_binds=binds,
+            rebound={"d": set()},
+        )
+        == []
+    )
 
 
 def test_unknown_cell_has_no_stale_dependents() -> None:

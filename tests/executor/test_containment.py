@@ -98,7 +98,7 @@ async def test_interrupt_endpoint_stops_the_running_cell(weft: Weft):
             await anyio.sleep(0.05)
     await anyio.sleep(0.5)
     response = await weft.api.post(f"/api/notebooks/{notebook_id}/interrupt")
-    assert response.json() == {"cancelled": 1, "interrupted": 1}
+    assert response.json() == {"cancelled": 1, "interrupted": 1, "kill_offered": False}
     run = await weft.wait(run_id, timeout=20)
     assert run["state"] == "error"
     assert run["error"] == "interrupted"

@@ -141,6 +141,23 @@ const handlers = {
     return { text: t.toString() }
   },
   assist: () => ({ assist: doc.getMap('assist').toJSON() }),
+  // The assist mark's ranges (relative positions) resolved in this client's own copy of the
+  // cell's text: UTF-16 offsets, and the characters between them.
+  assist_ranges: ({ cell_id: id }) => {
+    const mark = doc.getMap('assist').get(id)
+    const c = cells().toArray().find((m) => m.get('id') === id)
+    const text = c ? c.get('source').toString() : ''
+    const at = (json) => {
+      const abs = Y.createAbsolutePositionFromRelativePosition(Y.createRelativePositionFromJSON(json), doc)
+      return abs ? abs.index : null
+    }
+    const ranges = ((mark && mark.ranges) || []).map((r) => {
+      const from = at(r.start)
+      const to = at(r.end)
+      return { from, to, text: from !== null && to !== null ? text.slice(from, to) : null }
+    })
+    return { state: mark ? mark.state : null, ranges, text }
+  },
   awareness: ({ state }) => { provider.awareness.setLocalState(state); return {} },
   peers: () => ({ peers: peers() }),
   disconnect: () => { provider.disconnect(); return {} },

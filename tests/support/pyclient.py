@@ -1,4 +1,4 @@
-"""A Python Yjs client (y-py over the websockets library), also able to send raw frames."""
+"""A Python Yjs client (pycrdt over the websockets library), also able to send raw frames."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import y_py as Y
+from pycrdt import Array, Doc, Text, TransactionEvent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -17,7 +17,7 @@ from collab import protocol
 class PyYClient:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
-        self.doc = Y.YDoc()
+        self.doc: Doc[Any] = Doc()
         self.synced = anyio.Event()
         self.closed = anyio.Event()
         self.close_code: int | None = None
@@ -27,11 +27,11 @@ class PyYClient:
         self.updates_received = 0
         self._remote = False
         self._outbox: list[bytes] = []
-        self.doc.observe_after_transaction(self._local_update)
+        self.doc.observe(self._local_update)
 
-    def _local_update(self, event: Any) -> None:
+    def _local_update(self, event: TransactionEvent) -> None:
         if not self._remote:
-            update = bytes(event.get_update())
+            update = bytes(event.update)
             if update != b"\x00\x00":
                 self._outbox.append(update)
 
@@ -48,14 +48,14 @@ class PyYClient:
                 message = protocol.parse_message(frame)
                 if message.kind is protocol.MessageType.SYNC:
                     if message.sync_type is protocol.SyncType.STEP1:
-                        update = Y.encode_state_as_update(self.doc, message.payload)
-                        await self.ws.send(protocol.create_sync_step2_message(bytes(update)))
+                        update = self.doc.get_update(message.payload)
+                        await self.ws.send(protocol.create_sync_step2_message(update))
                     else:
                         if message.sync_type is protocol.SyncType.UPDATE:
                             self.updates_received += 1
                         self._remote = True
                         try:
-                            Y.apply_update(self.doc, message.payload)
+                            self.doc.apply_update(message.payload)
                         finally:
                             self._remote = False
                         if message.sync_type is protocol.SyncType.STEP2:
@@ -73,22 +73,21 @@ class PyYClient:
             self.close_reason = self.ws.close_reason or ""
             self.closed.set()
 
-    def source(self, cell: int = 0) -> Y.YText:
-        return self.doc.get_array("cells")[cell]["source"]
+    def source(self, cell: int = 0) -> Text:
+        source: Text = self.doc.get("cells", type=Array)[cell]["source"]
+        return source
 
     def text(self, cell: int = 0) -> str:
         return str(self.source(cell))
 
     async def insert(self, index: int, text: str, cell: int = 0) -> None:
         source = self.source(cell)
-        with self.doc.begin_transaction() as txn:
-            source.insert(txn, min(index, len(source)), text)
+        source.insert(min(index, len(source)), text)
         await self.flush()
 
     async def delete(self, index: int, length: int, cell: int = 0) -> None:
         source = self.source(cell)
-        with self.doc.begin_transaction() as txn:
-            source.delete_range(txn, index, length)
+        del source[index : index + length]
         await self.flush()
 
     async def wait_updates(self, count: int, timeout: float = 10) -> None:
@@ -124,9 +123,7 @@ async def py_client(
         client = PyYClient(ws)
         tg.start_soon(client.run)
         if sync:
-            await ws.send(
-                protocol.create_sync_step1_message(bytes(Y.encode_state_vector(client.doc)))
-            )
+            await ws.send(protocol.create_sync_step1_message(client.doc.get_state()))
             with anyio.fail_after(10):
                 await client.synced.wait()
         yield client

@@ -15,7 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from tests.ai.conftest import assistant_env
 from tests.conftest import PASSWORD, StartServer, sign_up
@@ -90,6 +97,8 @@ class WebWeft:
     api: httpx.AsyncClient
     browser: Browser
     page_errors: list[str] = field(default_factory=list)
+    # What the Content-Security-Policy refused in any frame of a page (Chromium's console).
+    csp_violations: list[str] = field(default_factory=list)
     # Workspaces made by the test's owner, and people (email, role) who join each of them.
     workspaces: list[str] = field(default_factory=list)
     members: list[tuple[str, str]] = field(default_factory=list)
@@ -178,8 +187,13 @@ class WebWeft:
         """Open ``path``; any uncaught error in the page fails the test at teardown."""
         page = await context.new_page()
         page.on("pageerror", lambda error: self.page_errors.append(f"{path}: {error}"))
+        page.on("console", lambda message: self._console(path, message))
         await page.goto(path)
         return page
+
+    def _console(self, path: str, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.csp_violations.append(f"{path}: {message.text}")
 
     async def open_notebook(self, context: BrowserContext, notebook_id: str) -> Page:
         page = await self.page(context, f"/notebooks/{notebook_id}")
@@ -211,6 +225,7 @@ async def web(
         weft = WebWeft(server, api, browser)
         yield weft
     assert not weft.page_errors, weft.page_errors
+    assert not weft.csp_violations, weft.csp_violations
 
 
 @pytest.fixture
@@ -225,6 +240,7 @@ async def web_kernel(
             weft = WebWeft(server, api, browser)
             yield weft
         assert not weft.page_errors, weft.page_errors
+        assert not weft.csp_violations, weft.csp_violations
     finally:
         server.stop()
         remove_kernels(docker_engine, instance)
@@ -250,6 +266,7 @@ async def web_ai(
         weft = WebWeft(server, api, browser, openai=fake_openai)
         yield weft
     assert not weft.page_errors, weft.page_errors
+    assert not weft.csp_violations, weft.csp_violations
 
 
 @pytest.fixture
@@ -270,6 +287,7 @@ async def web_kernel_ai(
             weft = WebWeft(server, api, browser, openai=fake_openai)
             yield weft
         assert not weft.page_errors, weft.page_errors
+        assert not weft.csp_violations, weft.csp_violations
     finally:
         server.stop()
         remove_kernels(docker_engine, instance)

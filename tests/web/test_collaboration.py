@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import expect
 
+from collab.room import PALETTE
 from tests.web.conftest import WebWeft, artifact
 from tests.web.ui import CELL_TEXT, cell, cell_text, click_end, editor, insert, wait_text
 
@@ -47,9 +48,17 @@ async def test_two_people_type_in_one_cell_and_see_each_others_cursor(web: WebWe
     grace_caret = cell(ada, "c0").locator(".cm-ySelectionInfo", has_text="Grace Hopper")
     ada_caret = cell(grace, "c0").locator(".cm-ySelectionInfo", has_text="Ada Lovelace")
     await expect(grace_caret).to_be_visible()
-    await expect(grace_caret).to_have_css("background-color", "rgb(0, 144, 255)")
+    colour = "e => getComputedStyle(e).backgroundColor"
+    colours = [await grace_caret.evaluate(colour)]
     await click_end(ada, "c0")
     await expect(ada_caret).to_be_visible()
+    colours.append(await ada_caret.evaluate(colour))
+    # The colours are the server's (its palette, one per person), not what a browser claims.
+    palette = {
+        "rgb({}, {}, {})".format(*(int(c[i : i + 2], 16) for i in (1, 3, 5))) for c in PALETTE
+    }
+    assert set(colours) <= palette, colours
+    assert colours[0] != colours[1]
     # ... and knows which cell the other is in.
     await expect(cell(grace, "c0").locator(".cell-presence .avatar")).to_have_attribute(
         "title", "Ada Lovelace is here"

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import FilePayload, expect
 
 from tests.web.conftest import WebWeft, artifact
 
@@ -41,7 +41,7 @@ async def test_upload_a_csv_read_it_and_see_its_schema(web_kernel: WebWeft, tmp_
     data = sales_csv(60_000)
     assert len(data) > 600_000
     await panel.get_by_test_id("file-input").set_input_files(
-        files=[{"name": "sales.csv", "mimeType": "text/csv", "buffer": data}]
+        files=[FilePayload(name="sales.csv", mimeType="text/csv", buffer=data)]
     )
     progress = panel.locator(".upload-item .upload-pct")
     await expect(progress).to_have_text(re.compile(r"^[1-9]\d?%$"))
@@ -59,17 +59,19 @@ async def test_upload_a_csv_read_it_and_see_its_schema(web_kernel: WebWeft, tmp_
     await expect(row.locator(".file-schema")).to_contain_text("CSV · 2 columns")
     await expect(row.locator(".file-schema .col-name")).to_have_text(["month", "revenue"])
 
-    # Read it in a new cell and run it: the symbol table shows the DataFrame and its schema.
+    # Read it into the selected cell (which imports pandas already: not again) and run it:
+    # the symbol table shows the DataFrame and its schema.
     await row.hover()
     await row.get_by_role("button", name="Insert code").click()
     cells = page.locator(".cells > .cell")
-    await expect(cells).to_have_count(2)
-    new = cells.nth(1)
+    await expect(cells).to_have_count(1)
+    new = cells.nth(0)
     await expect(new.locator(".cm-content")).to_contain_text('sales = pd.read_csv("sales.csv")')
+    assert (await new.locator(".cm-content").inner_text()).count("import pandas") == 1
     await page.keyboard.press("Shift+Enter")
     await expect(new).to_have_attribute("data-state", "done", timeout=60_000)
     await expect(new.locator(".df-table tbody tr")).to_have_count(5)
-    await expect(page.locator(".cells > .cell")).to_have_count(3)  # Shift-Enter added one
+    await expect(page.locator(".cells > .cell")).to_have_count(2)  # Shift-Enter added one
 
     await page.get_by_role("tab", name="Symbols").click()
     symbol = page.locator(".symbol-row", has_text="sales")
@@ -80,7 +82,7 @@ async def test_upload_a_csv_read_it_and_see_its_schema(web_kernel: WebWeft, tmp_
     await expect(inspector.locator(".col-name")).to_have_text(["month", "revenue"])
     await expect(inspector.locator(".col-type")).to_have_text([re.compile(".+"), "float64"])
     await new.locator(".cell-head").click()
-    await expect(page.locator(".symbols-panel")).to_contain_text("Defined by Cell 2")
+    await expect(page.locator(".symbols-panel")).to_contain_text("Defined by Cell 1")
     await page.screenshot(path=artifact("files-symbols.png"))
 
     # Download it, then delete it (from the workspace page's Files tab, a deep link).

@@ -113,7 +113,7 @@ async def test_one_person_runs_a_cell_and_both_see_state_and_outputs(web_kernel:
         await expect(c1.locator(".df-table thead")).to_contain_text("revenue")
         await expect(c1.locator(".df-table tbody tr")).to_have_count(4)
         await expect(c1.locator(".output-stream .ansi-green-fg")).to_have_text("green")
-        await expect(c1.locator(".output-vega svg").first).to_be_visible()
+        await expect(c1.frame_locator("iframe.output-vega").locator("svg.marks")).to_be_visible()
         frame = cell(page, "c2").frame_locator("iframe.output-html")
         await expect(frame.locator("b")).to_have_text("bold html")
         await expect(frame.locator("body")).to_contain_text("blocked: SecurityError")
@@ -136,8 +136,10 @@ async def test_one_person_runs_a_cell_and_both_see_state_and_outputs(web_kernel:
     )
     await expect(grace.locator(".inspect-card .col-name")).to_have_text(["month", "revenue"])
 
-    # Grace edits c0: "edited since run" for both; re-running it makes c4 (reads answer) stale.
-    await insert(grace, "c0", " + 0")
+    # Grace edits c0: "edited since run" for both; re-running it rebinds `answer`, which makes
+    # c4 (reads answer) stale. (A re-run that leaves every name bound to the same object, as
+    # `answer + 0` would, changes nothing below it: docs/executor.md.)
+    await insert(grace, "c0", "\nanswer = answer + 1")
     await state(ada, "c0").to_have_attribute("data-state", "edited")
     await click_end(grace, "c0")
     await grace.keyboard.press("Control+Enter")

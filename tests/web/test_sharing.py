@@ -5,6 +5,7 @@ with, and revokes it; the workspace's members list."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -162,6 +163,11 @@ async def test_the_share_dialog_makes_a_link_another_person_joins_with(web: WebW
     await ada.locator(".share-btn").click()
     dialog = ada.get_by_role("dialog", name="Share this notebook")
     await dialog.locator(".share-row").get_by_role("button", name="Revoke link").click()
+    await (
+        ada.get_by_role("dialog", name="Revoke this link?")
+        .get_by_role("button", name="Revoke link")
+        .click()
+    )
     await expect(dialog.locator(".share-row")).to_have_count(0)
     late = await web.page(await web.person("late", "#d6409f", signed_in=False), url)
     await expect(late.locator("h1")).to_have_text("This link does not work")
@@ -227,3 +233,23 @@ async def test_a_new_name_reaches_the_people_already_in_the_notebook(web: WebWef
     await expect(grace.locator(".people")).to_have_attribute("title", "Here now: Countess Ada")
     await ada.reload()
     await expect(ada.locator(".me-name")).to_have_text("Countess Ada")
+
+
+async def test_a_stored_token_opens_the_socket_with_a_ticket_not_in_the_url(web: WebWeft) -> None:
+    """A browser holding an API token (no cookie) never puts it in a URL: the page asks for
+    a short-lived socket ticket and connects with that."""
+    notebook = await web.notebook([{"cell_type": "code", "source": "t = 1"}], title="Tickets")
+    token = (await web.api.post("/api/auth/tokens", json={"label": "browser"})).json()["token"]
+    context = await web.person("nobody", "#30a46c", signed_in=False)
+    await context.add_init_script(
+        f"if (window === window.top) localStorage.setItem('weft.token', {json.dumps(token)});"
+    )
+    page = await context.new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    await page.goto(f"/notebooks/{notebook}")
+    await expect(page.locator(".conn-badge")).to_have_attribute("data-state", "online")
+    await wait_text(page, "c0", "t = 1")
+    assert sockets
+    assert all("ticket=wft_" in url and token not in url for url in sockets), sockets
+    assert token not in web.server.log_text()

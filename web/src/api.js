@@ -30,7 +30,7 @@ async function failure (response) {
   return new ApiError(response.status, code, message)
 }
 
-export async function request (method, path, { json, body, headers: extra, signal } = {}) {
+export async function request (method, path, { json, body, headers: extra, signal, raw = false } = {}) {
   const init = { method, headers: headers(extra), credentials: 'same-origin', signal }
   if (json !== undefined) {
     init.body = JSON.stringify(json)
@@ -51,8 +51,11 @@ export async function request (method, path, { json, body, headers: extra, signa
     throw error
   }
   if (response.status === 204) return null
-  const type = response.headers.get('content-type') || ''
-  return type.includes('json') ? response.json() : response
+  if (raw) return response
+  // Only the API's own answers are parsed: a download (an .ipynb is
+  // application/x-ipynb+json, a file may be anything) stays a Response.
+  const type = (response.headers.get('content-type') || '').split(';')[0].trim().toLowerCase()
+  return type === 'application/json' ? response.json() : response
 }
 
 // Calls that answer 401 for a wrong password or a bad link, not for a missing session.
@@ -82,6 +85,8 @@ export const api = {
   logout: () => post('/api/auth/logout'),
   me: () => get('/api/auth/me'),
   renameMe: (name) => patch('/api/auth/me', { name }),
+  // A short-lived ticket for the notebook's socket (a stored token never goes in a URL).
+  socketTicket: (notebookId) => post('/api/auth/socket-ticket', { notebook_id: notebookId }),
 
   members: (workspaceId) => get(`/api/workspaces/${enc(workspaceId)}/members`),
   addMember: (workspaceId, email, role) => post(`/api/workspaces/${enc(workspaceId)}/members`, { email, role }),
@@ -91,6 +96,8 @@ export const api = {
   links: (workspaceId) => get(`/api/workspaces/${enc(workspaceId)}/links`),
   createLink: (workspaceId, body) => post(`/api/workspaces/${enc(workspaceId)}/links`, body),
   revokeLink: (linkId) => del(`/api/links/${enc(linkId)}`),
+  access: (notebookId) => get(`/api/notebooks/${enc(notebookId)}/access`),
+  removeAccess: (notebookId, kind, userId) => del(`/api/notebooks/${enc(notebookId)}/access/${enc(kind)}/${enc(userId)}`),
   previewLink: (token) => get(`/api/links/${enc(token)}`),
   acceptLink: (token, name) => post(`/api/links/${enc(token)}/accept`, name ? { name } : {}),
 
@@ -111,7 +118,8 @@ export const api = {
   run: (notebookId, cellId, source) => post(`/api/notebooks/${enc(notebookId)}/cells/${enc(cellId)}/run`, source == null ? {} : { source }),
   runBelow: (notebookId, cellId) => post(`/api/notebooks/${enc(notebookId)}/cells/${enc(cellId)}/run-below`),
   runAll: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/run-all`),
-  interrupt: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/interrupt`),
+  runStale: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/run-stale`),
+  interrupt: (notebookId, kill = false) => post(`/api/notebooks/${enc(notebookId)}/interrupt`, kill ? { kill: true } : {}),
   restart: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/restart`),
   runs: (notebookId) => get(`/api/notebooks/${enc(notebookId)}/runs`),
 
@@ -154,7 +162,7 @@ export function upload (url, file, onProgress) {
 
 // Downloads go through fetch so they carry the token, then save as a file.
 export async function download (url, fallbackName) {
-  const response = await request('GET', url)
+  const response = await request('GET', url, { raw: true })
   const blob = await response.blob()
   const disposition = response.headers.get('content-disposition') || ''
   const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition)

@@ -19,7 +19,7 @@ function store () {
   try { return window.localStorage } catch { return null }
 }
 
-/** An API token kept in this browser (sent as Bearer and ?token=); the cookie needs none. */
+/** An API token kept in this browser (sent as Bearer; sockets get a ticket with it); the cookie needs none. */
 export function getToken () {
   return store()?.getItem(TOKEN_KEY) || null
 }

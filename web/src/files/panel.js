@@ -12,7 +12,7 @@ const join = (dir, name) => (dir ? `${dir}/${name}` : name)
  * @param {string} workspaceId
  * @param {{readOnly?: boolean, onInsert?: (file) => void, compact?: boolean}} options
  */
-export function filesPanel (workspaceId, { readOnly = false, onInsert = null, compact = false } = {}) {
+export function filesPanel (workspaceId, { readOnly = false, onInsert = null, compact = false, shared = true } = {}) {
   let dir = ''
   let expanded = new Set()
   const crumbs = h('div.files-crumbs')
@@ -64,6 +64,8 @@ export function filesPanel (workspaceId, { readOnly = false, onInsert = null, co
     renderCrumbs()
     let listing
     try {
+      // The notebook's row says when the files are not shared with this person: not asked.
+      if (!shared) throw Object.assign(new Error('not shared'), { status: 404 })
       listing = await api.files(workspaceId, dir)
     } catch (error) {
       // Someone who may only view this notebook (through its link) is not shown the
@@ -89,7 +91,7 @@ export function filesPanel (workspaceId, { readOnly = false, onInsert = null, co
       ? h('button.file-name.link', { type: 'button', onclick: () => cd(file.path) }, icon('folder', 15), file.name)
       : h('button.file-name', { type: 'button', title: file.schema ? 'Show columns' : file.path, onclick: () => toggle(file) }, icon(file.schema ? 'table' : 'file', 15), file.name)
     const tools = h('div.file-tools',
-      !isDir && onInsert && !readOnly ? iconButton('import', 'Insert code that reads this file into the selected cell', () => onInsert(file)) : null,
+      !isDir && onInsert && !readOnly ? iconButton('insertCode', 'Insert code that reads this file into the selected cell', () => onInsert(file), { class: 'file-insert' }) : null,
       !isDir ? iconButton('download', `Download ${file.name}`, () => download(api.fileUrl(workspaceId, file.path), file.name).catch((e) => toastError(e, 'Download failed'))) : null,
       readOnly ? null : iconButton('trash', `Delete ${file.name}`, async () => {
         if (!(await confirm(`Delete ${file.name}?`, isDir ? 'The folder and everything in it will be deleted for everyone in this workspace.' : 'The file will be deleted for everyone in this workspace.'))) return

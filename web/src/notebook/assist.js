@@ -10,6 +10,16 @@
 // button: an instruction, generate / edit, fix when the last run failed), Cancel while the
 // code streams, Accept / Reject while it is pending, and the reasons it failed, in place.
 // Their generation is followed with GET /api/generations/{id}, nudged by changes of the mark.
+//
+// The mark also says exactly which characters are the assistant's: `ranges`, Yjs relative
+// positions that this browser resolves in its own copy of the cell's text, so they stay on
+// the same characters whatever people type; the editor marks those (a CodeMirror mark
+// decoration, `.cm-assist-text`), not the whole cell. The server sends new ranges as the
+// code grows or someone types inside it (at most every 100 ms); in between, the editor maps
+// them through every edit, as it does any decoration.
+import * as Y from 'yjs'
+import { StateEffect, StateField } from '@codemirror/state'
+import { Decoration, EditorView } from '@codemirror/view'
 import { h, icon, replace } from '../ui/dom.js'
 import { api } from '../api.js'
 import { currentUser } from '../session.js'
@@ -25,6 +35,47 @@ const FAILURES = {
   cell_gone: 'The cell was deleted or moved while the assistant wrote in it',
   shutdown: 'The server restarted while the assistant wrote',
   internal: 'The assistant failed',
+}
+
+// The assistant's characters in one editor: set whole by `setSuggestion`, mapped through edits.
+const setSuggestion = StateEffect.define()
+const suggestionField = StateField.define({
+  create: () => Decoration.none,
+  update (marks, tr) {
+    marks = marks.map(tr.changes)
+    for (const effect of tr.effects) if (effect.is(setSuggestion)) marks = effect.value
+    return marks
+  },
+  provide: (field) => EditorView.decorations.from(field),
+})
+const suggestionTheme = EditorView.baseTheme({
+  '.cm-assist-text': { backgroundColor: 'rgba(124, 58, 237, 0.12)', borderBottom: '1.5px dashed rgba(124, 58, 237, 0.55)' },
+  '.cm-assist-text[data-state="streaming"]': { backgroundColor: 'rgba(124, 58, 237, 0.18)', borderBottomStyle: 'solid' },
+})
+const withSuggestions = new WeakSet() // editor views that have the field
+
+/**
+ * The mark's ranges (Yjs relative positions, docs/api.md "Assistant") as [from, to) offsets
+ * in this copy of `ytext`, in UTF-16 code units like CodeMirror's; a position this copy
+ * cannot name (not arrived yet, or in another text) is left out.
+ */
+export function resolveRanges (ranges, ytext) {
+  const found = []
+  if (!Array.isArray(ranges) || !ytext || !ytext.doc) return found
+  const at = (json) => {
+    const position = Y.createAbsolutePositionFromRelativePosition(Y.createRelativePositionFromJSON(json), ytext.doc)
+    return position && position.type === ytext ? position.index : null
+  }
+  for (const range of ranges) {
+    try {
+      const from = at(range.start)
+      const to = at(range.end)
+      if (from !== null && to !== null && to > from) found.push({ from, to })
+    } catch {
+      // Not a position this document knows (yet): the next mark has it.
+    }
+  }
+  return found.sort((a, b) => a.from - b.from)
 }
 
 export class AssistPanel {
@@ -342,6 +393,7 @@ export class AssistPanel {
       // Finished here already; the document's mark goes in a moment.
       this.cell.element.dataset.assist = ''
       this.renderMark(null)
+      this.renderRanges(null)
       this.renderBox()
       this.renderMessage()
       return
@@ -353,6 +405,7 @@ export class AssistPanel {
     const state = mark ? mark.state : (this.tracked?.generation?.state || null)
     this.cell.element.dataset.assist = ACTIVE.has(state) ? state : ''
     this.renderMark(mark)
+    this.renderRanges(mark)
     this.renderBox()
     this.renderMessage()
   }
@@ -417,6 +470,55 @@ export class AssistPanel {
       h('span.assist-spacer'),
       ...controls)
     this.markEl.dataset.who = who
+  }
+
+  /**
+   * Mark the assistant's characters in the editor (or nothing), from the document's mark.
+   * Done after the current update (render() may be called while the editor or Yjs is in the
+   * middle of one), once the editor shows the same text as the Y.Text.
+   */
+  renderRanges (mark) {
+    const exact = !!mark && !mark.presence && Array.isArray(mark.ranges)
+    // The server names the characters: they are marked, not the whole cell.
+    if (exact) this.cell.element.dataset.assistExact = ''
+    else delete this.cell.element.dataset.assistExact
+    this._ranges = exact && ACTIVE.has(mark.state) ? { ranges: mark.ranges, state: mark.state, by: mark.by?.name || 'someone' } : null
+    if (this._rangesQueued) return
+    this._rangesQueued = true
+    queueMicrotask(() => {
+      this._rangesQueued = false
+      this._drawRanges(0)
+    })
+  }
+
+  _drawRanges (attempt) {
+    const view = this.cell.editor?.view
+    const ytext = this.cell.ytext
+    if (this.destroyed || !view || !ytext) return
+    const wanted = this._ranges
+    if (!wanted && !withSuggestions.has(view)) return
+    if (view.state.doc.length !== ytext.length) {
+      // The editor has not caught up with the text yet: once it has.
+      if (attempt < 20) setTimeout(() => this._drawRanges(attempt + 1), 25)
+      return
+    }
+    const size = view.state.doc.length
+    const found = wanted ? resolveRanges(wanted.ranges, ytext).filter((r) => r.to <= size) : []
+    const title = wanted?.state === 'streaming' ? `The assistant is writing this for ${wanted.by}` : `Suggested by the assistant for ${wanted?.by}`
+    const mark = Decoration.mark({ class: 'cm-assist-text', attributes: { 'data-state': wanted?.state || '', title } })
+    const key = `${wanted?.state}|${wanted?.by}|` + found.map((r) => `${r.from}-${r.to}`).join(',')
+    if (withSuggestions.has(view)) {
+      const shown = []
+      view.state.field(suggestionField).between(0, size, (from, to, value) => { shown.push(`${from}-${to}`) })
+      if (key === `${this._rangesState}|` + shown.join(',')) return
+    }
+    this._rangesState = `${wanted?.state}|${wanted?.by}`
+    if (!withSuggestions.has(view)) {
+      // Added to this editor when first needed (a field sees effects from the next one).
+      withSuggestions.add(view)
+      view.dispatch({ effects: StateEffect.appendConfig.of([suggestionField, suggestionTheme]) })
+    }
+    view.dispatch({ effects: setSuggestion.of(Decoration.set(found.map((r) => mark.range(r.from, r.to)))) })
   }
 
   destroy () {

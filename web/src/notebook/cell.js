@@ -2,13 +2,14 @@
 // its outputs. Markdown cells show their rendering (with LaTeX) unless someone here is
 // editing them. Everything is driven by the cell's Y.Map, so a change made by anyone shows.
 import * as Y from 'yjs'
+import { closeCompletion } from '@codemirror/autocomplete'
 import { h, icon, iconButton, replace, append } from '../ui/dom.js'
 import { createEditor, cursorAtFirstLine, cursorAtLastLine } from './editor.js'
 import { OutputsView } from './outputs.js'
 import { renderMarkdown } from './markdown.js'
 import { describeRun } from './runs.js'
 import { LANGUAGES } from './model.js'
-import { avatar } from './presence.js'
+import { avatar, colourOf } from './presence.js'
 import { visibleSymbols, shortType } from './symbols.js'
 import { AssistPanel } from './assist.js'
 
@@ -38,6 +39,7 @@ export class CellView {
     this.outputs = new OutputsView({
       cellLabel: (id) => this.nb.cellLabel(id),
       onCellRef: (id) => this.nb.select(id, { scroll: true }),
+      onRender: () => this.updateErrorLines(),
     })
     this.presence = h('div.cell-presence')
     this.element = h('div.cell', { dataset: { cellId: this.id }, tabIndex: -1 },
@@ -46,7 +48,18 @@ export class CellView {
       this.presence)
     this.assist = new AssistPanel(this)
     this.editorHost.after(this.assist.element)
-    this.element.addEventListener('mousedown', () => this.nb.select(this.id))
+    this.element.addEventListener('mousedown', (event) => {
+      // Shift-click selects the cells from the selected one to this one (for cut, copy,
+      // move, delete); inside the editor one is typing in, it extends the text selection.
+      const editing = this.editor && this.element.contains(document.activeElement) && this.editor.view.hasFocus
+      if (event.shiftKey && !editing && this.nb.selectedId && this.nb.selectedId !== this.id) {
+        event.preventDefault()
+        this.nb.select(this.id, { extend: true })
+        this.element.focus()
+        return
+      }
+      this.nb.select(this.id)
+    })
     this.rendered.addEventListener('dblclick', () => this.edit())
     this.rendered.addEventListener('click', (event) => {
       if (!event.target.closest('a') && this.isEmptyMarkdown()) this.edit()
@@ -91,10 +104,11 @@ export class CellView {
       : null
     if (langSelect) langSelect.addEventListener('change', () => this.model.setLanguage(this.id, langSelect.value))
     this.langSelect = langSelect
+    this.resultName = this.type === 'code' ? this.buildResultName() : null
     const ro = this.readOnly
     replace(this.head,
       h('span.cell-label', this.nb.cellLabel(this.id) || ''),
-      typeSelect, langSelect,
+      typeSelect, langSelect, this.resultName,
       h('div.cell-head-spacer'),
       ro ? null : h('div.cell-tools',
         this.type === 'code' ? iconButton('sparkle', 'Ask the assistant (Ctrl/Cmd-K)', () => this.assist.toggle(), { class: 'tool-assist' }) : null,
@@ -104,6 +118,50 @@ export class CellView {
         iconButton('up', 'Move up', () => this.nb.move(this.id, -1)),
         iconButton('down', 'Move down', () => this.nb.move(this.id, 1)),
         iconButton('trash', 'Delete cell', () => this.nb.deleteCell(this.id), { class: 'tool-delete' })))
+  }
+
+  /**
+   * A SQL cell's result name (cell metadata `output_name`, the name its DataFrame is bound
+   * to for the cells below; `_sql` when unset). Shown for SQL cells only; kept in the
+   * document, so everyone sees it change.
+   */
+  buildResultName () {
+    const input = h('input.cell-result-name', {
+      type: 'text', spellcheck: false, placeholder: '_sql', readOnly: this.readOnly,
+      'aria-label': 'Result name', title: 'The name the query\'s result gets, for the cells below (a Python name)',
+    })
+    const error = (value) => value && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(value)
+    const save = () => {
+      const value = input.value.trim()
+      input.classList.toggle('invalid', Boolean(error(value)))
+      if (error(value)) return
+      this.model.setMetadata(this.id, 'output_name', value || null)
+    }
+    input.addEventListener('change', save)
+    input.addEventListener('input', () => input.classList.toggle('invalid', Boolean(error(input.value.trim()))))
+    input.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') { e.preventDefault(); save(); input.blur() }
+      if (e.key === 'Escape') { input.value = this.model.metadataValue(this.ycell, 'output_name') || ''; input.blur() }
+    })
+    const wrap = h('label.cell-result', h('span.cell-result-label', 'as'), input)
+    this._syncResultName = () => {
+      wrap.hidden = this.language !== 'sql'
+      if (document.activeElement !== input) {
+        input.value = this.model.metadataValue(this.ycell, 'output_name') || ''
+        input.classList.remove('invalid')
+      }
+    }
+    this._syncResultName()
+    return wrap
+  }
+
+  placeholderText () {
+    if (this.readOnly) return ''
+    if (this.type === 'markdown') return 'Write Markdown, with $\\LaTeX$ math…'
+    if (this.type !== 'code') return 'Raw text'
+    return this.language === 'sql'
+      ? 'SQL: SELECT … FROM a DataFrame defined above. Shift-Enter runs it'
+      : 'Python code… Shift-Enter runs it'
   }
 
   buildEditor () {
@@ -125,7 +183,7 @@ export class CellView {
       cellType: this.type,
       language: this.language,
       readOnly: this.readOnly,
-      placeholder: this.readOnly ? '' : this.type === 'markdown' ? 'Write Markdown, with $\\LaTeX$ math…' : this.type === 'code' ? (this.language === 'sql' ? 'SELECT … FROM a DataFrame above' : 'Python code… Shift-Enter runs it') : 'Raw text',
+      placeholder: this.placeholderText(),
       keys: this.keys(),
       completions: this.type === 'code' ? (context) => this.complete(context) : null,
       onFocus: () => {
@@ -138,14 +196,16 @@ export class CellView {
       },
     })
     this.editorHost.replaceChildren(this.editor.view.dom)
+    this.updateErrorLines()
   }
 
   keys () {
     const nb = this.nb
+    // Running closes the completion popup: it belongs to the text just committed.
     return [
-      { key: 'Shift-Enter', run: () => { nb.run(this.id, { advance: true }); return true } },
-      { key: 'Mod-Enter', run: () => { nb.run(this.id); return true } },
-      { key: 'Alt-Enter', run: () => { nb.run(this.id, { insertBelow: true }); return true } },
+      { key: 'Shift-Enter', run: (view) => { closeCompletion(view); nb.run(this.id, { advance: true }); return true } },
+      { key: 'Mod-Enter', run: (view) => { closeCompletion(view); nb.run(this.id); return true } },
+      { key: 'Alt-Enter', run: (view) => { closeCompletion(view); nb.run(this.id, { insertBelow: true }); return true } },
       { key: 'Mod-k', run: () => { if (this.assist.canAsk) this.assist.openBox(); return true } },
       { key: 'Escape', run: (view) => { view.contentDOM.blur(); nb.select(this.id); this.element.focus(); return true } },
       { key: 'ArrowUp', run: (view) => view.state.selection.main.empty && cursorAtFirstLine(view) ? nb.focusNeighbour(this.id, -1) : false },
@@ -175,6 +235,30 @@ export class CellView {
     }
   }
 
+  /**
+   * Underline, in this cell's editor, the lines of this cell that its error's traceback
+   * names (`File "<cell ID>", line N`, and a SyntaxError's "(<cell ID>, line N)"). Drawn
+   * from the outputs in the document, so everyone sees the same lines.
+   */
+  updateErrorLines () {
+    if (!this.editor) return
+    const lines = new Set()
+    const outputs = this.ycell.get('outputs')
+    const items = outputs instanceof Y.Array ? outputs.toArray() : []
+    for (const output of items) {
+      const get = (key) => (output instanceof Y.Map ? output.get(key) : output?.[key])
+      if (get('output_type') !== 'error') continue
+      const tb = get('traceback')
+      const text = [...(tb instanceof Y.Array ? tb.toArray() : Array.isArray(tb) ? tb : [tb])].map(String).join('\n') + '\n' + String(get('evalue') ?? '')
+      // eslint-disable-next-line no-control-regex
+      const plainText = text.replace(/\x1b\[[0-9;]*m/g, '')
+      for (const m of plainText.matchAll(/<cell ([A-Za-z0-9_-]+)>"?, line (\d+)/g)) {
+        if (m[1] === this.id) lines.add(Number(m[2]))
+      }
+    }
+    this.editor.setErrorLines([...lines].sort((a, b) => a - b))
+  }
+
   // -- reacting to the document -----------------------------------------------------
 
   _bindMetadata () {
@@ -202,7 +286,11 @@ export class CellView {
   }
 
   _languageChanged () {
-    if (this.editor) this.editor.setLanguage(this.type, this.language)
+    if (this.editor) {
+      this.editor.setLanguage(this.type, this.language)
+      this.editor.setPlaceholder(this.placeholderText())
+    }
+    this._syncResultName?.()
     if (this.langSelect && this.langSelect.value !== this.language) this.langSelect.value = this.language
     this.element.dataset.language = this.language
   }
@@ -255,6 +343,23 @@ export class CellView {
     else if (where === 'end') view.dispatch({ selection: { anchor: view.state.doc.length } })
   }
 
+  /** Insert text where this person's cursor is (at the end if they never clicked into the
+   * editor), on a line of its own, and put the cursor after it. */
+  insertText (text) {
+    if (!this.editor || this.readOnly) return false
+    const view = this.editor.view
+    const doc = view.state.doc
+    const at = this.editorTouched ? view.state.selection.main.head : doc.length
+    const line = doc.lineAt(at)
+    const before = at === 0 ? '' : line.text.trim() && at === line.to ? '\n' : ''
+    const after = at < line.to && line.text.slice(at - line.from).trim() ? '\n' : ''
+    const insert = before + text + after
+    view.dispatch({ changes: { from: at, insert }, selection: { anchor: at + before.length + text.length } })
+    view.focus()
+    this.editorTouched = true
+    return true
+  }
+
   setSelected (selected) {
     this.element.classList.toggle('selected', selected)
   }
@@ -285,9 +390,13 @@ export class CellView {
       const active = state === 'queued' || state === 'running'
       this.gutter.append(
         this.readOnly
-          ? h('span.gutter-run.disabled', icon('play', 14))
-          : h('button.gutter-run', { type: 'button', title: active ? 'Queued or running' : 'Run (Shift-Enter)', 'aria-label': 'Run cell', onclick: () => this.nb.run(this.id) },
-            state === 'running' ? h('span.spinner') : icon('play', 14)),
+          ? h('span.gutter-run.disabled', state === 'running' ? h('span.spinner') : icon('play', 14))
+          : state === 'running'
+            // The running cell's button stops it (the kernel's interrupt: queued cells are cancelled too).
+            ? h('button.gutter-run.gutter-stop', { type: 'button', title: 'Stop this cell (I, I); cells queued after it are cancelled', 'aria-label': 'Stop cell', onclick: () => this.nb.interrupt() },
+              h('span.spinner'), icon('stop', 10))
+            : h('button.gutter-run', { type: 'button', title: active ? 'Queued' : 'Run (Shift-Enter)', 'aria-label': 'Run cell', onclick: () => this.nb.run(this.id) },
+              icon('play', 14)),
         h('span.exec-count', { title: 'Execution count' }, `[${active ? '*' : count ?? ' '}]`))
     }
     this.status.replaceChildren()
@@ -314,7 +423,7 @@ export class CellView {
     if (agent || this._agentHere) this.assist.render()
     this._agentHere = agent
     const first = people[0]
-    this.element.style.setProperty('--presence-color', first ? first.color : 'transparent')
+    this.element.style.setProperty('--presence-color', first ? colourOf(first, 'transparent') : 'transparent')
     this.element.classList.toggle('has-presence', people.length > 0)
   }
 

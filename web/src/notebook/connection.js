@@ -3,7 +3,7 @@
 // the sync handshake when it comes back; the status tells the UI what to show meanwhile.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { wsBase } from '../api.js'
+import { api, wsBase } from '../api.js'
 import { getToken } from '../session.js'
 
 // Close codes from docs/api.md that mean "stop retrying".
@@ -27,10 +27,13 @@ export class NotebookConnection {
     this.closed = null
     this.browserOnline = navigator.onLine
     this.lastError = null
-    const params = {}
-    const token = getToken()
-    if (token) params.token = token
-    this.provider = new WebsocketProvider(wsBase(), notebookId, this.doc, { params, maxBackoffTime: 2500 })
+    // The cookie signs the socket in. A token stored in this browser never goes in the URL
+    // (proxies log URLs): a short-lived ticket does, renewed before it expires.
+    this.notebookId = notebookId
+    this.ticketTimer = null
+    const useTicket = !!getToken()
+    this.provider = new WebsocketProvider(wsBase(), notebookId, this.doc, { params: {}, maxBackoffTime: 2500, connect: !useTicket })
+    if (useTicket) this._renewTicket()
     this.awareness = this.provider.awareness
     this.awareness.setLocalStateField('user', user)
 
@@ -41,6 +44,7 @@ export class NotebookConnection {
     this.provider.on('sync', (synced) => {
       if (synced) {
         this.everSynced = true
+        this.ticketRetried = false
         this._set('synced')
       }
     })
@@ -50,6 +54,12 @@ export class NotebookConnection {
       }
     })
     this.provider.on('closed', ({ code, reason }) => {
+      // A ticket that expired while the computer slept: get a new one, once.
+      if (code === 4401 && useTicket && !this.ticketRetried) {
+        this.ticketRetried = true
+        this._renewTicket()
+        return
+      }
       this.closed = { code, reason, message: CLOSE_REASONS[code] || reason || `closed (${code})` }
       this._set('closed')
     })
@@ -69,6 +79,32 @@ export class NotebookConnection {
     window.addEventListener('offline', this._offline)
     this._beforeUnload = () => this.awareness.setLocalState(null)
     window.addEventListener('beforeunload', this._beforeUnload)
+  }
+
+  /** Ask for a socket ticket, connect with it, and renew it before it expires (the
+   * provider reconnects with whatever ticket it holds then). */
+  async _renewTicket () {
+    clearTimeout(this.ticketTimer)
+    if (this.destroyed) return
+    let again = 5
+    try {
+      const { ticket, expires_in: expiresIn } = await api.socketTicket(this.notebookId)
+      if (this.destroyed) return
+      this.provider.params = { ticket }
+      again = Math.max(10, expiresIn - 60)
+      if (!this.provider.shouldConnect && !this.closed) this.provider.connect()
+    } catch (error) {
+      if (error.status === 401) return // api.js sends the person to sign in
+      if (error.status === 403 || error.status === 404) {
+        const code = error.status === 403 ? 4403 : 4404
+        this.closed = { code, reason: error.message, message: CLOSE_REASONS[code] }
+        this._set('closed')
+        return
+      }
+      this.lastError = { code: error.status || 0, reason: error.message }
+      this._emit()
+    }
+    this.ticketTimer = setTimeout(() => this._renewTicket(), again * 1000)
   }
 
   /** True when edits cannot reach the server right now. */
@@ -105,6 +141,8 @@ export class NotebookConnection {
   }
 
   destroy () {
+    this.destroyed = true
+    clearTimeout(this.ticketTimer)
     window.removeEventListener('online', this._online)
     window.removeEventListener('offline', this._offline)
     window.removeEventListener('beforeunload', this._beforeUnload)

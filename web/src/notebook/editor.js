@@ -2,10 +2,10 @@
 // everyone's edits merge, remote cursors and selections show in each person's colour with
 // their name, and undo/redo (Yjs UndoManager) only ever undoes this person's own edits.
 import * as Y from 'yjs'
-import { EditorState, Compartment, Prec } from '@codemirror/state'
+import { EditorState, Compartment, Prec, RangeSetBuilder } from '@codemirror/state'
 import {
   EditorView, keymap, drawSelection, highlightActiveLine, highlightSpecialChars,
-  dropCursor, rectangularSelection, placeholder as placeholderExt,
+  dropCursor, rectangularSelection, placeholder as placeholderExt, Decoration,
 } from '@codemirror/view'
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import {
@@ -66,6 +66,7 @@ export function createEditor (options) {
   const languageConf = new Compartment()
   const readOnlyConf = new Compartment()
   const placeholderConf = new Compartment()
+  const errorConf = new Compartment()
   const undoManager = new Y.UndoManager(options.ytext)
   const state = EditorState.create({
     doc: options.ytext.toString(),
@@ -89,6 +90,7 @@ export function createEditor (options) {
       languageConf.of(languageSupport(options.cellType, options.language, options.completions)),
       readOnlyConf.of(readOnlyExtension(options.readOnly)),
       placeholderConf.of(options.placeholder ? placeholderExt(options.placeholder) : []),
+      errorConf.of([]),
       yCollab(options.ytext, options.awareness, { undoManager }),
       EditorView.domEventHandlers({
         focus: () => { options.onFocus?.() },
@@ -109,11 +111,34 @@ export function createEditor (options) {
     setPlaceholder (text) {
       view.dispatch({ effects: placeholderConf.reconfigure(text ? placeholderExt(text) : []) })
     },
+    /** Underline these lines (1-based): where the cell's last error happened. */
+    setErrorLines (lines) {
+      const key = lines.join(',')
+      if (key === this._errorKey) return
+      this._errorKey = key
+      view.dispatch({ effects: errorConf.reconfigure(errorLineExtension(lines)) })
+    },
     destroy () {
       view.destroy()
       undoManager.destroy()
     },
   }
+}
+
+const errorLine = Decoration.line({ class: 'cm-error-line', attributes: { title: 'The error happened here' } })
+
+function errorLineExtension (lines) {
+  if (!lines.length) return []
+  return EditorView.decorations.of((view) => {
+    const builder = new RangeSetBuilder()
+    for (const n of lines) {
+      if (n >= 1 && n <= view.state.doc.lines) {
+        const line = view.state.doc.line(n)
+        builder.add(line.from, line.from, errorLine)
+      }
+    }
+    return builder.finish()
+  })
 }
 
 function readOnlyExtension (readOnly) {

@@ -48,9 +48,11 @@ export function kernelPanel ({ model, connection, cellLabel, cellSnippet, who, o
     const state = kernelState(model, connection)
     const since = model.kernel.get('since')
     const error = model.kernel.get('error')
+    const reason = model.kernel.get('reason') // why it was restarted (access lost, killed)
     replace(status, kernelLight(state),
       state !== 'disconnected' && since ? h('span.muted.kernel-since', `since ${timeAgo(since)}`) : null,
-      state === 'dead' && error ? h('div.kernel-error', error) : null)
+      state === 'dead' && error ? h('div.kernel-error', error) : null,
+      state !== 'dead' && reason ? h('div.kernel-error', reason) : null)
 
     const active = []
     model.runs.forEach((run, cellId) => {
@@ -64,7 +66,7 @@ export function kernelPanel ({ model, connection, cellLabel, cellSnippet, who, o
       return
     }
     active.forEach(({ cellId, run }, i) => {
-      const by = who(run.by)
+      const by = who(run.by) || run.by_name
       tasks.append(h(`li.task.task-${run.state}`, { dataset: { cell: cellId }, onclick: () => onSelect(cellId), title: 'Go to the cell' },
         h('span.task-state', run.state === 'running' ? h('span.spinner') : h('span.task-pos', String(i + 1))),
         h('span.task-body',

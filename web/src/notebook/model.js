@@ -31,8 +31,9 @@ export class NotebookModel {
     this.assist = doc.getMap('assist')
   }
 
-  cellId (cell) { return String(cell.get('id')) }
-  cellType (cell) { return cell.get('cell_type') || 'code' }
+  // An editor can put anything into `cells`: what is not a cell map is no cell, never a crash.
+  cellId (cell) { return cell instanceof Y.Map ? String(cell.get('id')) : '' }
+  cellType (cell) { return (cell instanceof Y.Map && cell.get('cell_type')) || 'code' }
 
   language (cell) {
     const metadata = cell.get('metadata')
@@ -64,6 +65,24 @@ export class NotebookModel {
     const metadata = this.meta.get('metadata')
     const title = metadata instanceof Y.Map ? metadata.get('title') : metadata?.title
     return title || 'Untitled'
+  }
+
+  /** A notebook-wide switch in meta.metadata (`reactive`, `stop_on_error`). */
+  setting (key) {
+    const metadata = this.meta.get('metadata')
+    return Boolean(metadata instanceof Y.Map ? metadata.get(key) : metadata?.[key])
+  }
+
+  setSetting (key, value) {
+    this.doc.transact(() => {
+      const metadata = this.meta.get('metadata')
+      if (metadata instanceof Y.Map) {
+        metadata.set(key, value)
+      } else {
+        const copy = new Y.Map(Object.entries({ ...(metadata || {}), [key]: value }))
+        this.meta.set('metadata', copy)
+      }
+    })
   }
 
   /** A new cell as a prelim Y.Map, ready to insert. */
@@ -157,6 +176,27 @@ export class NotebookModel {
         cell.set('metadata', meta)
       }
       meta.set('language', language)
+    })
+  }
+
+  /** A value in the cell's metadata (e.g. a SQL cell's `output_name`). */
+  metadataValue (cell, key) {
+    const metadata = cell.get('metadata')
+    return metadata instanceof Y.Map ? metadata.get(key) : metadata?.[key]
+  }
+
+  /** Set (or, with null, remove) a key of the cell's metadata. */
+  setMetadata (cellId, key, value) {
+    const cell = this.cellById(cellId)
+    if (!cell) return
+    this.doc.transact(() => {
+      let meta = cell.get('metadata')
+      if (!(meta instanceof Y.Map)) {
+        meta = new Y.Map(Object.entries(meta || {}))
+        cell.set('metadata', meta)
+      }
+      if (value == null) meta.delete(key)
+      else if (meta.get(key) !== value) meta.set(key, value)
     })
   }
 

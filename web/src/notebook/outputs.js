@@ -1,11 +1,12 @@
 // A code cell's outputs, live from the document: streams grow as the kernel prints (ANSI
 // colours kept), rich results pick the best mime type: Vega-Lite charts (vega-embed),
-// tables, HTML in a sandboxed iframe (scripts run in an opaque origin: no access to this
-// page, its storage or its cookies), images, Markdown, LaTeX, JSON, plain text; errors show
-// a readable traceback whose cell references link to the cell.
+// tables, HTML, images, Markdown, LaTeX, JSON, plain text; errors show a readable traceback
+// whose cell references link to the cell. Charts and HTML are drawn inside sandboxed output
+// frames (/frame.html, web/src/frame/): their code runs in an opaque origin, without this
+// page, its storage or its cookies (docs/security.md, "Outputs in the browser").
 import * as Y from 'yjs'
 import { AnsiUp } from 'ansi_up'
-import { h, replace } from '../ui/dom.js'
+import { h } from '../ui/dom.js'
 import { renderMarkdown, renderLatex, escapeHtml } from './markdown.js'
 
 const ansi = new AnsiUp()
@@ -45,7 +46,7 @@ export class OutputsView {
       const ref = event.target.closest('.cell-ref')
       if (ref) {
         event.preventDefault()
-        this.hooks.onCellRef(ref.dataset.cell)
+        if (!ref.classList.contains('cell-ref-missing')) this.hooks.onCellRef(ref.dataset.cell)
       }
     })
   }
@@ -86,6 +87,7 @@ export class OutputsView {
     const current = [...this.element.children]
     if (current.length !== nodes.length || current.some((n, i) => n !== nodes[i])) this.element.replaceChildren(...nodes)
     this.element.classList.toggle('empty', nodes.length === 0)
+    this.hooks.onRender?.()
   }
 
   renderOutput (output) {
@@ -118,28 +120,44 @@ export class OutputsView {
     // The runner's traceback ends with "ename: evalue"; the header already says it.
     const last = lines.length ? lines[lines.length - 1].trim() : ''
     const shown = last === `${ename}: ${evalue}`.trim() || last === ename ? lines.slice(0, -1) : lines
-    const html = this.linkCells(ansiToHtml(shown.join('\n')))
+    const html = linkCells(ansiToHtml(shown.join('\n')))
+    // A SyntaxError's value names the cell too: "invalid syntax (<cell …>, line 1)".
+    const value = evalue ? h('span.error-value') : null
+    if (value) value.innerHTML = `: ${linkCells(escapeHtml(evalue))}`
     const element = h('div.output.output-error', { role: 'alert' },
-      h('div.error-head', h('span.error-name', ename), evalue ? h('span.error-value', `: ${evalue}`) : null))
+      h('div.error-head', h('span.error-name', ename), value))
     if (shown.length) {
       const pre = h('pre.traceback')
       pre.innerHTML = html
       element.append(pre)
     }
+    this.relabel(element)
     return { element }
   }
 
-  linkCells (html) {
-    return html.replace(/&lt;cell ([^&\s]+)&gt;/g, (match, id) => {
-      const label = this.hooks.cellLabel(id)
-      return label ? `<a href="#" class="cell-ref" data-cell="${id}">${escapeHtml(label)}</a>` : match
-    })
+  /**
+   * Name every cell reference by the cell's place now ("Cell 3"). Called when an output is
+   * drawn and again whenever cells are added, moved or removed, so a traceback drawn before
+   * the cell list was complete (a reload, someone joining late) links like a fresh one.
+   */
+  relabel (root = this.element) {
+    for (const ref of root.querySelectorAll('.cell-ref')) {
+      const label = this.hooks.cellLabel(ref.dataset.cell)
+      ref.textContent = label || `<cell ${ref.dataset.cell}>`
+      ref.classList.toggle('cell-ref-missing', !label)
+      ref.title = label ? `Go to ${label}` : 'This cell is no longer in the notebook'
+    }
   }
 
   destroy () {
     if (this.outputs) this.outputs.unobserveDeep(this._observer)
     this.outputs = null
   }
+}
+
+// `<cell ID>` (escaped) becomes a link to the cell; relabel() gives it its text.
+function linkCells (html) {
+  return html.replace(/&lt;cell ([A-Za-z0-9_-]+)&gt;/g, (match, id) => `<a href="#" class="cell-ref" data-cell="${id}">${match}</a>`)
 }
 
 function plainJson (value) {
@@ -190,22 +208,15 @@ export function renderBundle (data, metadata = {}) {
 }
 
 function renderVega (spec, fallback) {
-  const host = h('div.output-vega', h('div.loading-chart', 'Drawing chart…'))
-  import('vega-embed').then(({ default: embed }) => {
-    host.replaceChildren()
-    const target = h('div')
-    host.append(target)
-    const value = typeof spec === 'string' ? JSON.parse(spec) : spec
-    return embed(target, value, {
-      renderer: 'svg',
-      actions: { export: true, source: false, compiled: false, editor: false },
-      config: { font: 'Inter, system-ui, sans-serif' },
-    })
-  }).catch((error) => {
-    replace(host, h('div.output-warning', `Could not draw this chart: ${error.message}`),
-      fallback ? h('pre.output-text', textOf(fallback)) : null)
-  })
-  return host
+  let value = spec
+  if (typeof spec === 'string') {
+    try { value = JSON.parse(spec) } catch (error) {
+      return h('div.output-vega-error', h('div.output-warning', `Could not draw this chart: ${error.message}`),
+        fallback ? h('pre.output-text', textOf(fallback)) : null)
+    }
+  }
+  return outputFrame('iframe.output-vega', 'Chart output', 'allow-scripts allow-downloads',
+    { kind: 'vega', spec: plainJson(value), fallback: fallback ? textOf(fallback) : '' })
 }
 
 // pandas' DataFrame HTML is rebuilt as a native table from text only (DOMParser does not
@@ -243,42 +254,49 @@ export function renderTable (html) {
   return h('div.output-table', h('div.table-scroll', table), notes.length ? h('div.table-note', notes.join(' · ')) : null)
 }
 
-// -- HTML in a sandboxed iframe --------------------------------------------------------
+// -- Sandboxed output frames -----------------------------------------------------------
 
-// Frames report their content height; the message's source window identifies the frame.
+// The page every output frame loads; the server sends it with the frame policy.
+const FRAME_PAGE = '/frame.html'
+// What each frame shows, sent when its page says it is ready (again if the frame reloads:
+// moving an iframe in the DOM reloads it).
+const contents = new WeakMap()
+
+// Frames say when they are ready and report their content height; the message's source
+// window identifies the frame (their origin is opaque: "null").
 window.addEventListener('message', (event) => {
-  if (!event.data || event.data.type !== 'weft-frame-height') return
-  for (const frame of document.querySelectorAll('iframe.output-html')) {
-    if (frame.contentWindow === event.source) {
+  const type = event.data?.type
+  if (type !== 'weft-frame-ready' && type !== 'weft-frame-height') return
+  for (const frame of document.querySelectorAll('iframe.output-frame')) {
+    if (frame.contentWindow !== event.source) continue
+    if (type === 'weft-frame-ready') {
+      const message = contents.get(frame)
+      // '*': an opaque origin cannot be named. The frame page only ever navigates within
+      // this server (the page's frame-src), and what it gets is the output it shows.
+      if (message) event.source.postMessage({ type: 'weft-frame-show', ...message }, '*')
+    } else {
       const height = Math.min(Math.max(Number(event.data.height) || 0, 20), 4000)
       frame.style.height = `${height}px`
-      return
     }
+    return
   }
 })
 
-const FRAME_STYLE = `
-  html,body{margin:0;padding:0;background:transparent}
-  body{font:13px/1.5 Inter,system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2430;padding:2px 1px;overflow-x:auto}
-  table{border-collapse:collapse;font-size:12.5px;font-variant-numeric:tabular-nums}
-  th,td{padding:4px 10px;border-bottom:1px solid #e6e8ee;text-align:right;white-space:nowrap}
-  thead th{border-bottom:1.5px solid #c9cdd6;font-weight:600}
-  tbody tr:nth-child(even){background:#f8f9fb}
-  a{color:#3b5bdb}`
-
-const RESIZE_SCRIPT = `
-  (function(){function send(){parent.postMessage({type:'weft-frame-height',height:Math.ceil(document.documentElement.scrollHeight)},'*')}
-  new ResizeObserver(send).observe(document.documentElement);addEventListener('load',send);send()})()`
-
-export function renderHtmlFrame (html) {
-  const frame = h('iframe.output-html', {
+function outputFrame (tag, title, sandbox, message) {
+  const frame = h(`${tag}.output-frame`, {
     // allow-scripts without allow-same-origin: the frame's origin is opaque, so its scripts
     // cannot reach this page's DOM, storage or cookies.
-    sandbox: 'allow-scripts allow-popups allow-popups-to-escape-sandbox',
+    sandbox,
     referrerpolicy: 'no-referrer',
-    title: 'HTML output',
+    title,
+    src: FRAME_PAGE,
   })
-  frame.srcdoc = `<!doctype html><html><head><meta charset="utf-8"><base target="_blank"><style>${FRAME_STYLE}</style></head><body>${html}<script>${RESIZE_SCRIPT}</script></body></html>`
+  contents.set(frame, message)
   frame.style.height = '40px'
   return frame
+}
+
+export function renderHtmlFrame (html) {
+  // Links open in a new tab, sandboxed like the frame (no allow-popups-to-escape-sandbox).
+  return outputFrame('iframe.output-html', 'HTML output', 'allow-scripts allow-popups', { kind: 'html', html })
 }

@@ -57,12 +57,16 @@ export class Presence {
   }
 }
 
+// The server stamps every presence with a palette colour; anything else is never styled.
+const COLOUR = /^#[0-9a-f]{6}$/i
+export const colourOf = (person, fallback) => (COLOUR.test(String(person.color)) ? person.color : fallback)
+
 export function avatar (person, { size = 'md', title = null } = {}) {
   if (person.agent) {
-    return h(`span.avatar.avatar-${size}.avatar-assistant`, { style: { background: person.color || '#7c3aed' }, title: title || person.name },
+    return h(`span.avatar.avatar-${size}.avatar-assistant`, { style: { background: colourOf(person, '#7c3aed') }, title: title || person.name },
       icon('sparkle', size === 'sm' ? 11 : 14))
   }
-  return h(`span.avatar.avatar-${size}`, { style: { background: person.color || '#888' }, title: title || person.name },
+  return h(`span.avatar.avatar-${size}`, { style: { background: colourOf(person, '#888888') }, title: title || person.name },
     initials(person.name))
 }
 

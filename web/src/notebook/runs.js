@@ -1,5 +1,6 @@
 // Run states as the executor writes them into `runs` (docs/executor.md), turned into what a
-// person reads: queued, running for 3.2 s, done in 1.1 s by Ada, error, stale, edited.
+// person reads: queued, running for 3.2 s, done in 1.1 s by Ada, error, stale, previous
+// kernel, edited.
 import { formatDuration, timeAgo } from '../ui/format.js'
 import { sourceHash } from './model.js'
 
@@ -29,7 +30,7 @@ export function elapsed (run) {
  */
 export function describeRun (run, source, { who, cellLabel } = {}) {
   if (!run || !run.state) return null
-  const by = who ? who(run.by) : null
+  const by = (who ? who(run.by) : null) || run.by_name || null
   const byText = by ? ` · ${by}` : ''
   switch (run.state) {
     case 'queued':
@@ -45,9 +46,12 @@ export function describeRun (run, source, { who, cellLabel } = {}) {
         ? { state: 'error', label: took ? `Failed after ${took}` : 'Failed', title: run.error || 'The cell raised an error' }
         : { state: 'done', label: took ? `Done in ${took}` : 'Done', title: `Finished ${when}` }
       base.detail = [by, when].filter(Boolean).join(' · ')
+      if (run.previous_kernel) {
+        return { ...base, state: 'stale', label: 'Previous kernel', title: 'This output is from a kernel that is gone (restarted or stopped): the names its run defined no longer exist; run it again', prior: base.label }
+      }
       if (run.stale) {
         const because = run.stale_because && cellLabel ? cellLabel(run.stale_because) : null
-        return { ...base, state: 'stale', label: 'Stale', title: because ? `${because} changed a name this cell reads; run it again` : 'A cell above changed a name this cell reads; run it again', prior: base.label }
+        return { ...base, state: 'stale', label: 'Stale', title: because ? `${because} changed a name this cell reads; run it again` : 'A cell above was deleted, moved or changed a name this cell reads; run it again', prior: base.label }
       }
       if (run.source_hash && source != null && sourceHash(source) !== run.source_hash) {
         return { ...base, state: 'edited', label: 'Edited since run', title: 'The source changed since this output was produced', prior: base.label }

@@ -6,6 +6,7 @@ import { api } from '../api.js'
 import { navigate } from '../router.js'
 import { loadMe, safeNext, setCurrentUser, setToken } from '../session.js'
 import { logo } from './chrome.js'
+import { endedAccess, endedMessage } from '../ui/ended.js'
 
 function authShell (title, ...body) {
   document.title = `${title} · Weft`
@@ -58,8 +59,12 @@ export async function signinPage (_params, root, query) {
       }
     },
   }, email.element, password.element, error, submit)
+  // A guest whose link was revoked lands here from the notebook: say what happened.
+  const endedId = /^\/notebooks\/([^/?]+)/.exec(query.next || '')?.[1]
+  const ended = endedId ? endedAccess(endedId) : null
   root.append(authShell('Sign in',
-    query.next ? h('p.muted', 'Sign in to continue.') : null,
+    ended ? h('p.form-notice.access-ended', { role: 'status' }, h('strong', `Your access to “${ended.title}” has ended. `), endedMessage(ended)) : null,
+    query.next && !ended ? h('p.muted', 'Sign in to continue.') : null,
     form,
     h('p.auth-alt', 'No account yet? ', h('a', { href: withQuery('/signup', { next: query.next, link: query.link }) }, 'Create one'))))
   setTimeout(() => email.input.focus(), 0)
@@ -98,7 +103,7 @@ export async function signupPage (_params, root, query) {
 
 const ROLE_WORDS = { viewer: 'view', editor: 'edit', owner: 'own' }
 
-export async function linkPage ({ token }, root) {
+export async function linkPage ({ token }, root, query = {}) {
   let preview
   try {
     preview = await api.previewLink(token)
@@ -132,8 +137,11 @@ export async function linkPage ({ token }, root) {
       h('div.link-what', what), where ? h('div.muted', where) : null,
       h('span.role-tag', { dataset: { role: preview.role } }, preview.role === 'viewer' ? 'View only' : 'Can edit')))
   const body = [h('p', `You were invited to ${ROLE_WORDS[preview.role] || preview.role} ${what}.`), summary]
+  let autoJoin = null
   if (me && !me.guest) {
     const join = button(`Open as ${me.name}`, { variant: 'primary', onclick: () => accept(null, join) })
+    // Back from signing in or up on this link's behalf: they already said yes.
+    if (query.join === '1') autoJoin = join
     body.push(join, error, h('p.auth-alt', 'Not you? ', h('a', { href: withQuery('/signin', { next: `/links/${token}` }) }, 'Sign in with another account')))
   } else {
     const name = field('Your name', { type: 'text', name: 'name', autocomplete: 'name', required: true, maxLength: 80, placeholder: 'How others see you' })
@@ -142,8 +150,9 @@ export async function linkPage ({ token }, root) {
       h('form.auth-form', { onsubmit: (e) => { e.preventDefault(); accept(name.input.value.trim(), guest) } }, name.element, guest),
       error,
       h('p.auth-alt', 'Have an account? ',
-        h('a', { href: withQuery('/signin', { next: `/links/${token}` }) }, 'Sign in'), ' or ',
-        h('a', { href: withQuery('/signup', { link: token, next: `/links/${token}` }) }, 'create one'), ' to keep access.'))
+        h('a', { href: withQuery('/signin', { next: `/links/${token}?join=1` }) }, 'Sign in'), ' or ',
+        h('a', { href: withQuery('/signup', { link: token, next: `/links/${token}?join=1` }) }, 'create one'), ' to keep access.'))
   }
   root.append(authShell('You are invited', ...body))
+  if (autoJoin) accept(null, autoJoin)
 }

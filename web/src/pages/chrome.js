@@ -18,7 +18,9 @@ export function breadcrumbs (items) {
   const nav = h('nav.crumbs', { 'aria-label': 'Breadcrumbs' })
   items.forEach((item, i) => {
     if (i > 0) nav.append(h('span.crumb-sep', '/'))
-    nav.append(item.href ? h('a.crumb', { href: item.href }, item.label) : h('span.crumb.crumb-current', item.label))
+    nav.append(item.href
+      ? h('a.crumb', { href: item.href, title: item.title || item.label }, item.label)
+      : h(`span.crumb${item.title ? '.crumb-plain' : '.crumb-current'}`, { title: item.title || item.label }, item.label))
   })
   return nav
 }

@@ -8,18 +8,19 @@ import { toast, toastError } from '../ui/toast.js'
 import { modal } from '../ui/dialog.js'
 import { shareDialog } from '../ui/share.js'
 import { reload } from '../router.js'
+import { endedAccess, endedMessage, forgetEnded, rememberEnded } from '../ui/ended.js'
 import { NotebookConnection } from '../notebook/connection.js'
 import { NotebookView } from '../notebook/notebook.js'
 import { peopleBar } from '../notebook/presence.js'
 
 export async function notebookPage ({ id }, root, query = {}) {
   let notebook
-  let workspace = null
   try {
     notebook = await api.notebook(id)
-    workspace = await api.workspace(notebook.workspace_id).catch(() => null)
+    forgetEnded(id)
   } catch (error) {
-    root.append(topbar([{ label: 'Workspaces', href: '/' }]), h('main.page', h('div.empty-state.error',
+    const ended = error.status === 404 ? endedAccess(id) : null
+    root.append(topbar([{ label: 'Workspaces', href: '/' }]), ended ? endedState(ended) : h('main.page', h('div.empty-state.error',
       h('h1', error.status === 404 ? 'Notebook not found' : 'Could not open the notebook'),
       h('p', error.status === 404 ? 'It may have been deleted, or the link is wrong.' : error.message),
       h('a.btn.btn-primary', { href: '/' }, 'Your workspaces'))))
@@ -31,6 +32,7 @@ export async function notebookPage ({ id }, root, query = {}) {
   const readOnly = role === 'viewer'
   const connection = new NotebookConnection(id, getIdentity())
   const view = new NotebookView(notebook, connection, { readOnly })
+  view.onShortcuts = () => shortcutsDialog()
 
   const title = h('input.nb-title', { type: 'text', value: notebook.title, 'aria-label': 'Notebook title', readOnly, spellcheck: false })
   const saveTitle = async () => {
@@ -61,15 +63,28 @@ export async function notebookPage ({ id }, root, query = {}) {
   view.model.meta.observeDeep(followTitle)
   document.title = `${notebook.title} · Weft`
 
-  const offNotice = watchAccess(connection, id, readOnly)
+  // Access taken away while the page is open (a revoked link, a removed person): say so,
+  // here and on the next visit, instead of "not found".
+  let cleanup = null
+  const lostAccess = () => {
+    const ended = { title: notebook.title, guest: Boolean(getIdentity().guest), at: Date.now() }
+    rememberEnded(id, ended)
+    if (cleanup) cleanup()
+    root.replaceChildren(topbar([{ label: 'Workspaces', href: '/' }]), endedState(ended))
+  }
+  const offNotice = watchAccess(connection, id, readOnly, lostAccess)
   const followIdentity = () => connection.setUser(getIdentity())
   window.addEventListener(IDENTITY_CHANGED, followIdentity)
 
   const status = connectionBadge(connection)
   const banner = offlineBanner(connection, readOnly)
+  // A person who sees this notebook only (a grant, a notebook link) gets the workspace's
+  // name without a link to a page they cannot open.
+  // (The logo leads to the workspaces: the breadcrumb starts at this notebook's workspace.)
   const bar = topbar([
-    { label: 'Workspaces', href: '/' },
-    { label: workspace ? workspace.name : 'Workspace', href: `/workspaces/${notebook.workspace_id}` },
+    notebook.workspace_access === false
+      ? { label: notebook.workspace_name || 'Workspace', title: 'You have access to this notebook only, not to the rest of its workspace' }
+      : { label: notebook.workspace_name || 'Workspace', href: `/workspaces/${notebook.workspace_id}` },
   ],
   readOnly ? h('span.view-only-badge', { role: 'status', title: 'You can see every change live, but cannot edit or run this notebook' }, icon('eye', 14), 'View only') : null,
   peopleBar(view.presence),
@@ -90,7 +105,10 @@ export async function notebookPage ({ id }, root, query = {}) {
     connection.whenSynced().then((ok) => { if (ok && view.viewById(query.cell)) view.select(query.cell, { scroll: true }) })
   }
 
-  return () => {
+  let cleaned = false
+  cleanup = () => {
+    if (cleaned) return
+    cleaned = true
     root.classList.remove('nb-root')
     window.removeEventListener(IDENTITY_CHANGED, followIdentity)
     offNotice()
@@ -98,6 +116,16 @@ export async function notebookPage ({ id }, root, query = {}) {
     view.destroy()
     connection.destroy()
   }
+  return cleanup
+}
+
+function endedState (ended) {
+  return h('main.page', h('div.empty-state.error.access-ended', { role: 'alert' },
+    h('h1', `Your access to “${ended.title}” has ended`),
+    h('p', endedMessage(ended)),
+    ended.guest
+      ? h('a.btn.btn-primary', { href: '/signin' }, 'Sign in')
+      : h('a.btn.btn-primary', { href: '/' }, 'Your workspaces')))
 }
 
 // The server's word on this connection's access. Awareness client 0 is the server, not a
@@ -105,7 +133,7 @@ export async function notebookPage ({ id }, root, query = {}) {
 // was lowered), or a 4403 close (the role changed: reconnect), draws the page again with the
 // role the server now gives.
 let redraws = []
-function watchAccess (connection, notebookId, readOnly) {
+function watchAccess (connection, notebookId, readOnly, lostAccess) {
   let refusedShown = false
   let redrawing = false
   const redraw = async () => {
@@ -118,7 +146,10 @@ function watchAccess (connection, notebookId, readOnly) {
     try {
       await api.notebook(notebookId)
       reload()
-    } catch { /* no access any more: the closed banner says so */ }
+    } catch (error) {
+      if (error.status === 404) lostAccess()
+      // else: the closed banner says what happened
+    }
   }
   const onAwareness = () => {
     const notice = connection.awareness.getStates().get(0)?.weft
@@ -132,7 +163,11 @@ function watchAccess (connection, notebookId, readOnly) {
   connection.awareness.on('change', onAwareness)
   const offClose = connection.onChange((c) => {
     if (c.closed && c.closed.code === 4403) redraw()
-    if (c.closed && c.closed.code === 4401) toSignin() // signed out or revoked: sign in, come back
+    if (c.closed && c.closed.code === 4401) {
+      // A guest's session ends with its link: signing in would not bring the notebook back.
+      if (getIdentity().guest) lostAccess()
+      else toSignin() // signed out or revoked: sign in, come back
+    }
   })
   return () => {
     connection.awareness.off('change', onAwareness)
@@ -181,21 +216,37 @@ function offlineBanner (connection, readOnly) {
   return el
 }
 
+// The shortcut sheet (h or ? with a cell selected, or the keyboard button). Two keys with
+// a space between them ("d d") are pressed one after the other.
 const SHORTCUTS = [
-  ['Shift-Enter', 'Run the cell and move to the next one'],
-  ['Ctrl/Cmd-Enter', 'Run the cell'],
-  ['Alt-Enter', 'Run the cell and insert one below'],
-  ['Ctrl/Cmd-K', 'Ask the assistant: generate at the cursor, edit or fix the cell'],
-  ['Esc', 'Leave the editor (the cell stays selected)'],
-  ['Enter', 'Edit the selected cell'],
-  ['↑ ↓ or k j', 'Previous / next cell'],
-  ['a / b', 'Insert a cell above / below'],
-  ['m / y', 'Make the cell Markdown / code'],
-  ['d d', 'Delete the cell'],
-  ['Ctrl-Z, Ctrl-Shift-Z', 'Undo / redo your own edits (never someone else\'s)'],
+  ['In a cell or its editor', [
+    ['Shift-Enter', 'Run the cell and move to the next one'],
+    ['Ctrl/Cmd-Enter', 'Run the cell'],
+    ['Alt-Enter', 'Run the cell and insert one below'],
+    ['Ctrl/Cmd-K', 'Ask the assistant: generate at the cursor, edit or fix the cell'],
+    ['Esc', 'Leave the editor (the cell stays selected)'],
+    ['Ctrl-Z, Ctrl-Shift-Z', 'Undo / redo your own edits (never someone else\'s)'],
+  ]],
+  ['With a cell selected (command mode)', [
+    ['Enter', 'Edit the selected cell'],
+    ['↑ ↓ or k j', 'Previous / next cell'],
+    ['Shift-↑ Shift-↓', 'Select several cells (or Shift-click)'],
+    ['a / b', 'Insert a cell above / below'],
+    ['x / c / v', 'Cut / copy the selected cells, paste below'],
+    ['Shift-V', 'Paste above'],
+    ['Alt-↑ Alt-↓', 'Move the selected cells up / down'],
+    ['m / y', 'Make the cells Markdown / code'],
+    ['d d', 'Delete the selected cells'],
+    ['i i', 'Interrupt: stop the running cell, cancel queued ones'],
+    ['0 0', 'Restart the kernel'],
+    ['h or ?', 'This list'],
+  ]],
 ]
 
-function shortcutsDialog () {
-  modal('Keyboard shortcuts', h('table.shortcuts', h('tbody', SHORTCUTS.map(([keys, what]) =>
-    h('tr', h('td', keys.split(/(\s+or\s+|, | \/ )/).map((part) => /^(\s+or\s+|, | \/ )$/.test(part) ? part : h('kbd', part))), h('td', what))))))
+export function shortcutsDialog () {
+  const keys = (text) => text.split(/(\s+or\s+|, | \/ )/).map((part) => /^(\s+or\s+|, | \/ )$/.test(part) ? part : part.split(' ').flatMap((k, i) => i ? [' ', h('kbd', k)] : [h('kbd', k)]))
+  modal('Keyboard shortcuts', h('div.shortcut-sheet', SHORTCUTS.map(([title, rows]) => [
+    h('h3', title),
+    h('table.shortcuts', h('tbody', rows.map(([k, what]) => h('tr', h('td', keys(k)), h('td', what))))),
+  ]), h('p.muted', 'The cell toolbar also has run, stop, clear outputs, move and delete; the top bar has Clear all outputs.')), { wide: true })
 }

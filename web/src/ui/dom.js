@@ -72,6 +72,8 @@ const ICONS = {
   export: '<path d="M12 15V3M7 8l5-5 5 5"/><path d="M5 13v8h14v-8"/>',
   import: '<path d="M12 3v12M7 10l5 5 5-5"/><path d="M5 13v8h14v-8"/>',
   x: '<path d="M6 6l12 12M18 6 6 18"/>',
+  clearAll: '<path d="M4 6h10M4 11h7M4 16h5"/><path d="m14 13 6 6M20 13l-6 6"/>',
+  insertCode: '<path d="m8 8-4 4 4 4M16 8l4 4-4 4"/><path d="M13.5 6 10.5 18"/>',
   chevron: '<path d="m9 6 6 6-6 6"/>',
   dots: '<circle cx="5" cy="12" r="1.2"/><circle cx="12" cy="12" r="1.2"/><circle cx="19" cy="12" r="1.2"/>',
   symbols: '<path d="M8 4c-2 0-3 1-3 3v2c0 1.5-1 2.5-2 3 1 .5 2 1.5 2 3v2c0 2 1 3 3 3M16 4c2 0 3 1 3 3v2c0 1.5 1 2.5 2 3-1 .5-2 1.5-2 3v2c0 2-1 3-3 3"/>',
