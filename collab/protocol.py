@@ -70,21 +70,26 @@ def create_update_message(update: bytes) -> bytes:
 
 
 class Reader:
-    """Reads lib0 encodings from a buffer; raises ProtocolError past the end."""
+    """Reads lib0 encodings from a buffer; raises ``error`` (ProtocolError) past the end."""
 
     __slots__ = ("buf", "pos")
+    error: type[ProtocolError] = ProtocolError
 
     def __init__(self, buf: bytes) -> None:
         self.buf = buf
         self.pos = 0
 
     def var_uint(self) -> int:
+        buf = self.buf
+        pos = self.pos
+        if pos < len(buf) and buf[pos] < 0x80:  # the common case: one byte
+            self.pos = pos + 1
+            return buf[pos]
         value = 0
         shift = 0
-        buf = self.buf
         while True:
             if self.pos >= len(buf):
-                raise ProtocolError("truncated variable-length integer")
+                raise self.error("truncated variable-length integer")
             byte = buf[self.pos]
             self.pos += 1
             value |= (byte & 0x7F) << shift
@@ -92,13 +97,13 @@ class Reader:
                 return value
             shift += 7
             if shift > 63:
-                raise ProtocolError("variable-length integer too long")
+                raise self.error("variable-length integer too long")
 
     def var_bytes(self) -> bytes:
         length = self.var_uint()
         end = self.pos + length
         if end > len(self.buf):
-            raise ProtocolError("length prefix runs past the end of the frame")
+            raise self.error("length prefix runs past the end of the frame")
         data = self.buf[self.pos : end]
         self.pos = end
         return data
@@ -107,7 +112,7 @@ class Reader:
         try:
             return self.var_bytes().decode("utf-8")
         except UnicodeDecodeError:
-            raise ProtocolError("string is not valid UTF-8") from None
+            raise self.error("string is not valid UTF-8") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from collab.errors import ProtocolError
+from collab.protocol import Reader
 
 # Top-level names of the notebook document (DESIGN.md "The document") and their kinds.
 ARRAY_ROOTS = frozenset({"cells"})
@@ -72,12 +73,11 @@ class UpdateFacts:
         return self.items == 0 and self.deletes == 0
 
 
-class _Reader:
-    __slots__ = ("buf", "pos")
+class _Reader(Reader):
+    """The protocol's lib0 reader, refusing the update, plus what updates also hold."""
 
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.pos = 0
+    __slots__ = ()
+    error = UpdateRefused
 
     def uint8(self) -> int:
         if self.pos >= len(self.buf):
@@ -85,26 +85,6 @@ class _Reader:
         byte = self.buf[self.pos]
         self.pos += 1
         return byte
-
-    def var_uint(self) -> int:
-        buf = self.buf
-        pos = self.pos
-        if pos < len(buf) and buf[pos] < 0x80:  # the common case: one byte
-            self.pos = pos + 1
-            return buf[pos]
-        value = 0
-        shift = 0
-        while True:
-            if self.pos >= len(buf):
-                raise UpdateRefused("update ends in the middle of a number")
-            byte = buf[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise UpdateRefused("number too long in update")
 
     def var_int(self) -> int:
         byte = self.uint8()
@@ -126,15 +106,6 @@ class _Reader:
         data = self.buf[self.pos : end]
         self.pos = end
         return data
-
-    def var_bytes(self) -> bytes:
-        return self.fixed(self.var_uint())
-
-    def var_string(self) -> str:
-        try:
-            return self.var_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise UpdateRefused("text in update is not valid UTF-8") from None
 
 
 def _any(reader: _Reader, depth: int) -> None:
