@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.support.import_graph import import_cycles
+
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "web" / "src"
 
@@ -74,29 +76,6 @@ def local_imports(path: Path) -> set[Path]:
     return found
 
 
-def cycles(graph: dict[Path, set[Path]]) -> list[list[Path]]:
-    """Every cycle a depth-first walk meets (each back edge closes one)."""
-    found: list[list[Path]] = []
-    state: dict[Path, int] = {}  # 1: on the current path, 2: done
-    path: list[Path] = []
-
-    def visit(node: Path) -> None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                found.append([*path[path.index(nxt) :], nxt])
-            elif nxt not in state:
-                visit(nxt)
-        path.pop()
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node)
-    return found
-
-
 def test_the_parser_sees_every_kind_of_import(tmp_path: Path) -> None:
     for name in ("a", "b", "c", "d", "e", "f"):
         (tmp_path / f"{name}.js").write_text("")
@@ -113,7 +92,7 @@ def test_the_parser_sees_every_kind_of_import(tmp_path: Path) -> None:
     names = {p.name for p in local_imports(tmp_path / "main.js")}
     assert names == {"a.js", "b.js", "c.js", "d.js", "e.js"}
     graph = {tmp_path / "a.js": {tmp_path / "b.js"}, tmp_path / "b.js": {tmp_path / "a.js"}}
-    assert cycles(graph) == [[tmp_path / "a.js", tmp_path / "b.js", tmp_path / "a.js"]]
+    assert import_cycles(graph) == [[tmp_path / "a.js", tmp_path / "b.js", tmp_path / "a.js"]]
 
 
 def test_web_client_modules_import_without_cycles() -> None:
@@ -121,7 +100,7 @@ def test_web_client_modules_import_without_cycles() -> None:
     assert len(modules) > 20, f"found only {len(modules)} modules under {SRC}"
     graph = {module: local_imports(module) for module in modules}
     assert sum(len(edges) for edges in graph.values()) > 50, "the parser found too few imports"
-    found = cycles(graph)
+    found = import_cycles(graph)
     assert not found, "import cycles in web/src (break them by passing the dependency in): " + (
         "; ".join(" -> ".join(str(p.relative_to(SRC)) for p in c) for c in found)
     )
