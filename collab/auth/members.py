@@ -92,15 +92,6 @@ class Members:
             )
         return _member_json(record)
 
-    async def add_owner(
-        self, conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: uuid.UUID
-    ) -> None:
-        await conn.execute(
-            "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, 'owner')",
-            workspace_id,
-            user_id,
-        )
-
     async def set_role(self, workspace_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             current = await self._lock_member(conn, workspace_id, user_id)

@@ -297,7 +297,6 @@ class SearchIndexer:
         self._due: dict[uuid.UUID, tuple[float, Room]] = {}
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
-        self.writes = 0
 
     async def __aenter__(self) -> SearchIndexer:
         self._tg = anyio.create_task_group()
@@ -381,7 +380,6 @@ class SearchIndexer:
             return
         entries = [room_entry(room) for room in rooms]
         busy = await write_entries(self._pool, entries)
-        self.writes += len(entries) - len(busy)
         for room in rooms:
             if room.notebook_id in busy:
                 self.touch(room)
@@ -430,5 +428,4 @@ class SearchIndexer:
         ids = [r[0] for r in await self._pool.fetch(sql, *args)]
         entries = await _entries(self._store, self._rooms, ids)
         busy = await write_entries(self._pool, entries)
-        self.writes += len(entries) - len(busy)
         return len(entries) - len(busy)

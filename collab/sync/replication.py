@@ -63,8 +63,6 @@ class Replication:
         self._listener: Any = None
         self._listener_lost = anyio.Event()
         self._tg: TaskGroup | None = None
-        self.notices = 0
-        self.gaps_filled = 0
 
     async def __aenter__(self) -> Replication:
         self._tg = anyio.create_task_group()
@@ -88,7 +86,6 @@ class Replication:
         return await self._tg.__aexit__(exc_type, exc, tb)
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self.notices += 1
         notebook, seq, sent_ms, node = [*payload.split(":", 3), "", "", ""][:4]
         if node == self._node:
             return  # our own append: already in the room (no catch-up query needed)
@@ -214,7 +211,6 @@ class Replication:
         if room.synced_seq > since:
             if sent_at is not None:
                 self._metrics.notify_lag_seconds.observe(max(time.time() - sent_at, 0))
-            self.gaps_filled += 1
             log.debug(
                 "applied updates from the log",
                 extra={

@@ -273,10 +273,6 @@ class Room:
         self._sink.schedule(self)
 
     @property
-    def has_pending(self) -> bool:
-        return bool(self._pending)
-
-    @property
     def is_durable(self) -> bool:
         return self._durable == self._accepted
 

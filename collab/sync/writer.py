@@ -51,8 +51,6 @@ class UpdateWriter:
         self._round_done = anyio.Event()
         self._tg: TaskGroup | None = None
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None  # kept between rounds
-        self.rounds = 0
-        self.renumbered = 0  # batches numbered again after another server's appends
 
     async def __aenter__(self) -> UpdateWriter:
         self._tg = anyio.create_task_group()
@@ -122,7 +120,6 @@ class UpdateWriter:
                 self._metrics.persist_seconds.observe(time.perf_counter() - started)
                 self._metrics.persist_batch.observe(count)
                 self._metrics.updates.inc(count)
-            self.rounds += 1
             for room, batch in written:
                 room.persisted(batch)
                 if self._on_persisted is not None:
@@ -194,7 +191,6 @@ class UpdateWriter:
     async def _renumber(self, room: Room, batch: Batch) -> None:
         last = await self._store.last_seq(room.notebook_id)
         room.renumber(batch, last)
-        self.renumbered += 1
         if self._metrics is not None:
             self._metrics.renumbered.inc()
         # Expected whenever two servers write one notebook at once: not worth a warning.
