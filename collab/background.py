@@ -89,8 +89,15 @@ class BackgroundService:
         self._group().start_soon(self._keep_running, run, name=self._task_name(run))
 
     def task(self, run: Callable[[*Ts], Awaitable[object]], *args: *Ts) -> None:
-        """Run ``run(*args)`` once, in the background; a failure is logged."""
-        self._group().start_soon(self._logged, run, *args, name=self._task_name(run))
+        """Run ``run(*args)`` once, in the background; a failure is logged. Once the
+        service is stopping it is not started (``stopped`` does what must still be done)."""
+        if self._tasks is None:
+            log.info(
+                "background task not started: the service is stopping",
+                extra={"service": self.name, "task": self._task_name(run)},
+            )
+            return
+        self._tasks.start_soon(self._logged, run, *args, name=self._task_name(run))
 
     def _group(self) -> TaskGroup:
         assert self._tasks is not None, f"{self.name} is not running"

@@ -104,8 +104,9 @@ class Outbox:
     """One connection's place in a room: a bounded queue of frames waiting to be sent.
 
     The connection's sender task awaits ``wait()`` and drains ``take()``; the room only
-    ever calls ``send``, which never blocks. A connection that writes to its socket
-    directly ``attach``es hooks instead (until then, a queued frame wakes ``wait()``).
+    ever calls ``send``, which never blocks. The connection ``attach``es itself as the
+    outbox's ``OutboxHooks``; until then (and for an outbox no socket drains), a queued
+    frame wakes ``wait()``.
     """
 
     def __init__(
