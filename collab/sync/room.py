@@ -90,11 +90,23 @@ _EMPTY_UPDATE = b"\x00\x00"
 SERVER_AWARENESS_ID = 0
 
 
+class OutboxHooks(Protocol):
+    """What the connection draining an outbox is told (collab.sync.websocket.Connection)."""
+
+    def frames_queued(self) -> None:
+        """A frame was queued, the first since the last ``take()``."""
+
+    def overflowed(self) -> None:
+        """The queue overflowed and the outbox closed: stop waiting for the socket now."""
+
+
 class Outbox:
     """One connection's place in a room: a bounded queue of frames waiting to be sent.
 
     The connection's sender task awaits ``wait()`` and drains ``take()``; the room only
-    ever calls ``send``, which never blocks.
+    ever calls ``send``, which never blocks. The connection ``attach``es itself as the
+    outbox's ``OutboxHooks``; until then (and for an outbox no socket drains), a queued
+    frame wakes ``wait()``.
     """
 
     def __init__(
@@ -118,12 +130,10 @@ class Outbox:
         self.awareness_ids: set[int] = set()
         self.close_code: int | None = None
         self.close_reason = ""
-        # Set by the connection: stops its tasks at once when waiting for the socket is futile.
-        self.abort: Callable[[], None] = lambda: None
-        # Called when a frame is queued and none was waiting (the queue was taken since):
-        # by default it wakes the sender task; a connection that writes to its socket
-        # directly schedules one write for the event-loop turn instead.
-        self.on_queued: Callable[[], None] = self._wake
+        self._hooks: OutboxHooks | None = None
+
+    def attach(self, hooks: OutboxHooks) -> None:
+        self._hooks = hooks
 
     @property
     def closing(self) -> bool:
@@ -136,14 +146,19 @@ class Outbox:
             self._queue.clear()
             self.close(CLOSE_TOO_SLOW, "send queue full: client too slow to keep up")
             # Its socket is not draining, so the sender may be stuck in a send: cut it off.
-            self.abort()
+            if self._hooks is not None:
+                self._hooks.overflowed()
             return
         self._queue.append(frame)
         if not self._signalled:
             self._signalled = True
-            self.on_queued()
+            if self._hooks is None:
+                self.wake()
+            else:
+                self._hooks.frames_queued()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Wake the sender task waiting in ``wait()``."""
         self._ready.set()
 
     def close(self, code: int, reason: str) -> None:

@@ -11,12 +11,14 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from collab.app_services import kept_services
 from collab.auth.access import Principal, Role, credential_digest, require_notebook
-from collab.auth.access_watch import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED
+from collab.auth.access_watch import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, LiveSockets
 from collab.errors import Forbidden, NotFound, ProtocolError, Unauthorized, Unavailable
 from collab.ids import parse_uuid
 from collab.metrics import Metrics
@@ -60,8 +62,21 @@ def access_notice(role: Role, refused: int) -> bytes:
     return protocol.encode_awareness_message([entry])
 
 
+class SocketServices(Protocol):
+    """What the socket endpoint reads from the server's services (collab.services.Services)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def rooms(self) -> RoomManager: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def sockets(self) -> LiveSockets: ...
+
+
 class Connection:
-    """One client's WebSocket bound to a room."""
+    """One client's WebSocket bound to a room; it is its outbox's ``OutboxHooks``."""
 
     def __init__(
         self,
@@ -91,6 +106,9 @@ class Connection:
         self.finished = False
         self.frames_in = 0
         self._flush: Callable[[], None] = lambda: None
+        # With weft.direct: schedules one write for the event-loop turn (see _attach).
+        self._flush_soon: Callable[[], None] | None = None
+        self._tasks: anyio.CancelScope | None = None
         direct = websocket.scope.get("extensions", {}).get(EXTENSION)
         self.direct = direct if isinstance(direct, DirectSocket) else None
         self.extra = {
@@ -105,10 +123,24 @@ class Connection:
         """Close because access changed (collab.auth.access_watch)."""
         self.client.close(code, reason)
 
+    # -- the outbox's hooks ---------------------------------------------------------------
+
+    def frames_queued(self) -> None:
+        if self._flush_soon is None:
+            self.client.wake()  # the sender task drains it
+        else:
+            self._flush_soon()
+
+    def overflowed(self) -> None:
+        # Waiting for the socket is futile: stop this connection's tasks at once.
+        if self._tasks is not None:
+            self._tasks.cancel()
+
     async def run(self) -> None:
         direct = self.direct
         async with anyio.create_task_group() as tg:
-            self.client.abort = tg.cancel_scope.cancel
+            self._tasks = tg.cancel_scope
+            self.client.attach(self)
             if direct is not None:
                 self._attach(direct, tg.cancel_scope)
                 tg.start_soon(self._direct_send_loop, tg.cancel_scope)
@@ -190,7 +222,7 @@ class Connection:
 
         self._flush = flush
         schedule_flush = direct.scheduler(flush)
-        self.client.on_queued = schedule_flush
+        self._flush_soon = schedule_flush
         direct.on_writable = schedule_flush
         direct.receive_with(on_frame)
         if self.client.pending:
@@ -241,9 +273,9 @@ class Connection:
 
 
 async def sync_endpoint(websocket: WebSocket) -> None:
-    services = websocket.app.state.services
-    rooms: RoomManager = services.rooms
-    settings: Settings = services.settings
+    services: SocketServices = kept_services(websocket)
+    rooms = services.rooms
+    settings = services.settings
     await websocket.accept()
     notebook_id = parse_uuid(websocket.path_params["notebook_id"])
     if notebook_id is None:
