@@ -34,6 +34,7 @@ from ai.shared import ACTIVE, DB_ERRORS, HEARTBEAT_S, SharedGeneration, SharedGe
 from ai.tokens import Tokenizer, load_tokenizer
 from ai.tracking import Suggestion
 from collab.auth.access import Principal
+from collab.document.schema import RunState
 from collab.errors import BadRequest, Conflict, NotFound, Unavailable, WeftError
 from collab.services.container import Services
 from collab.sync.peers import NotebookPeer, open_notebook
@@ -417,7 +418,7 @@ class Assistant:
                 error = errors[-1]
             else:
                 run = notebook.run(request.cell_id) or {}
-                if run.get("state") != "error":
+                if run.get("state") != RunState.ERROR:
                     raise BadRequest(
                         "this cell has no error to fix: run it first, or use mode 'edit'"
                     )

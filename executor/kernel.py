@@ -17,7 +17,7 @@ import socket
 import struct
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,9 @@ class Kernel:
     """One notebook's runner container.
 
     >>> kernel = await Kernel.start(client, settings, notebook_id, workspace_dir)
+    >>> kernel.begin(run_id, cell_id)
     >>> await kernel.send({"type": "run", ...})
-    >>> async for message in kernel.messages(): ...
+    >>> message = await kernel.receive()   # None once the runner is gone
     """
 
     def __init__(
@@ -129,7 +130,6 @@ class Kernel:
         self.alive = False
         self.network = False
         self.execution_count = 0
-        self.known_cells: set[str] = set()
         self.last_used = anyio.current_time()
         # The run in progress (run id, cell id), and the runs that ended (for late output).
         self.current_run: tuple[str, str] | None = None
@@ -306,10 +306,6 @@ class Kernel:
             return None
         self.last_used = anyio.current_time()
         return message
-
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
-        while (message := await self.receive()) is not None:
-            yield message
 
     async def interrupt(self) -> None:
         """SIGINT to the runner: the cell in progress ends with KeyboardInterrupt."""

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collab.document import schema
 from collab.errors import ProtocolError
 from collab.sync.protocol import Reader
 
 # Top-level names of the notebook document (DESIGN.md "The document") and their kinds.
-ARRAY_ROOTS = frozenset({"cells"})
-MAP_ROOTS = frozenset({"meta", "runs", "symbols", "kernel", "assist"})
+ARRAY_ROOTS = frozenset({schema.CELLS})
+MAP_ROOTS = schema.MAP_ROOTS
 
 # How deep a value may nest (a cell's metadata needs a handful of levels; browsers and yrs
 # decode values recursively, so depth is a stack an attacker would otherwise choose).
