@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute
 
 from collab.services.container import Services
 from collab.settings import Settings
-from executor import routes
+from executor import request_routes, routes
 from executor.config import ExecutorSettings
 from executor.service import Executor
 
@@ -26,7 +26,7 @@ class ExecutorExtension:
         self.executor: Executor | None = None
 
     def routes(self) -> Sequence[BaseRoute]:
-        return routes.routes()
+        return [*routes.routes(), *request_routes.routes()]
 
     @contextlib.asynccontextmanager
     async def lifespan(self, services: Services) -> AsyncIterator[None]:

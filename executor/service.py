@@ -423,6 +423,15 @@ class Executor:
                 _mark_previous_kernel(notebook)  # every namespace is gone
         return {"cancelled": len(cancelled)}
 
+    def live_kernel(self, notebook_id: uuid.UUID) -> tuple[Kernel, str] | None:
+        """The notebook's kernel in this process, if it lives, and its id (run states carry
+        it as ``kernel``): what kernel requests are asked of (executor.cell_requests)."""
+        kernel = self.kernels.current(notebook_id)
+        session = self._sessions.get(notebook_id)
+        if kernel is None or not kernel.alive or session is None or session.kernel is not kernel:
+            return None
+        return kernel, session.id
+
     async def network_allowed(self, workspace_id: uuid.UUID) -> bool:
         value = await self.services.pool.fetchval(
             "SELECT network FROM workspace_executor_settings WHERE workspace_id = $1",
