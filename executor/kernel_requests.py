@@ -2,8 +2,9 @@
 
 A request (`{"type": "request", "request_id", "kind", ...}`) is a line on the runner's stdin
 like a run, so the runner answers it when the cell in progress (if any) has finished, as
-Jupyter's shell channel queues requests behind execution. Each kernel has a few requests
-waiting at most, each waits a bounded time, and all of them fail at once, with the reason,
+Jupyter's shell channel queues requests behind execution. Only one request at a time is in
+the runner's input (the others wait here), so a run is never queued behind more than one;
+each kernel has a few requests waiting at most, each waits a bounded time, and all of them fail at once, with the reason,
 when the kernel stops. A `response` is hostile input like everything a kernel sends: its
 shape is checked by executor.protocol, and one for a request nobody waits for (it timed out,
 or cell code wrote it) is dropped.
@@ -43,6 +44,7 @@ class PendingRequests:
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._closed: str | None = None
+        self._turn = asyncio.Lock()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -67,8 +69,15 @@ class PendingRequests:
         answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = answer
         try:
-            await send({**payload, "type": "request", "request_id": request_id, "kind": kind})
-            message = await asyncio.wait_for(asyncio.shield(answer), wait_s)
+            async with asyncio.timeout(wait_s):
+                # One request at a time in the runner's input: a run sent meanwhile waits for
+                # that one at most, never for everything people have asked.
+                async with self._turn:
+                    if not answer.done():  # not failed by close() while it waited
+                        await send(
+                            {**payload, "type": "request", "request_id": request_id, "kind": kind}
+                        )
+                    message = await answer
         except TimeoutError:
             raise KernelRequestError(
                 f"the kernel did not answer within {wait_s:g} s (requests wait for a running "

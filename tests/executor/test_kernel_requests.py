@@ -244,3 +244,36 @@ def test_a_request_waits_for_the_running_cell(kernel: Kernel) -> None:
     assert [m["type"] for m in order] == ["done", "response"]
     assert order[0]["run_id"] == run_id
     assert "late" in labels(order[1]["result"])
+
+
+def test_sorting_agrees_with_pandas_for_numbers_ties_missing_values_and_text(
+    kernel: Kernel,
+) -> None:
+    run = kernel.run(
+        "import pandas as pd, numpy as np\n"
+        "rng = np.random.default_rng(7)\n"
+        "f = pd.DataFrame({'a': rng.integers(0, 5, 3000), 'b': rng.random(3000),\n"
+        "                  'u': rng.integers(0, 3, 3000).astype('uint8'),\n"
+        "                  's': rng.choice(['x', 'y', 'z'], 3000)})\n"
+        "f.loc[::7, 'b'] = np.nan\n"
+        "f",
+        cell="a",
+    )
+    ref = run.of("result")[0]["data"][FRAME]["ref"]
+    for sort in (
+        [{"column": "b", "descending": True}],
+        [{"column": "a"}, {"column": "b", "descending": True}],
+        [{"column": "u", "descending": True}, {"column": "a"}],
+        [{"column": "s", "descending": True}, {"column": "a"}],
+    ):
+        page = result(kernel, "frame_page", ref=ref, sort=sort, page_size=200, page=3)
+        expected = kernel.run(
+            "f.sort_values("
+            + repr([k["column"] for k in sort])
+            + ", ascending="
+            + repr([not k.get("descending", False) for k in sort])
+            + ", kind='stable', na_position='last').index[600:800].tolist()",
+            cell="z",
+            visible=["a"],
+        )
+        assert page["index"] == json.loads(expected.of("result")[0]["data"]["text/plain"]), sort

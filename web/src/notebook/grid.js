@@ -82,7 +82,7 @@ export class FrameGrid {
       this.rows = this.frame.page
       this.shown = view
       this.error = ''
-    } else if (!sameView(view, this.shown)) {
+    } else if (!sameView(view, this.wanted || this.shown)) {
       this.fetch(view, false)
     }
     this.render()
@@ -98,6 +98,7 @@ export class FrameGrid {
 
   async fetch (view, share) {
     const asked = ++this.asked
+    this.wanted = view // asked for: the shared view arriving meanwhile is not asked again
     this.loading = true
     this.render()
     const body = { ref: this.frame.ref, sort: view.sort, filter: view.filter, page: view.page, page_size: view.page_size, share }
@@ -113,7 +114,7 @@ export class FrameGrid {
       this.error = error.message || String(error)
       if (this.gone) { this.rows = this.frame.page; this.shown = this.firstView() }
     } finally {
-      if (asked === this.asked) this.loading = false
+      if (asked === this.asked) { this.loading = false; this.wanted = null }
     }
     this.render()
   }
