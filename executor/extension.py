@@ -12,7 +12,8 @@ from starlette.routing import BaseRoute
 from collab.services.container import Services
 from collab.services.extensions import Extension, Running
 from collab.settings import Settings
-from executor import routes
+from executor import request_routes, routes
+from executor.cell_requests import CellRequests
 from executor.config import ExecutorSettings
 from executor.service import Executor
 
@@ -25,15 +26,19 @@ class ExecutorExtension(Extension):
         # WEFT_EXECUTOR=off: this server only queues runs; `weft executor` workers run them.
         self.worker = self.settings.in_process if worker is None else worker
         self.executor = Running[Executor]("executor")
+        self.cell_requests = Running[CellRequests]("kernel request service")
 
     def routes(self) -> Sequence[BaseRoute]:
-        return routes.routes(self.executor)
+        return [*routes.routes(self.executor), *request_routes.routes(self.cell_requests)]
 
     @contextlib.asynccontextmanager
     async def lifespan(self, services: Services) -> AsyncIterator[None]:
         async with Executor(self.settings, services).running(worker=self.worker) as executor:
             # Inside: the routes stop reaching the executor before it stops.
-            with self.executor.serving(executor):
+            with (
+                self.executor.serving(executor),
+                self.cell_requests.serving(CellRequests(executor)),
+            ):
                 services.offered.workspace_files = executor.files
                 yield
 

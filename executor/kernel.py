@@ -27,6 +27,7 @@ import docker.errors
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from executor.config import ExecutorSettings
+from executor.kernel_requests import PendingRequests
 from executor.protocol import LineFramer, ProtocolViolation, parse_message
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,8 @@ class Kernel:
         self.forged_run: tuple[str, str] | None = None
         # Who ran code here: user id -> (the share link they ran it through, their name).
         self.ran_by: dict[str, tuple[uuid.UUID | None, str | None]] = {}
+        # Requests beside runs (completions, frame pages): executor.kernel_requests.
+        self.requests = PendingRequests()
         # Called once the reader stops (the container died or broke the protocol).
         self.on_stop: Callable[[Kernel], None] | None = None
 
@@ -230,6 +233,9 @@ class Kernel:
             log.warning("kernel broke the runner protocol: %s", exc.reason, extra=extra)
         finally:
             self.alive = False
+            self.requests.close(
+                f"the kernel stopped ({self.violation or 'restarted or died'}) before it answered"
+            )
             await self._send_messages.aclose()
             if self.on_stop is not None:
                 self.on_stop(self)
@@ -246,6 +252,9 @@ class Kernel:
             return
         if kind == "protocol_error":
             raise ProtocolViolation(f"the runner refused a request: {message['detail'][:500]}")
+        if kind == "response":
+            self.requests.deliver(message)
+            return
         run_id = message.get("run_id")
         if self.current_run is not None and run_id == self.current_run[0]:
             await self._send_messages.send(message)
@@ -330,6 +339,7 @@ class Kernel:
 
     async def remove(self) -> None:
         self.alive = False
+        self.requests.close("the kernel was restarted before it answered")
         if self._writer is not None:
             self._writer.close()
         if self._reader_task is not None:

@@ -26,7 +26,7 @@ from executor.cell_run import RunContext
 from executor.config import ExecutorSettings
 from executor.files import FileStore
 from executor.in_progress import InProgress
-from executor.kernel import KernelError, docker_client, remove_leftover_kernels
+from executor.kernel import Kernel, KernelError, docker_client, remove_leftover_kernels
 from executor.kernels import KernelPool
 from executor.outputs import OutputLimits
 from executor.queue import CONTROL_CHANNEL, NOTIFY_CHANNEL, RunQueue
@@ -256,6 +256,15 @@ class Executor:
                 notebook.set_kernel(status)
                 self.sessions.mark_previous_kernel(notebook)  # every namespace is gone
         return {"cancelled": cancelled}
+
+    def live_kernel(self, notebook_id: uuid.UUID) -> tuple[Kernel, str] | None:
+        """The notebook's kernel in this process, if it lives, and its id (run states carry
+        it as ``kernel``): what kernel requests are asked of (executor.cell_requests)."""
+        kernel = self.kernels.current(notebook_id)
+        session = self.sessions.get(notebook_id)
+        if kernel is None or not kernel.alive or session is None or session.kernel is not kernel:
+            return None
+        return kernel, session.id
 
     async def network_allowed(self, workspace_id: uuid.UUID) -> bool:
         value = await self.services.pool.fetchval(
