@@ -54,6 +54,8 @@ class ExecutorSettings:
     instance: str = "weft"
     # Run cells in this process (one machine, one command) or leave them to `weft executor`.
     in_process: bool = True
+    # Start a notebook's kernel when an editor opens it (executor.prestart).
+    prestart: bool = True
 
     @classmethod
     def from_env(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ExecutorSettings:
@@ -84,6 +86,7 @@ class ExecutorSettings:
             upload_limit_bytes=int(env_float(env, "WEFT_UPLOAD_LIMIT_BYTES", 200_000_000)),
             lease_s=env_float(env, "WEFT_RUN_LEASE_SECONDS", 15.0),
             in_process=(env.get("WEFT_EXECUTOR") or "on").lower() not in ("off", "0", "false"),
+            prestart=(env.get("WEFT_KERNEL_PRESTART") or "on").lower() not in ("off", "0", "false"),
             # Containers left by an earlier run of this same server are removed at start.
             instance=env.get("WEFT_INSTANCE")
             or "weft-" + hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:12],

@@ -29,6 +29,7 @@ from executor.in_progress import InProgress
 from executor.kernel import Kernel, KernelError, docker_client, remove_leftover_kernels
 from executor.kernels import KernelPool
 from executor.outputs import OutputLimits
+from executor.prestart import KernelPrestart
 from executor.queue import CONTROL_CHANNEL, NOTIFY_CHANNEL, RunQueue
 from executor.run_states import Commit, RunStates, now
 from executor.sessions import KernelSessions
@@ -150,11 +151,17 @@ class Executor:
         try:
             async with anyio.create_task_group() as tg:
                 self.sessions.tg = tg
+                prestart: KernelPrestart | None = None
                 if worker:
                     self.worker.start(tg)
+                    if self.settings.prestart:
+                        prestart = KernelPrestart(self, tg)
+                        self.services.rooms.hooks.add(prestart)
                 try:
                     yield self
                 finally:
+                    if prestart is not None:
+                        self.services.rooms.hooks.remove(prestart)
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
