@@ -71,8 +71,10 @@ tar -C "$rootfs" -c . | docker import \
   - "$image" >/dev/null || die "docker import failed"
 docker tag "$image" weft-runtime:latest
 rm -rf "$work"
-# Older builds are only disk now: drop their tags (layers still used are kept by docker).
+# Keep the three most recent builds (this one and two older): other worktrees and servers
+# may still start kernels from an older tag. Older ones are only disk: drop their tags
+# (layers still used are kept by docker). `docker images` lists the newest first.
 docker images --format '{{.Repository}}:{{.Tag}}' weft-runtime \
-  | grep -v -e ":latest$" -e ":$tag$" | xargs -r docker rmi >/dev/null 2>&1 || true
+  | grep -v -e ":latest$" -e ":$tag$" | tail -n +3 | xargs -r docker rmi >/dev/null 2>&1 || true
 step "built $image ($(docker image inspect "$image" --format '{{.Size}}' | awk '{printf "%d MB", $1/1e6}'))"
 echo "$image"
