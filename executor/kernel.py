@@ -27,6 +27,7 @@ import docker.errors
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from executor.config import ExecutorSettings
+from executor.environments.mount import add_mount
 from executor.protocol import LineFramer, ProtocolViolation, parse_message
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,20 @@ def docker_client() -> docker.DockerClient:
 
 
 def container_options(
+    settings: ExecutorSettings,
+    notebook_id: uuid.UUID,
+    workspace_dir: Path,
+    network: bool,
+    environment: Path | None = None,
+) -> dict[str, Any]:
+    """Everything that locks a kernel down; one place, so a test can inspect it.
+    ``environment``: the notebook's package set, mounted read-only (executor.environments)."""
+    return add_mount(_locked_down(settings, notebook_id, workspace_dir, network), environment)
+
+
+def _locked_down(
     settings: ExecutorSettings, notebook_id: uuid.UUID, workspace_dir: Path, network: bool
 ) -> dict[str, Any]:
-    """Everything that locks a kernel down; one place, so a test can inspect it."""
     return {
         "image": settings.image,
         "command": RUNNER,
@@ -128,6 +140,7 @@ class Kernel:
         self._log_left = _RUNNER_LOG_BYTES
         self.alive = False
         self.network = False
+        self.environment: str | None = None  # the key of the package set it mounts
         self.execution_count = 0
         self.known_cells: set[str] = set()
         self.last_used = anyio.current_time()
@@ -151,8 +164,11 @@ class Kernel:
         notebook_id: uuid.UUID,
         workspace_dir: Path,
         network: bool = False,
+        environment: tuple[str, Path] | None = None,
     ) -> Kernel:
-        options = container_options(settings, notebook_id, workspace_dir, network)
+        options = container_options(
+            settings, notebook_id, workspace_dir, network, environment and environment[1]
+        )
         try:
             container = await anyio.to_thread.run_sync(
                 lambda: client.containers.create(
@@ -168,6 +184,7 @@ class Kernel:
             raise KernelError(f"could not create the kernel container: {exc}") from None
         kernel = cls(client, container, notebook_id, settings.message_max_bytes)
         kernel.network = network
+        kernel.environment = environment[0] if environment else None
         try:
             await kernel._attach_and_start()
             try:

@@ -30,6 +30,9 @@ from collab.peers import NotebookPeer, open_notebook
 from collab.services import Services
 from executor.analysis import CodeCell, KernelNamespaces
 from executor.config import ExecutorSettings
+from executor.environments import EnvironmentFailure, Environments, Prepared
+from executor.environments.pip_magic import installed_note, pip_installs
+from executor.environments.requirements import with_requirement
 from executor.files import FileStore
 from executor.kernel import Kernel, KernelError, docker_client, remove_leftover_kernels
 from executor.kernels import KernelPool
@@ -88,6 +91,7 @@ class Executor:
         )
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.kernels = KernelPool(None, settings)
+        self.environments = Environments(settings.environments, settings.image)
         self.limits = OutputLimits(
             stream_bytes=settings.output_cap_bytes,
             output_bytes=settings.output_max_bytes,
@@ -619,11 +623,32 @@ class Executor:
                 "reason": run.reason,
             }
             writer = OutputWriter(notebook, run.cell_id, self.limits)
-            kernel: Kernel | None = self.kernels.current(run.notebook_id)
-            if kernel is None or not kernel.alive:
-                notebook.set_kernel({"state": "starting", "since": _now()})
             try:
-                kernel = await self.kernels.get(run.notebook_id, workspace_dir, network)
+                pip_note = self._pip_installs(notebook, run)
+                environment = await self._environment(notebook)
+            except EnvironmentFailure as failure:
+                with notebook.batch():
+                    notebook.clear_outputs(run.cell_id)
+                    writer.error("DependencyError", failure.message, [failure.message])
+                    notebook.set_run(
+                        run.cell_id,
+                        {**base, "state": "error", "error": failure.message, "finished_at": _now()},
+                    )
+                await self.queue.finish(
+                    run.id, "error", error=failure.message, outputs=writer.outputs
+                )
+                return
+            kernel: Kernel | None = self.kernels.current(run.notebook_id)
+            restart = _environment_restart(kernel, environment)
+            if kernel is None or not kernel.alive or restart:
+                notebook.set_kernel({"state": "starting", "since": _now(), **restart})
+            try:
+                kernel = await self.kernels.get(
+                    run.notebook_id,
+                    workspace_dir,
+                    network,
+                    environment.mount,
+                )
             except KernelError as exc:
                 with notebook.batch():
                     notebook.clear_outputs(run.cell_id)
@@ -656,7 +681,9 @@ class Executor:
                     run.requested_by_name or known[1],
                 )
             log.info("run started", extra=extra)
-            status, defined, symbols, error = await self._drive(kernel, run, notebook, writer)
+            status, defined, symbols, error = await self._drive(
+                kernel, run, notebook, writer, pip_note
+            )
             duration_ms = round((time.monotonic() - started) * 1000, 1)
             state = "done" if status == "ok" else "error"
             kernel.execution_count += 1
@@ -691,7 +718,12 @@ class Executor:
             await self._after_run(notebook, run, status, defined)
 
     async def _drive(
-        self, kernel: Kernel, run: Run, notebook: NotebookPeer, writer: OutputWriter
+        self,
+        kernel: Kernel,
+        run: Run,
+        notebook: NotebookPeer,
+        writer: OutputWriter,
+        pip_note: str | None = None,
     ) -> tuple[str, set[str], list[dict[str, Any]] | None, str | None]:
         """Send the run and follow its messages to the end, enforcing the wall-time limit."""
         cells = notebook.cells()
@@ -706,7 +738,7 @@ class Executor:
         cell = notebook.cell(run.cell_id)
         kernel.begin(str(run.id), run.cell_id)
         try:
-            return await self._follow(kernel, run, notebook, writer, ids[:position], cell)
+            return await self._follow(kernel, run, notebook, writer, ids[:position], cell, pip_note)
         finally:
             kernel.end()
 
@@ -718,6 +750,7 @@ class Executor:
         writer: OutputWriter,
         visible: list[str],
         cell: Any,
+        pip_note: str | None = None,
     ) -> tuple[str, set[str], list[dict[str, Any]] | None, str | None]:
         timeout = self.settings.cell_timeout_s
         # A runner that stopped reading its input (cell code can make it) must not hold the
@@ -732,6 +765,7 @@ class Executor:
                     "language": run.language,
                     "visible": visible,
                     "output_name": cell.metadata.get("output_name") if cell else None,
+                    **({"pip_note": pip_note} if pip_note else {}),
                 }
             )
         if sending.cancelled_caught:
@@ -816,6 +850,68 @@ class Executor:
                 if (session := self._sessions.get(run.notebook_id)) is not None:
                     session.changed = message.get("changed")
                 return status, set(message["defined"]), list(message["symbols"]), error
+
+    # -- environments (executor.environments) ------------------------------------------
+
+    def _pip_installs(self, notebook: NotebookPeer, run: Run) -> str | None:
+        """A cell's `%pip install X` lines add X to the notebook's dependencies (before the
+        environment is prepared for the run); returns what those lines print."""
+        wanted = pip_installs(run.source)
+        if not wanted:
+            return None
+        dependencies = notebook.metadata().get("dependencies")
+        added: list[str] = []
+        replaced: list[str] = []
+        for requirement in wanted:
+            updated, old = with_requirement(dependencies, requirement)
+            if updated != dependencies:
+                added.append(requirement)
+                replaced += [old] if old else []
+            dependencies = updated
+        if added:
+            notebook.set_metadata("dependencies", dependencies)
+            log.info(
+                "dependencies added by %%pip",
+                extra={"notebook_id": str(run.notebook_id), "user_id": run.requested_by},
+            )
+        return installed_note(added, replaced)
+
+    async def _environment(self, notebook: NotebookPeer) -> Prepared:
+        client = self.kernels.client
+        if client is None:  # the run fails on the missing engine with its own message
+            return Prepared(None, None)
+        return await self.environments.prepare(notebook, client)
+
+    async def prepare_environment(self, notebook_id: uuid.UUID, *, update: bool) -> None:
+        """Prepare the notebook's environment now (the Configuration panel's edits), so its
+        next run starts at once; a kernel with another set is restarted when idle."""
+        client = self.kernels.client
+        if client is None:
+            raise KernelError(
+                self.docker_error or "this server runs no kernels: the next run prepares it"
+            )
+        if notebook_id in self._running or await self.queue.running_id(notebook_id):
+            raise RuntimeError(
+                "a cell is running: the environment is prepared when the next cell runs"
+            )
+        async with open_notebook(self.services.rooms, notebook_id) as notebook:
+            environment = await self.environments.prepare(notebook, client, update=update)
+            kernel = self.kernels.current(notebook_id)
+            restart = _environment_restart(kernel, environment)
+            if restart:
+                await self.kernels.discard(notebook_id)
+            with notebook.batch():
+                alive = kernel is not None and kernel.alive and not restart
+                notebook.set_kernel(
+                    {
+                        **({"state": "idle"} if alive else {}),
+                        "since": _now(),
+                        "environment_ready": True,
+                        **restart,
+                    }
+                )
+                if restart:
+                    _mark_previous_kernel(notebook)
 
     def _limit_hint(self, error: dict[str, Any]) -> str:
         """Why a cell could not start a thread or a process, when the kernel's pids limit
@@ -1034,6 +1130,17 @@ def _output_name(metadata: dict[str, Any]) -> str | None:
 
 def _cell_defines(cell: Any) -> set[str]:
     return CodeCell(cell.id, cell.source, cell.language, _output_name(cell.metadata)).defines()
+
+
+def _environment_restart(kernel: Kernel | None, environment: Prepared) -> dict[str, Any]:
+    """The kernel status's note when a live kernel must make way for another package set."""
+    if kernel is None or not kernel.alive or kernel.environment == environment.key:
+        return {}
+    return {
+        "restarted": True,
+        "reason": "the dependencies changed: the kernel was restarted with the new "
+        "environment, and the names earlier runs defined are gone",
+    }
 
 
 def _mark_stale(notebook: NotebookPeer, cells: list[str], because: str | None) -> None:
