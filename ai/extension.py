@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute
 from ai import routes
 from ai.service import Assistant
 from ai.settings import AssistantSettings
-from collab.services import Services
+from collab.services.container import Services
 from collab.settings import Settings
 
 

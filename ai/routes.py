@@ -12,9 +12,9 @@ from ai.service import MODES, Assistant, Generation
 from ai.service import Request as AssistRequest
 from ai.settings import HOW_TO_CONFIGURE
 from ai.shared import SharedGeneration
-from collab.access import Role, identify, require_notebook
+from collab.api.http import json_object, path_uuid
+from collab.auth.access import Role, identify, require_notebook
 from collab.errors import BadRequest, Forbidden, NotFound, Unavailable
-from collab.http import json_object, path_uuid
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_INSTRUCTION_CHARS = 4000

@@ -32,10 +32,10 @@ from ai.settings import AssistantSettings
 from ai.shared import ACTIVE, DB_ERRORS, HEARTBEAT_S, SharedGeneration, SharedGenerations
 from ai.tokens import Tokenizer, load_tokenizer
 from ai.tracking import Suggestion
-from collab.access import Principal
+from collab.auth.access import Principal
 from collab.errors import BadRequest, Conflict, NotFound, Unavailable, WeftError
-from collab.peers import NotebookPeer, open_notebook
-from collab.services import Services
+from collab.services.container import Services
+from collab.sync.peers import NotebookPeer, open_notebook
 
 log = logging.getLogger(__name__)
 

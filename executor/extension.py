@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 import anyio
 from starlette.routing import BaseRoute
 
-from collab.services import Services
+from collab.services.container import Services
 from collab.settings import Settings
 from executor import routes
 from executor.config import ExecutorSettings

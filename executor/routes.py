@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from collab.access import (
+from collab.api.http import json_object, path_uuid
+from collab.auth.access import (
     Principal,
     Role,
     current_principal,
@@ -24,8 +25,7 @@ from collab.access import (
     require_workspace,
 )
 from collab.errors import BadRequest, NotFound, WeftError
-from collab.http import json_object, path_uuid
-from collab.peers import open_notebook
+from collab.sync.peers import open_notebook
 from executor.environments import EnvironmentFailure
 from executor.files import FileStoreError
 from executor.kernel import KernelError
@@ -54,7 +54,7 @@ async def _workspace(request: Request, minimum: Role) -> uuid.UUID:
 
 async def _files(request: Request, minimum: Role) -> uuid.UUID:
     """The workspace in the path, if the caller holds ``minimum`` on its files (a member,
-    or someone who may edit one of its notebooks: see collab.access.files_role)."""
+    or someone who may edit one of its notebooks: see collab.auth.access.files_role)."""
     workspace_id = path_uuid(request, "workspace_id", "workspace")
     await require_files(request, workspace_id, minimum)
     return workspace_id

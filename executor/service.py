@@ -22,12 +22,12 @@ import asyncpg
 from anyio.abc import TaskGroup
 from prometheus_client import Histogram
 
-from collab.access import Role, notebook_role
-from collab.access_watch import CHANNEL as ACCESS_CHANNEL
-from collab.accounts import Identity
+from collab.auth.access import Role, notebook_role
+from collab.auth.access_watch import CHANNEL as ACCESS_CHANNEL
+from collab.auth.accounts import Identity
 from collab.errors import NotFound
-from collab.peers import NotebookPeer, open_notebook
-from collab.services import Services
+from collab.services.container import Services
+from collab.sync.peers import NotebookPeer, open_notebook
 from executor.analysis import CodeCell, KernelNamespaces
 from executor.config import ExecutorSettings
 from executor.environments import EnvironmentFailure, Environments, Prepared
@@ -230,7 +230,7 @@ class Executor:
     # -- losing access ends the code one ran ------------------------------------------
 
     def _access_changed(self, *_args: Any) -> None:
-        """Someone's access may have shrunk (collab.access_watch announces it)."""
+        """Someone's access may have shrunk (collab.auth.access_watch announces it)."""
         self._access_wake.set()
 
     async def _access_loop(self) -> None:
@@ -607,7 +607,7 @@ class Executor:
             # The run's "queued" (and its source) may have come from another server: apply
             # it before writing over it (see commit).
             try:
-                await self.services.feed.catch_up(run.notebook_id)
+                await self.services.replication.catch_up(run.notebook_id)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("run: could not catch up with the log: %s", exc, extra=extra)
             cell = notebook.cell(run.cell_id)

@@ -18,6 +18,20 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("collab", "executor", "ai")
 # package -> the packages it may import
 ALLOWED = {"collab": set(), "executor": {"collab"}, "ai": {"collab"}}
+# collab's subpackages, lowest first: each imports only from its own layer and those before
+# it (docs/architecture.md, "The map"). The flat modules at collab's top (errors, ids,
+# settings, logs, metrics) are the foundation every layer may use.
+COLLAB_LAYERS = (
+    "collab",
+    "collab.storage",
+    "collab.auth",
+    "collab.document",
+    "collab.sync",
+    "collab.search",
+    "collab.services",
+    "collab.api",
+    "collab.server",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -82,6 +96,27 @@ def test_a_module_imports_only_packages_below_it(module: str) -> None:
             assert top in ALLOWED[package], f"{module} imports {name}: {package} may not"
         if top == "pycrdt":
             assert package == "collab", f"{module} imports the CRDT binding: only collab may"
+
+
+def _collab_layer(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) > 2 and ".".join(parts[:2]) in COLLAB_LAYERS:
+        return COLLAB_LAYERS.index(".".join(parts[:2]))
+    # a subpackage itself (collab.sync) or a foundation module (collab.errors)
+    return COLLAB_LAYERS.index(module) if module in COLLAB_LAYERS else 0
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("collab")))
+def test_collab_subpackages_import_downwards_only(module: str) -> None:
+    layer = _collab_layer(module)
+    for name in _all_imports(MODULES[module]):
+        if name.split(".")[0] != "collab" or name == "collab":
+            continue
+        target = _collab_layer(name)
+        assert target <= layer, (
+            f"{module} ({COLLAB_LAYERS[layer]}) imports {name} ({COLLAB_LAYERS[target]}),"
+            " a layer above it: move the shared part down or pass it in"
+        )
 
 
 def test_no_import_cycles_within_a_package() -> None:

@@ -24,8 +24,8 @@ from typing import Any
 import anyio
 import docker
 
-from collab.peers import NotebookPeer
 from collab.settings import Settings, env_float
+from collab.sync.peers import NotebookPeer
 from executor.environments.errors import EnvironmentFailure
 from executor.environments.record import (
     make_record,
