@@ -61,6 +61,11 @@ install -m 0644 executor/runner.py "$rootfs/opt/weft/runner.py"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/usr/share/doc/* \
   "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/info/*
 find "$rootfs" -name __pycache__ -type d -prune -exec rm -rf {} +
+# Bytecode for the packages, by the image's own interpreter: the root filesystem is read-only
+# in a kernel, so without it every `import sklearn` compiles thousands of files again (~10 s).
+step "compiling the packages' bytecode"
+chroot "$rootfs" python3 -m compileall -q -j 0 /usr/local/lib/python3.11/dist-packages >/dev/null \
+  || die "compiling the packages' bytecode failed"
 
 step "docker import $image"
 tar -C "$rootfs" -c . | docker import \

@@ -278,3 +278,64 @@ async def test_changing_the_dependencies_restarts_the_kernel(
     assert "NameError" in text_of(run)
     assert (await weft.run_and_wait(notebook_id, first))["state"] == "done"
     assert "2.0 1" in text_of(await weft.run_and_wait(notebook_id, second))
+
+
+async def test_pip_magic_adds_the_dependency_and_the_cell_imports_it(
+    weft: Weft, docker_engine: docker.DockerClient
+) -> None:
+    notebook_id, (first, cell) = await notebook_with(
+        weft,
+        None,
+        "x = 1",
+        "%pip install tabulate\n"
+        "import tabulate\n"
+        "print('tabulate', tabulate.__version__)\n"
+        "!ls /opt/weft-env | grep -c tabulate\n"
+        "%timeit -n 10 -r 2 tabulate.tabulate([[1]])",
+    )
+    assert (await weft.run_and_wait(notebook_id, first, timeout=180))["state"] == "done"
+    run = await weft.run_and_wait(notebook_id, cell, timeout=180)
+    assert run["state"] == "done", text_of(run)
+    out = text_of(run)
+    assert "Added tabulate to this notebook's dependencies" in out
+    assert "tabulate 0.10.0" in out
+    assert "\n2\n" in out  # the package and its dist-info, seen by a shell in the container
+    assert "per loop (mean ± std. dev. of 2 runs, 10 loops each)" in out
+    meta = (await exported(weft, notebook_id))["metadata"]
+    assert meta["dependencies"] == ["tabulate"]
+    assert meta["environment"]["packages"][0]["version"] == "0.10.0"
+    container = kernel_container(docker_engine, notebook_id)
+    assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+    # The kernel restarted with the new environment: the cell above must run again.
+    run = await weft.run_and_wait(notebook_id, cell, "print(x)")
+    assert "NameError" in text_of(run)
+    # Running it again adds nothing and says so.
+    run = await weft.run_and_wait(notebook_id, cell, "%pip install tabulate")
+    assert "Already in this notebook's dependencies" in text_of(run)
+
+
+async def test_the_default_runtime_displays_ipython_objects_and_has_the_libraries(
+    weft: Weft,
+) -> None:
+    notebook_id, (cell,) = await notebook_with(
+        weft,
+        None,
+        "from IPython.display import HTML, JSON, Image, Markdown, display\n"
+        "import altair, plotly, polars, scipy, seaborn, sklearn\n"
+        "display(HTML('<b>bold</b>'))\n"
+        "display(Markdown('# Title'))\n"
+        "display(JSON({'a': 1}))\n"
+        "import plotly.express as px\n"
+        "px.bar(x=['a', 'b'], y=[1, 2]).show()\n"
+        "altair.Chart(polars.DataFrame({'a': [1, 2]})).mark_bar().encode(x='a')",
+    )
+    run = await weft.run_and_wait(notebook_id, cell, timeout=180)
+    assert run["state"] == "done", text_of(run)
+    data = [
+        o["data"] for o in run["outputs"] if o["output_type"] in ("display_data", "execute_result")
+    ]
+    assert data[0]["text/html"] == "<b>bold</b>"
+    assert data[1]["text/markdown"] == "# Title"
+    assert data[2]["application/json"] == {"a": 1}
+    assert "application/vnd.plotly.v1+json" in data[3]
+    assert any(k.startswith("application/vnd.vegalite") for k in data[4])
