@@ -64,7 +64,9 @@ find "$rootfs" -name __pycache__ -type d -prune -exec rm -rf {} +
 # Bytecode for the packages, by the image's own interpreter: the root filesystem is read-only
 # in a kernel, so without it every `import sklearn` compiles thousands of files again (~10 s).
 step "compiling the packages' bytecode"
-chroot "$rootfs" python3 -m compileall -q -j 0 /usr/local/lib/python3.11/dist-packages >/dev/null \
+compile=(chroot "$rootfs" python3 -m compileall -q /usr/local/lib/python3.11/dist-packages)
+# In parallel where the chroot allows it (process pools need POSIX semaphores), else serially.
+"${compile[@]}" -j 0 >/dev/null 2>&1 || "${compile[@]}" >/dev/null \
   || die "compiling the packages' bytecode failed"
 
 step "docker import $image"

@@ -19,6 +19,7 @@ import html
 import json
 import re
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,8 +91,10 @@ class PackageIndex:
     """Serves every file in ``folder`` under ``/simple/<project>/`` with its sha256, and
     counts the requests (to prove a cached environment asks the index nothing)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, file_delay_s: float = 0.0) -> None:
         self.folder = folder
+        # Each file download waits this long (a slow index, so progress can be watched).
+        self.file_delay_s = file_delay_s
         self.requests: list[str] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -120,6 +123,7 @@ class PackageIndex:
                     if "/" in parts[1] or not path.is_file():
                         self.send_error(404)
                         return
+                    time.sleep(index.file_delay_s)
                     self._send(path.read_bytes(), "application/octet-stream")
                     return
                 if len(parts) == 2 and parts[0] == "simple":
