@@ -1,6 +1,7 @@
 """The Configuration panel: an editor adds a dependency, everyone sees the environment being
 prepared (which package, how far) and what it resolved to; a viewer sees it read-only; a cell
-then imports the package; a bad requirement shows its named error. A real package index on
+then imports the package (and a plotly figure from the default runtime is drawn); a bad
+requirement shows its named error. A real package index on
 127.0.0.1 (slowed down, so the progress can be watched) holds a real wheel."""
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ async def test_an_editor_adds_a_dependency_and_everyone_sees_it_prepared(
 ) -> None:
     web = web_env
     notebook = await web.notebook(
-        [{"source": "import weftdemo\nprint('demo', weftdemo.VERSION)"}], title="Deps"
+        [
+            {"source": "import weftdemo\nprint('demo', weftdemo.VERSION)"},
+            {"source": "import plotly.express as px\npx.bar(x=['a', 'b'], y=[1, 3]).show()"},
+        ],
+        title="Deps",
     )
     ada = await web.open_notebook(await web.person(*ADA), notebook)
     grace = await web.open_notebook(await web.person(*GRACE, role="viewer"), notebook)
@@ -95,6 +100,12 @@ async def test_an_editor_adds_a_dependency_and_everyone_sees_it_prepared(
         await expect(cell(page, "c0").locator(".output-stream")).to_have_text(
             "demo 2.0\n", timeout=60_000
         )
+
+    # The richer default runtime: a plotly figure is drawn (in its sandboxed frame) for both.
+    await ada.keyboard.press("Shift+Enter")
+    for page in (ada, grace):
+        chart = cell(page, "c1").frame_locator("iframe.output-plotly")
+        await expect(chart.locator(".main-svg").first).to_be_visible(timeout=60_000)
 
     # Pinning writes the resolved version; a bad requirement says what is wrong, for both.
     await ada.locator('.dep[data-requirement="weftdemo"] .dep-pin').click()
