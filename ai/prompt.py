@@ -70,6 +70,9 @@ class PromptInput:
     symbols: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
+    # The notebook's own packages beyond the runtime image ("tabulate 0.10.0"), from its
+    # resolved environment (meta.metadata.environment).
+    packages: list[str] = field(default_factory=list)
 
     @property
     def language(self) -> str:
@@ -240,13 +243,22 @@ def _target(data: PromptInput) -> tuple[str, str]:
     return f"```{fence}\n{marked.rstrip(chr(10))}\n```", task
 
 
+def _language_rules(language: str, packages: list[str]) -> str:
+    if language == "sql":
+        return load_prompt("sql").rstrip("\n")
+    extra = (
+        f" This notebook's environment also has: {', '.join(packages[:40])}." if packages else ""
+    )
+    return Template(load_prompt("python")).substitute(packages=extra).rstrip("\n")
+
+
 def build_prompt(data: PromptInput, tokenizer: Tokenizer, budget: int) -> Prompt:
     language = data.language
     language_name = LANGUAGE_NAMES.get(language, language)
     system = _fill(
         "system",
         language_name=language_name,
-        language_rules=load_prompt("sql" if language == "sql" else "python").rstrip("\n"),
+        language_rules=_language_rules(language, data.packages),
     ).strip()
     target, task_name = _target(data)
     error = ""

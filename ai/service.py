@@ -448,6 +448,7 @@ class Assistant:
             symbols=symbols,
             error=error,
             files=files,
+            packages=_environment_packages(notebook.metadata()),
         )
         size = len(source.encode("utf-8"))
         if selection is not None:
@@ -790,3 +791,17 @@ _NO_CELL = _NoCell()
 def _excerpt(answer: list[str]) -> str:
     text = " ".join("".join(answer).split())
     return repr(text[:200] + ("…" if len(text) > 200 else ""))
+
+
+def _environment_packages(metadata: dict[str, Any]) -> list[str]:
+    """The notebook's packages beyond the runtime image, as its resolved environment lists
+    them (executor.environments.record); document content, so only short strings pass."""
+    record = metadata.get("environment")
+    packages = record.get("packages") if isinstance(record, dict) else None
+    out = []
+    for item in packages if isinstance(packages, list) else []:
+        if isinstance(item, dict) and not item.get("in_runtime"):
+            name, version = item.get("name"), item.get("version")
+            if isinstance(name, str) and isinstance(version, str) and len(name + version) < 100:
+                out.append(f"{name} {version}")
+    return out
