@@ -49,6 +49,9 @@ class EnvironmentSettings:
     root: Path
     index_url: str = "https://pypi.org/simple"
     timeout_s: float = 600.0
+    # A resolution is reused for the same request on the same runtime for this long, so a
+    # second notebook with the same dependencies starts without asking the index anything.
+    resolution_ttl_s: float = 600.0
 
     @classmethod
     def from_env(
@@ -59,6 +62,7 @@ class EnvironmentSettings:
             root=Path(env.get("WEFT_ENV_DIR") or settings.state_dir / "environments").resolve(),
             index_url=(env.get("WEFT_PACKAGE_INDEX_URL") or "https://pypi.org/simple").rstrip("/"),
             timeout_s=env_float(env, "WEFT_ENV_TIMEOUT_SECONDS", 600.0),
+            resolution_ttl_s=env_float(env, "WEFT_ENV_RESOLUTION_TTL_SECONDS", 600.0),
         )
 
 
@@ -141,6 +145,8 @@ class Environments:
         self.image = image
         self.store = EnvironmentStore(settings.root, timeout=settings.timeout_s)
         self._runtimes: dict[str, Runtime] = {}
+        # (request, image id) -> (when, the set it resolved to)
+        self._resolved: dict[tuple[tuple[str, ...], str], tuple[float, list[Package]]] = {}
         self._notebooks: dict[Any, anyio.Lock] = {}
 
     async def runtime(self, client: docker.DockerClient) -> Runtime:
@@ -180,25 +186,7 @@ class Environments:
                     packages = recorded
                     key, path = await self._install(to_install(packages, runtime), runtime, status)
                 else:
-                    started = time.monotonic()
-                    status.progress("resolving", None, 0, len(request))
-                    status.write()
-                    packages = await resolve(
-                        parse_requirements(request),
-                        runtime,
-                        index_url=self.settings.index_url,
-                        cache_dir=self.store.pip_cache,
-                        limit_s=self.settings.timeout_s,
-                        on_line=status.resolving,
-                    )
-                    log.info(
-                        "environment resolved",
-                        extra={
-                            **extra,
-                            "packages": len(packages),
-                            "duration_ms": round((time.monotonic() - started) * 1000),
-                        },
-                    )
+                    packages = await self._resolve(request, runtime, status, update, extra)
                     key, path = await self._install(to_install(packages, runtime), runtime, status)
                 record = make_record(request, packages, runtime, key)
                 if not same_record(metadata.get("environment"), record):
@@ -212,6 +200,40 @@ class Environments:
                 )
                 (status or _Status(notebook, [])).failed(failure)
                 raise
+
+    async def _resolve(
+        self,
+        request: list[str],
+        runtime: Runtime,
+        status: _Status,
+        update: bool,
+        extra: dict[str, str],
+    ) -> list[Package]:
+        cache_key = (tuple(request), runtime.image_id)
+        cached = self._resolved.get(cache_key)
+        now = time.monotonic()
+        if cached is not None and not update and now - cached[0] < self.settings.resolution_ttl_s:
+            return cached[1]
+        status.progress("resolving", None, 0, len(request))
+        status.write()
+        packages = await resolve(
+            parse_requirements(request),
+            runtime,
+            index_url=self.settings.index_url,
+            cache_dir=self.store.pip_cache,
+            limit_s=self.settings.timeout_s,
+            on_line=status.resolving,
+        )
+        log.info(
+            "environment resolved",
+            extra={
+                **extra,
+                "packages": len(packages),
+                "duration_ms": round((time.monotonic() - now) * 1000),
+            },
+        )
+        self._resolved[cache_key] = (time.monotonic(), packages)
+        return packages
 
     async def _install(
         self, packages: list[Package], runtime: Runtime, status: _Status

@@ -176,7 +176,9 @@ async def test_two_notebooks_share_one_directory_and_a_copy_keeps_the_recorded_v
     first, (cell1,) = await notebook_with(weft, ["weftdemo"], code)
     second, (cell2,) = await notebook_with(weft, ["weftdemo"], code)
     assert "v 2.0" in text_of(await weft.run_and_wait(first, cell1, timeout=180))
+    asked = len(index.requests)
     assert "v 2.0" in text_of(await weft.run_and_wait(second, cell2, timeout=180))
+    assert len(index.requests) == asked  # the same request: nothing asked of the index
     source_1 = env_mount(kernel_container(docker_engine, first))["Source"]
     source_2 = env_mount(kernel_container(docker_engine, second))["Source"]
     assert source_1 == source_2
@@ -191,8 +193,8 @@ async def test_two_notebooks_share_one_directory_and_a_copy_keeps_the_recorded_v
     assert "v 2.0" in text_of(await weft.run_and_wait(copy, cell1, timeout=180))
     assert env_mount(kernel_container(docker_engine, copy))["Source"] == source_1
 
-    # ... while a notebook with the same request and no record gets 3.0,
-    fresh, (cell3,) = await notebook_with(weft, ["weftdemo"], code)
+    # ... while a new request (no record, no recent resolution) gets 3.0,
+    fresh, (cell3,) = await notebook_with(weft, ["weftdemo>=2"], code)
     assert "v 3.0" in text_of(await weft.run_and_wait(fresh, cell3, timeout=180))
 
     # and the copy moves to 3.0 when someone asks to update, restarting its kernel.
