@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 import docker
+import docker.errors
 
 from collab.settings import Settings, env_float
 from collab.sync.peers import NotebookPeer
@@ -150,7 +151,18 @@ class Environments:
         self._notebooks: dict[Any, anyio.Lock] = {}
 
     async def runtime(self, client: docker.DockerClient) -> Runtime:
-        image_id = await anyio.to_thread.run_sync(lambda: str(client.images.get(self.image).id))
+        try:
+            image_id = await anyio.to_thread.run_sync(
+                lambda: str(client.images.get(self.image).id)
+            )
+        except docker.errors.ImageNotFound:
+            raise EnvironmentFailure(
+                "install",
+                f"runtime image {self.image} is missing; build it with "
+                "scripts/ensure-runtime-image.sh",
+            ) from None
+        except docker.errors.DockerException as exc:
+            raise EnvironmentFailure("install", f"the Docker engine failed: {exc}") from None
         if image_id not in self._runtimes:
             self._runtimes[image_id] = await anyio.to_thread.run_sync(
                 probe_runtime, client, self.image, self.settings.root / "runtimes"
