@@ -60,7 +60,13 @@ async def weft(
 ) -> AsyncIterator[Weft]:
     instance = f"weft-test-{uuid.uuid4().hex[:8]}"
     server = await start_server(
-        **EXECUTOR_ENV, WEFT_INSTANCE=instance, WEFT_PACKAGE_INDEX_URL=index.url
+        **{
+            **EXECUTOR_ENV,
+            # Importing scipy, scikit-learn, plotly... at once takes seconds on a busy machine.
+            "WEFT_CELL_TIMEOUT_SECONDS": "120",
+        },
+        WEFT_INSTANCE=instance,
+        WEFT_PACKAGE_INDEX_URL=index.url,
     )
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=120, headers=server.auth) as api:
