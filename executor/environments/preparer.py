@@ -152,9 +152,7 @@ class Environments:
 
     async def runtime(self, client: docker.DockerClient) -> Runtime:
         try:
-            image_id = await anyio.to_thread.run_sync(
-                lambda: str(client.images.get(self.image).id)
-            )
+            image_id = await anyio.to_thread.run_sync(lambda: str(client.images.get(self.image).id))
         except docker.errors.ImageNotFound:
             raise EnvironmentFailure(
                 "install",

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -54,6 +54,9 @@ class Package:
     name: str  # canonical
     version: str
     sha256: str
+    # Where the index serves it, as pip's resolution reported (never from the document):
+    # the file is then fetched directly; without it, pip finds it on the index by its pin.
+    url: str | None = field(default=None, compare=False)
 
     def pin(self) -> str:
         return f"{self.name}=={self.version} --hash=sha256:{self.sha256}"
@@ -208,5 +211,7 @@ def _packages(report: dict[str, object]) -> list[Package]:
                 f"the package index gave no sha256 for {metadata['name']}: environments "
                 "record the hash of every file, so the index must publish them",
             )
-        out.append(Package(canonicalize_name(metadata["name"]), metadata["version"], sha256))
+        url = item["download_info"].get("url")
+        url = url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
+        out.append(Package(canonicalize_name(metadata["name"]), metadata["version"], sha256, url))
     return sorted(out, key=lambda p: p.name)

@@ -4,6 +4,7 @@ fetched by scripts/setup.sh --dev). The kernels never have network."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -347,3 +348,40 @@ async def test_the_default_runtime_displays_ipython_objects_and_has_the_librarie
     assert data[2]["application/json"] == {"a": 1}
     assert "application/vnd.plotly.v1+json" in data[3]
     assert any(k.startswith("application/vnd.vegalite") for k in data[4])
+
+
+async def test_an_imported_notebook_installs_its_recorded_set_and_a_changed_file_is_named(
+    weft: Weft, wheels: Path, index: PackageIndex
+) -> None:
+    # An .ipynb made elsewhere (another server, last year): its record pins weftdemo 1.0,
+    # though the index's newest is 2.0; this server has no resolution or wheel of it.
+    one = hashlib.sha256((wheels / "weftdemo-1.0-py3-none-any.whl").read_bytes()).hexdigest()
+    record = {
+        "request": ["weftdemo"],
+        "packages": [{"name": "weftdemo", "version": "1.0", "sha256": one, "in_runtime": False}],
+        "runtime": {
+            "image": "elsewhere",
+            "image_id": "sha256:0",
+            "python": "3.11.2",
+            "platform": "manylinux_2_36_x86_64",
+        },
+        "resolved_at": "2025-01-01T00:00:00+00:00",
+        "key": "0" * 32,
+    }
+    code = "import weftdemo; print('v', weftdemo.VERSION)"
+    notebook_id, (cell,) = await notebook_with(
+        weft, ["weftdemo"], code, metadata={"environment": record}
+    )
+    run = await weft.run_and_wait(notebook_id, cell, timeout=180)
+    assert "v 1.0" in text_of(run), text_of(run)
+    assert not [r for r in index.requests if r.endswith("weftdemo-2.0-py3-none-any.whl")]
+
+    # A record whose file the index no longer serves names the package and what to do.
+    bad = {**record, "packages": [{**record["packages"][0], "sha256": "ab" * 32}]}
+    other, (cell2,) = await notebook_with(weft, ["weftdemo"], code, metadata={"environment": bad})
+    run = await weft.run_and_wait(other, cell2, timeout=180)
+    message = run["outputs"][-1]["evalue"]
+    assert "weftdemo==1.0 as recorded cannot be installed" in message, message
+    assert "update the environment" in message
+    status = await kernel_status(weft, other)
+    assert status["environment_error"]["kind"] == "install"
