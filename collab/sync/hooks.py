@@ -24,6 +24,7 @@ from collab.sync.room import Room
 
 log = logging.getLogger(__name__)
 
+
 class RoomHooks:
     def room_loaded(self, room: Room) -> None:
         """The room was loaded from the store and is about to be served (also for every
