@@ -21,6 +21,7 @@ from collab.auth.access import Principal, Role
 from collab.document.schema import KernelState
 from collab.sync.hooks import RoomHooks
 from collab.sync.room import Room
+from executor.environments import EnvironmentFailure
 from executor.kernel import KernelError
 from executor.run_states import now
 from executor.volumes import VolumeError
@@ -58,8 +59,9 @@ class KernelPrestart(RoomHooks):
         try:
             await self._start_kernel(notebook_id)
             log.info("kernel started on open", extra=extra)
-        except (KernelError, VolumeError) as exc:
-            # The first commit tries again and shows the error in the cell.
+        except (KernelError, VolumeError, EnvironmentFailure) as exc:
+            # The status light says why (the environment's error names the requirement);
+            # the first commit tries again and shows it in the cell.
             log.warning("kernel start on open failed: %s", exc, extra=extra)
         except LookupError:
             pass  # the notebook was deleted meanwhile
@@ -75,12 +77,20 @@ class KernelPrestart(RoomHooks):
         # Off the loop: the workspace's filesystem may be made and mounted now.
         workspace_dir = await anyio.to_thread.run_sync(executor.files.workspace_root, workspace_id)
         network = await executor.network_allowed(workspace_id)
+        client = executor.kernels.client
+        if client is None:
+            return  # no Docker engine: the first commit says so in the cell
         async with executor.notebooks.open(notebook_id) as notebook:
             if executor.in_progress.running(notebook_id):
                 return  # a commit got here first and starts it itself
+            # The notebook's own packages first (their progress shows in the status light),
+            # so the kernel the first commit finds has them mounted.
+            environment = await executor.environments.prepare(notebook, client)
+            if executor.in_progress.running(notebook_id):
+                return
             notebook.set_kernel({"state": KernelState.STARTING, "since": now()})
             try:
-                await executor.kernels.get(notebook_id, workspace_dir, network)
+                await executor.kernels.get(notebook_id, workspace_dir, network, environment.mount)
             except (KernelError, VolumeError) as exc:
                 if not executor.in_progress.running(notebook_id):
                     notebook.set_kernel(
