@@ -849,6 +849,10 @@ class Runner:
         # globals, and what it held when the cell's run ended.
         self.globals: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.interruptible = False
+        # A SIGINT during a run's own steps (before its code starts, e.g. while a SQL cell
+        # imports duckdb) is held and raised when the code starts: an interrupt is never lost.
+        self.in_run = False
+        self.interrupt_pending = False
         self.shown: list[Any] = []  # figures already displayed in this run
         self.magics = Magics(self)
 
@@ -927,6 +931,10 @@ class Runner:
     # -- running
     def _call(self, fn: Callable[[], Any]) -> Any:
         self.interruptible = True
+        if self.interrupt_pending:
+            self.interrupt_pending = False
+            self.interruptible = False
+            raise KeyboardInterrupt
         try:
             return fn()
         finally:
@@ -936,6 +944,8 @@ class Runner:
         # Only a running cell is interrupted; between runs the runner just carries on.
         if self.interruptible:
             raise KeyboardInterrupt
+        if self.in_run:
+            self.interrupt_pending = True
 
     def run(self, msg: Json) -> None:
         run_id, cell_id = str(msg.get("run_id")), str(msg.get("cell_id"))
@@ -945,6 +955,7 @@ class Runner:
         self.shown = []
         sys.stdout, sys.stderr = self.stdout, self.stderr  # undo a previous cell's swap
         start = time.perf_counter()
+        self.in_run, self.interrupt_pending = True, False
         # Fresh globals: the visible cells' namespaces, top to bottom, later ones winning. They
         # are the dict of a fresh module that is sys.modules["__main__"] while the cell runs
         # (and after, until the next run), so pickle finds the cell's classes and functions.
@@ -975,6 +986,7 @@ class Runner:
         except BaseException as exc:  # SystemExit from sys.exit() ends the cell, not us
             status = "error"
             self._error(exc, code)
+        self.in_run = self.interrupt_pending = False
         if os.getpid() != self.pid:
             # A process the cell forked has come back out of the cell's code. It shares the
             # runner's protocol pipes, so it must never go on to act as the runner.
@@ -1088,12 +1100,18 @@ class Runner:
             # duckdb holds the calling thread in C; running it on a worker lets SIGINT reach
             # the main thread, which then stops the query. (An Event, not Thread.join: a
             # KeyboardInterrupt inside join() can leave the thread looking finished.)
+            if self.interrupt_pending:  # interrupted while it imported duckdb: never start
+                self.interrupt_pending = False
+                raise KeyboardInterrupt
             threading.Thread(target=work, name="weft-sql", daemon=True).start()
             try:
                 self._call(lambda: _wait(finished))
             except KeyboardInterrupt:
-                cur.interrupt()
-                finished.wait(10)
+                # Again until it stops: an interrupt that comes before the worker has begun
+                # the query would otherwise be lost.
+                deadline = time.monotonic() + 10
+                while not finished.wait(0.05) and time.monotonic() < deadline:
+                    cur.interrupt()
                 raise
             if "exc" in box:
                 raise box["exc"]
