@@ -15,6 +15,7 @@ import asyncpg
 from anyio.abc import TaskGroup
 
 from collab.catalog import Catalog
+from collab.check_pool import CheckPool
 from collab.errors import NotFound, Unavailable
 from collab.metrics import Metrics
 from collab.room import DocumentLimits, Room, is_binding_panic
@@ -47,6 +48,8 @@ class RoomManager:
             store, on_gone=self._gone, on_persisted=self._maybe_compact, metrics=metrics
         )
         self._tg: TaskGroup | None = None
+        # Where connections check large updates, off the event loop.
+        self.checks = CheckPool()
         # Called with every room as it loads (the document feed wires presence up here).
         self.on_load: list[Callable[[Room], None]] = []
 
@@ -66,6 +69,7 @@ class RoomManager:
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         await self.writer.__aexit__(exc_type, exc, tb)
+        self.checks.close()
         with anyio.move_on_after(10, shield=True):
             for room in list(self._rooms.values()):
                 await self._compact(room)
