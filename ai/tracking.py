@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from collab.peers import CellText, Delta, NotebookPeer
+from collab.sync.peers import CellText, Delta, NotebookPeer
 
 log = logging.getLogger(__name__)
 

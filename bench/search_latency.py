@@ -1,4 +1,4 @@
-"""Search latency at 10,000 notebooks: p50/p99 of ``collab.search.search`` for a mix of
+"""Search latency at 10,000 notebooks: p50/p99 of ``collab.search.query.search`` for a mix of
 queries people type (a full word, a prefix while typing, a word with a one-letter typo, two
 words), for a user who can see every notebook (the worst case: every match is a candidate)
 and for one who is a member of 5 workspaces. Prints one JSON line.
@@ -37,9 +37,9 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collab.database import migrate  # noqa: E402
-from collab.search import search  # noqa: E402
-from collab.search_index import IndexEntry, update_lexicon, write_entries  # noqa: E402
+from collab.search.indexer import IndexEntry, update_lexicon, write_entries  # noqa: E402
+from collab.search.query import search  # noqa: E402
+from collab.storage.database import migrate  # noqa: E402
 
 TARGET_MS = 50.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")

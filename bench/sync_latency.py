@@ -275,7 +275,13 @@ class WeftServer(Server):
     def _command(self, port: int) -> tuple[list[str], Path, dict[str, str]]:
         serve = ["serve", "--host", "127.0.0.1", "--port", str(port)]
         if self.src is not None:
-            code = "import sys; from collab.cli import main; sys.exit(main())"
+            # Before the move into subpackages the command was collab.cli.
+            module = (
+                "collab.server.cli"
+                if (self.src / "collab/server/cli.py").exists()
+                else "collab.cli"
+            )
+            code = f"import sys; from {module} import main; sys.exit(main())"
             path = os.pathsep.join(filter(None, [str(self.src), os.environ.get("PYTHONPATH")]))
             return [sys.executable, "-c", code, *serve], self.src, {"PYTHONPATH": path}
         return [str(self._weft()), *serve], ROOT, {}
@@ -1073,8 +1079,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not args.servers:
         parser.error(f"--servers: unknown {unknown}; choose from {', '.join(SERVER_NAMES)}")
     if args.weft_src is not None:
-        if not (args.weft_src / "collab" / "cli.py").exists():
-            parser.error("--weft-src: no collab/cli.py there")
+        clis = ("collab/server/cli.py", "collab/cli.py")
+        if not any((args.weft_src / cli).exists() for cli in clis):
+            parser.error("--weft-src: no collab/server/cli.py (or collab/cli.py) there")
         args.weft_src = args.weft_src.resolve()
         where = args.servers.index("weft") + 1 if "weft" in args.servers else 0
         args.servers.insert(where, BEFORE)

@@ -28,7 +28,7 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
 
 # A path's query string: everything from "?" to the next space or quote.
 _QUERY = re.compile(r"(/[^\s?\"']*)\?[^\s\"']*")
-# Our tokens (collab.credentials.TOKEN_PREFIXES), and any token= or ticket= parameter.
+# Our tokens (collab.auth.credentials.TOKEN_PREFIXES), and any token= or ticket= parameter.
 _TOKEN = re.compile(r"\bwf[a-z]_[A-Za-z0-9_-]{8,}")
 _PARAMETER = re.compile(r"\b(token|ticket)=[^\s&\"']+", re.IGNORECASE)
 

@@ -98,7 +98,7 @@ class Settings:
     max_document_bytes: int = 64 * 1024 * 1024
     max_cells: int = 2000
     # Under `weft serve`, write frames to each socket's transport once per event-loop turn
-    # and read them from it without a task switch (collab.direct_socket); off: plain ASGI.
+    # and read them from it without a task switch (collab.sync.direct_socket); off: plain ASGI.
     ws_direct: bool = True
     # How long a room stays loaded after its last client leaves.
     room_grace_seconds: float = 30.0

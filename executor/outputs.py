@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from collab.peers import NotebookPeer
+from collab.sync.peers import NotebookPeer
 
 _NOTE_RESERVE = 1000  # room kept under a cap for the note that says it was reached
 _TRACEBACK_LINES = 100

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 COUNT = 10_000
-MIN_LENGTH = 8  # collab.credentials.MIN_PASSWORD: shorter ones are refused anyway
+MIN_LENGTH = 8  # collab.auth.credentials.MIN_PASSWORD: shorter ones are refused anyway
 TARGET = Path(__file__).resolve().parent.parent / "collab" / "data" / "common-passwords.txt"
 
 

@@ -14,10 +14,26 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.import_graph import import_cycles
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("collab", "executor", "ai")
 # package -> the packages it may import
 ALLOWED = {"collab": set(), "executor": {"collab"}, "ai": {"collab"}}
+# collab's subpackages, lowest first: each imports only from its own layer and those before
+# it (docs/architecture.md, "The map"). The flat modules at collab's top (errors, ids,
+# settings, logs, metrics) are the foundation every layer may use.
+COLLAB_LAYERS = (
+    "collab",
+    "collab.storage",
+    "collab.auth",
+    "collab.document",
+    "collab.sync",
+    "collab.search",
+    "collab.services",
+    "collab.api",
+    "collab.server",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -84,6 +100,27 @@ def test_a_module_imports_only_packages_below_it(module: str) -> None:
             assert package == "collab", f"{module} imports the CRDT binding: only collab may"
 
 
+def _collab_layer(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) > 2 and ".".join(parts[:2]) in COLLAB_LAYERS:
+        return COLLAB_LAYERS.index(".".join(parts[:2]))
+    # a subpackage itself (collab.sync) or a foundation module (collab.errors)
+    return COLLAB_LAYERS.index(module) if module in COLLAB_LAYERS else 0
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("collab")))
+def test_collab_subpackages_import_downwards_only(module: str) -> None:
+    layer = _collab_layer(module)
+    for name in _all_imports(MODULES[module]):
+        if name.split(".")[0] != "collab" or name == "collab":
+            continue
+        target = _collab_layer(name)
+        assert target <= layer, (
+            f"{module} ({COLLAB_LAYERS[layer]}) imports {name} ({COLLAB_LAYERS[target]}),"
+            " a layer above it: move the shared part down or pass it in"
+        )
+
+
 def test_no_import_cycles_within_a_package() -> None:
     graph: dict[str, set[str]] = {}
     for module, tree in MODULES.items():
@@ -92,22 +129,5 @@ def test_no_import_cycles_within_a_package() -> None:
             for name in _top_level_imports(tree)
             if name in MODULES and name != module and name.split(".")[0] in PACKAGES
         }
-    cycles = []
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                cycles.append([*path[path.index(nxt) :], nxt])
-            elif nxt not in state:
-                visit(nxt)
-        path.pop()
-        state[node] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module)
+    cycles = import_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

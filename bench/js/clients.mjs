@@ -83,7 +83,7 @@ const findText = (doc) => {
   return source instanceof Y.Text ? source : null
 }
 
-// The same cell as a new Weft notebook holds (collab/notebook.py), for the reference server,
+// The same cell as a new Weft notebook holds (collab/document/notebook.py), for the reference server,
 // which has no notebooks: created once, by the first client, before anyone types.
 const createCell = (doc) => {
   doc.transact(() => {

@@ -3,7 +3,7 @@
 //
 // Usage: node large_doc.mjs '<config JSON>'; prints one JSON object on stdout.
 //   { mode: 'seed', url, room, provider, ipynb: PATH, settleMs }: builds the notebook in the
-//     room in one transaction, the way Weft's import lays it out (collab/notebook.py: cells
+//     room in one transaction, the way Weft's import lays it out (collab/document/notebook.py: cells
 //     is a Y.Array of Y.Map {id, cell_type, source: Y.Text, metadata: Y.Map, outputs: Y.Array
 //     of Y.Map (a stream's text is a Y.Text), execution_count}), then waits settleMs for the
 //     server to take it and leaves.

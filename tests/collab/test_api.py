@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from pycrdt import Array, Doc
 
-from collab.notebook import empty_notebook, seed_update, to_ipynb
+from collab.document.notebook import empty_notebook, seed_update, to_ipynb
 from tests.support.nodeclient import node_client
 from tests.support.server import ServerProcess
 

@@ -9,8 +9,8 @@ import anyio
 import httpx
 import pytest
 
-from collab.app import create_app
-from collab.auth_api import PUBLIC
+from collab.api.accounts import PUBLIC
+from collab.server.app import create_app
 from collab.settings import Settings
 from tests.conftest import PASSWORD, StartServer, new_notebook, sign_up
 from tests.support.server import ServerProcess

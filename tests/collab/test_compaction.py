@@ -16,13 +16,13 @@ import httpx
 import pytest
 from pycrdt import Doc, Text, TransactionEvent
 
-from collab.catalog import Catalog
-from collab.database import open_pool
 from collab.metrics import Metrics
-from collab.rooms import RoomManager
 from collab.settings import Settings
-from collab.store import DocumentStore
-from collab.update_check import UpdateRefused, check_update, decode_state_vector
+from collab.storage.catalog import Catalog
+from collab.storage.database import open_pool
+from collab.storage.document_store import DocumentStore
+from collab.sync.room_manager import RoomManager
+from collab.sync.update_check import UpdateRefused, check_update, decode_state_vector
 from tests.conftest import StartServer, new_notebook, token_of
 from tests.support.nodeclient import NodeYClient, node_client
 
@@ -270,7 +270,7 @@ async def test_loading_stops_at_a_gap_and_the_poll_sees_a_compacted_head(databas
 def test_an_update_before_its_dependency_is_parked_by_the_binding_and_refused_from_clients():
     """The binding (yrs) keeps an update whose dependencies are missing and integrates it
     once they arrive, as Yjs does. Such parked state is what hostile updates poisoned rooms
-    with, so a room refuses it from clients (collab.update_check); the log stays causal."""
+    with, so a room refuses it from clients (collab.sync.update_check); the log stays causal."""
     author: Doc[Any] = Doc(client_id=7)
     updates = _recorded(author)
     for part in ("one ", "two ", "three"):

@@ -1,6 +1,6 @@
 """Deleting a notebook or a workspace while its document is being appended to: no deadlock.
 
-An append (collab.store) share-locks the notebook's snapshot row, then its foreign key locks
+An append (the document store) share-locks the notebook's snapshot row, then its foreign key locks
 the notebook row. A delete that locked the notebook row first and reached the snapshot row
 through the cascade took the two the other way round; PostgreSQL broke the deadlock after
 deadlock_timeout (1 s) by failing the delete or the append.
@@ -136,7 +136,7 @@ async def test_a_delete_waits_for_an_append_in_flight(
         async with anyio.create_task_group() as tg:
             transaction = append.transaction()
             await transaction.start()
-            # collab.store._APPEND, first: share-lock the snapshot rows.
+            # collab.storage.document_store._APPEND, first: share-lock the snapshot rows.
             await append.execute(
                 "SELECT seq FROM document_snapshots WHERE notebook_id = ANY($1) FOR SHARE", ids
             )

@@ -1,4 +1,4 @@
-"""The weft.direct extension (collab/direct_socket.py) and the plain-ASGI path beside it.
+"""The weft.direct extension (collab/sync/direct_socket.py) and the plain-ASGI path beside it.
 
 ``weft serve`` writes frames straight to each socket's transport and reads them without a
 task switch; with ``WEFT_WS_DIRECT=off`` (or under another ASGI server) the same
@@ -17,8 +17,8 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from collab import protocol
-from collab.direct_socket import encode_binary_frames
+from collab.sync import protocol
+from collab.sync.direct_socket import encode_binary_frames
 from tests.conftest import StartServer, notebook_on
 from tests.support.nodeclient import node_client
 from tests.support.pyclient import py_client

@@ -18,7 +18,7 @@ from pycrdt import Array, Map, Text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from collab import protocol
+from collab.sync import protocol
 from tests.collab.test_update_fuzz import crafted, mutate
 from tests.conftest import new_notebook
 from tests.support.nodeclient import NodeYClient, node_client

@@ -1,10 +1,10 @@
 """One editor's largest valid updates stall no one else; cells hold only cells.
 
 Every expensive shape of a valid update is sent as large as a frame may be (8 MiB) and at
-the check's work limits (collab.update_check), by one editor, while two others type and
+the check's work limits (collab.sync.update_check), by one editor, while two others type and
 ``/healthz`` is polled: the event loop that serves everyone must keep answering within
 ``STALL_BOUND`` (health) and ``EDIT_BOUND`` (an edit from one client seen by another).
-Before the limits and the worker (collab.check_pool), one such frame held the loop for
+Before the limits and the worker (collab.sync.check_pool), one such frame held the loop for
 seconds.
 """
 
@@ -22,10 +22,10 @@ from pycrdt import Array, Doc, Map, Text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from collab import protocol
 from collab.errors import ProtocolError
-from collab.protocol import write_var_uint
-from collab.update_check import (
+from collab.sync import protocol
+from collab.sync.protocol import write_var_uint
+from collab.sync.update_check import (
     MAX_DEPTH,
     MAX_UPDATE_CHANGES,
     MAX_UPDATE_VALUES,

@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from collab import protocol
-from collab.protocol import AwarenessEntry
-from collab.room import MAX_AWARENESS_IDS_PER_CLIENT, PALETTE, Client, Room
+from collab.sync import protocol
+from collab.sync.protocol import AwarenessEntry
+from collab.sync.room import MAX_AWARENESS_IDS_PER_CLIENT, PALETTE, Outbox, Room
 from tests.collab.test_update_fuzz import room_of
 from tests.conftest import new_notebook
 from tests.support.pyclient import py_client
@@ -23,7 +23,7 @@ def presence(room: Room) -> dict[int, dict[str, object]]:
     return {cid: json.loads(state) for cid, state in room.awareness_states().items()}
 
 
-def say(room: Room, client: Client, *entries: tuple[int, int, object]) -> None:
+def say(room: Room, client: Outbox, *entries: tuple[int, int, object]) -> None:
     room.receive(
         client,
         protocol.encode_awareness_message(
@@ -36,8 +36,8 @@ async def test_a_connection_speaks_only_for_its_own_ids_and_loses_them_when_it_l
     database_url: str,
 ):
     async with room_of(database_url) as (_rooms, room, _pool):
-        alice = Client("a", 10**6, user_id="alice-id", user_name="Alice")
-        mallory = Client("m", 10**6, user_id="mallory-id", user_name="Mallory")
+        alice = Outbox("a", 10**6, user_id="alice-id", user_name="Alice")
+        mallory = Outbox("m", 10**6, user_id="mallory-id", user_name="Mallory")
         room.join(alice)
         room.join(mallory)
         say(room, alice, (11, 1, {"cell": "c1", "user": {"name": "Alice"}}))
@@ -59,7 +59,7 @@ async def test_a_connection_speaks_only_for_its_own_ids_and_loses_them_when_it_l
         for cid in mallory_ids:
             assert states[cid]["user"]["name"] == "Mallory"  # type: ignore[index]
         # Whoever joins now gets a few hundred bytes of presence, not megabytes.
-        late = Client("l", 10**6, user_id="late", user_name="Late")
+        late = Outbox("l", 10**6, user_id="late", user_name="Late")
         room.join(late)
         assert sum(len(frame) for frame in late.take()) < 4096
         room.leave(mallory)
@@ -70,7 +70,7 @@ async def test_colours_come_from_the_palette_one_per_person_the_same_in_every_br
     database_url: str,
 ):
     async with room_of(database_url) as (_rooms, room, _pool):
-        people = [Client(f"c{n}", 10**6, user_id=f"user-{n}", user_name=f"P{n}") for n in range(12)]
+        people = [Outbox(f"c{n}", 10**6, user_id=f"user-{n}", user_name=f"P{n}") for n in range(12)]
         for n, client in enumerate(people):
             room.join(client)
             say(room, client, (100 + n, 1, {"user": {"color": "red;background:url(x)"}}))
@@ -78,7 +78,7 @@ async def test_colours_come_from_the_palette_one_per_person_the_same_in_every_br
         assert set(colours.values()) <= set(PALETTE)
         assert len(set(colours.values())) == len(people)
         # The same person in a second browser: the same colour.
-        second = Client("again", 10**6, user_id="user-3", user_name="P3")
+        second = Outbox("again", 10**6, user_id="user-3", user_name="P3")
         room.join(second)
         say(room, second, (500, 1, {}))
         assert presence(room)[500]["user"]["color"] == colours[103]  # type: ignore[index]

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from collab import protocol
+from collab.sync import protocol
 from tests.conftest import StartServer, new_notebook, notebook_on
 from tests.support.nodeclient import node_client
 from tests.support.pyclient import py_client

@@ -1,6 +1,6 @@
 """Search as you type: what it finds, what it never shows, and how it stays current.
 
-The query tests call ``collab.search.search`` against a migrated database with users,
+The query tests call ``collab.search.query.search`` against a migrated database with users,
 workspaces and memberships inserted directly; the index tests run the services in process
 (rooms, the indexer) or a real server with the official Yjs client typing.
 """
@@ -20,12 +20,16 @@ import httpx
 import pytest
 from pycrdt import Array, Doc, Text
 
-from collab.catalog import Catalog
-from collab.database import migrate, open_pool
+from collab.document.notebook import seed_update
 from collab.metrics import Metrics
-from collab.notebook import seed_update
-from collab.rooms import RoomManager
-from collab.search import (
+from collab.search.indexer import (
+    IndexEntry,
+    SearchIndexer,
+    reindex_all,
+    update_lexicon,
+    write_entries,
+)
+from collab.search.query import (
     SEPARATOR,
     SearchResult,
     Term,
@@ -33,15 +37,11 @@ from collab.search import (
     search,
     snippet,
 )
-from collab.search_index import (
-    IndexEntry,
-    SearchIndexer,
-    reindex_all,
-    update_lexicon,
-    write_entries,
-)
 from collab.settings import Settings
-from collab.store import DocumentStore
+from collab.storage.catalog import Catalog
+from collab.storage.database import migrate, open_pool
+from collab.storage.document_store import DocumentStore
+from collab.sync.room_manager import RoomManager
 from tests.conftest import new_notebook, sign_up, token_of
 from tests.support.nodeclient import node_client
 from tests.support.server import ServerProcess

@@ -1,4 +1,4 @@
-"""Every HTTP response carries the security headers (collab/security_headers.py): the
+"""Every HTTP response carries the security headers (collab/server/security_headers.py): the
 client's pages and assets, the output frame's page (its own, sandboxing policy), API JSON,
 errors (401, 404, 405) and even a crash's 500."""
 
@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.security_headers import APP_POLICY, FRAME_POLICY, SecurityHeaders
+from collab.server.security_headers import APP_POLICY, FRAME_POLICY, SecurityHeaders
 from tests.conftest import StartServer
 
 pytestmark = pytest.mark.anyio

@@ -2,7 +2,7 @@
 
 pycrdt alone accepts some mutated updates and is poisoned by them (parked updates, then a
 panic, a spin or an abort hundreds of updates later). A room checks every client update
-first (collab.update_check); this campaign proves that nothing a hostile editor sends can
+first (collab.sync.update_check); this campaign proves that nothing a hostile editor sends can
 break the room, lose or change an honest edit, or stall the event loop.
 
 Size: ``WEFT_FUZZ_UPDATES`` hostile updates (default 10,000; seeded by ``WEFT_FUZZ_SEED``).
@@ -23,16 +23,16 @@ import asyncpg
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
-from collab import protocol
-from collab.catalog import Catalog
-from collab.database import open_pool
+from collab.document.notebook import empty_notebook, seed_update
 from collab.errors import ProtocolError
 from collab.metrics import Metrics
-from collab.notebook import empty_notebook, seed_update
-from collab.room import Client, Room
-from collab.rooms import RoomManager
 from collab.settings import Settings
-from collab.store import DocumentStore
+from collab.storage.catalog import Catalog
+from collab.storage.database import open_pool
+from collab.storage.document_store import DocumentStore
+from collab.sync import protocol
+from collab.sync.room import Outbox, Room
+from collab.sync.room_manager import RoomManager
 
 pytestmark = pytest.mark.anyio
 
@@ -87,7 +87,7 @@ class Person:
     def __init__(self, name: str, room: Room) -> None:
         self.name = name
         self.doc: Doc[Any] = Doc()
-        self.client = Client(uuid.uuid4().hex[:12], 10**9, user_id=name, user_name=name)
+        self.client = Outbox(uuid.uuid4().hex[:12], 10**9, user_id=name, user_name=name)
         self.room = room
         room.join(self.client)
         room.receive(self.client, protocol.create_sync_step1_message(self.doc.get_state()))
@@ -150,7 +150,7 @@ async def test_hostile_updates_never_break_the_room_or_touch_honest_edits(databa
     rng = random.Random(SEED)
     async with room_of(database_url) as (rooms, room, _pool):
         alice, bob = Person("alice", room), Person("bob", room)
-        mallory = Client("mallory", 10**9, user_id="mallory", user_name="Mallory")
+        mallory = Outbox("mallory", 10**9, user_id="mallory", user_name="Mallory")
         room.join(mallory)
         for person in (alice, bob):
             person.receive()
@@ -194,7 +194,7 @@ async def test_hostile_updates_never_break_the_room_or_touch_honest_edits(databa
                 refused += 1
                 # The real connection closes here; the attacker reconnects at once.
                 room.leave(mallory)
-                mallory = Client(f"mallory{n}", 10**9, user_id="mallory", user_name="Mallory")
+                mallory = Outbox(f"mallory{n}", 10**9, user_id="mallory", user_name="Mallory")
                 room.join(mallory)
                 reconnects += 1
             slowest = max(slowest, time.perf_counter() - tick)
@@ -244,7 +244,7 @@ async def test_an_edit_claiming_another_persons_client_id_is_refused(database_ur
         before = forged.get_state()
         source: Text = forged.get("cells", type=Array)[0]["source"]
         source.insert(0, "forged")
-        mallory = Client("m", 100, user_id="mallory", user_name="Mallory")
+        mallory = Outbox("m", 100, user_id="mallory", user_name="Mallory")
         room.join(mallory)
         with pytest.raises(ProtocolError, match="another collaborator"):
             room.receive(mallory, protocol.create_update_message(forged.get_update(before)))

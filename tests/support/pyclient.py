@@ -11,7 +11,7 @@ from pycrdt import Array, Doc, Text, TransactionEvent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from collab import protocol
+from collab.sync import protocol
 
 
 class PyYClient:

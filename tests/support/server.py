@@ -45,7 +45,7 @@ class _Process:
         env = {**os.environ, "WEFT_STATE_DIR": str(self.state_dir), **self.env}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "collab.cli", *args],
+                [sys.executable, "-m", "collab.server.cli", *args],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import expect
 
-from collab.room import PALETTE
+from collab.sync.room import PALETTE
 from tests.web.conftest import WebWeft, artifact
 from tests.web.ui import CELL_TEXT, cell, cell_text, click_end, editor, insert, wait_text
 

@@ -1,6 +1,6 @@
 // The page inside an output's frame (/frame.html). The notebook page loads it in an
 // <iframe sandbox> without allow-same-origin, and the server sends it with a policy of its
-// own (collab/security_headers.py: no connect-src, images only from data:/blob:, forced
+// own (collab/server/security_headers.py: no connect-src, images only from data:/blob:, forced
 // sandbox), so whatever runs here (an HTML output's scripts, Vega's expressions) has an
 // opaque origin: no cookies, no storage, no API, no page to reach. It asks its parent for
 // what to show, shows it once, and reports its height.

@@ -1,0 +1,255 @@
+"""The document store: each notebook's Yjs document as a snapshot plus an update log.
+
+Invariants every server relies on (several servers append to one notebook's log):
+
+- The snapshot at seq S holds exactly the logged updates up to S: compaction folds the
+  stored rows (``fold``), never a server's live document, which may also hold updates that
+  are accepted but not yet logged (they will be logged above S, and a server that applied
+  such a snapshot would let its clients build on updates the log has not ordered yet).
+- No update is ever logged at or below the snapshot's seq. Servers number their appends
+  from their own view of the log; one that has not yet heard of another's appends picks
+  seqs that are taken, and is told so by the unique key, unless compaction has already
+  deleted those rows. So an append share-locks the snapshot row and is refused if any of
+  its seqs is not above it, and compaction (which moves the snapshot) waits for appends in
+  progress, or they wait for it and then see its new seq.
+- The log above the snapshot has no gaps, and every update in it depends only on the
+  snapshot and on updates with a smaller seq (a server numbers an update above everything
+  it had applied when it accepted it). Loading and catching up apply rows in seq order and
+  stop at a gap. y-py 0.6 silently drops an update applied before its dependencies, so this
+  order is not an optimisation: it is what keeps every server's document complete.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from pycrdt import Doc
+
+NOTIFY_CHANNEL = "weft_documents"
+
+# One statement, one round trip: share-lock each notebook's snapshot row (compaction updates
+# it, so the two exclude each other; in READ COMMITTED a lock that had to wait returns the
+# row as the compaction committed it; in notebook_id order, as deletes lock them:
+# collab/storage/catalog.py), refuse every notebook with a seq at or below its
+# snapshot, insert the others' rows, and notify (delivered at commit) for those.
+_APPEND = """
+WITH incoming AS MATERIALIZED (
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS u (notebook_id, seq, data)
+), floors AS MATERIALIZED (
+    SELECT notebook_id, seq FROM document_snapshots
+    WHERE notebook_id IN (SELECT notebook_id FROM incoming)
+    ORDER BY notebook_id FOR SHARE
+), refused AS MATERIALIZED (
+    SELECT DISTINCT i.notebook_id FROM incoming i JOIN floors f USING (notebook_id)
+    WHERE i.seq <= f.seq
+), appended AS (
+    INSERT INTO document_updates (notebook_id, seq, data)
+    SELECT notebook_id, seq, data FROM incoming
+    WHERE notebook_id NOT IN (SELECT notebook_id FROM refused)
+    RETURNING notebook_id, seq
+)
+SELECT notebook_id, true AS refused, NULL::text AS notified FROM refused
+UNION ALL
+SELECT notebook_id, false, pg_notify($4, notebook_id::text || ':' || max(seq) || ':'
+    || (extract(epoch FROM clock_timestamp()) * 1000)::bigint || ':' || $5)::text
+FROM appended GROUP BY notebook_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """What loading a document reads: apply ``updates`` in order."""
+
+    updates: list[bytes]
+    last_seq: int
+    # Updates logged after the snapshot: compaction is due when this grows past a threshold.
+    tail_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """A snapshot written by ``DocumentStore.compact``."""
+
+    seq: int
+    size: int
+    folded: int  # log rows it replaced
+
+
+def contiguous(rows: Sequence[asyncpg.Record], after: int) -> list[asyncpg.Record]:
+    """The rows (ordered by seq) that follow ``after`` without a gap."""
+    for n, row in enumerate(rows):
+        if row["seq"] != after + n + 1:
+            return list(rows[:n])
+    return list(rows)
+
+
+def fold(updates: Sequence[bytes]) -> bytes:
+    """The document state the updates make, as one update. Raises (the binding's ValueError,
+    or pyo3's PanicException) if one is unreadable."""
+    doc: Doc[Any] = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return doc.get_update()
+
+
+class DocumentStore:
+    """Appends, loads and compacts documents in PostgreSQL.
+
+    >>> store = DocumentStore(pool)
+    >>> refused = await store.append([(notebook_id, 1, update)])
+    >>> doc = await store.load(notebook_id)
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        # Names this process's appends in their notifications: the feed skips its own.
+        self.node = uuid.uuid4().hex[:12]
+
+    async def load(self, notebook_id: uuid.UUID) -> StoredDocument:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            snapshot = await conn.fetchrow(
+                "SELECT seq, data FROM document_snapshots WHERE notebook_id = $1", notebook_id
+            )
+            since = snapshot["seq"] if snapshot else 0
+            rows = await conn.fetch(
+                "SELECT seq, data FROM document_updates"
+                " WHERE notebook_id = $1 AND seq > $2 ORDER BY seq",
+                notebook_id,
+                since,
+            )
+        # Up to the first gap (an append in flight): the feed fetches the rest in order.
+        rows = contiguous(rows, since)
+        updates = [bytes(snapshot["data"])] if snapshot else []
+        updates += [bytes(r["data"]) for r in rows]
+        last_seq = rows[-1]["seq"] if rows else since
+        return StoredDocument(updates=updates, last_seq=last_seq, tail_length=len(rows))
+
+    async def connection(self) -> asyncpg.pool.PoolConnectionProxy:
+        """A connection of the pool to keep (the group-commit writer's): taking one per
+        round costs a second round trip, the reset the pool runs when it gets it back."""
+        return await self._pool.acquire()
+
+    async def give_back(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+        await self._pool.release(conn)
+
+    async def append(
+        self,
+        rows: Sequence[tuple[uuid.UUID, int, bytes]],
+        conn: asyncpg.pool.PoolConnectionProxy | None = None,
+    ) -> set[uuid.UUID]:
+        """Append many notebooks' updates in one statement (one round trip, one commit),
+        on ``conn`` if given, else on a connection of the pool.
+
+        Returns the notebooks whose updates were all refused, because one of their seqs is
+        not above the notebook's snapshot: their log was compacted past the seqs they were
+        given (renumber them after ``last_seq``). A seq another server holds raises
+        UniqueViolationError and appends nothing; a deleted notebook, ForeignKeyViolationError.
+        """
+        if not rows:
+            return set()
+        ids, seqs, data = zip(*rows, strict=True)
+        # The notification (notebook id and last seq, never the update: payloads are small)
+        # reaches every server that has the notebook loaded (feed.py).
+        records = await (self._pool if conn is None else conn).fetch(
+            _APPEND, list(ids), list(seqs), list(data), NOTIFY_CHANNEL, self.node
+        )
+        return {r["notebook_id"] for r in records if r["refused"]}
+
+    async def updates_after(
+        self, notebook_id: uuid.UUID, seq: int
+    ) -> tuple[tuple[int, bytes] | None, list[tuple[int, bytes]]]:
+        """What a server that has everything up to ``seq`` lacks: a newer snapshot if the
+        log was compacted past ``seq``, and the logged updates after it, in order."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            snapshot = await conn.fetchrow(
+                "SELECT seq, data FROM document_snapshots WHERE notebook_id = $1 AND seq > $2",
+                notebook_id,
+                seq,
+            )
+            since = snapshot["seq"] if snapshot else seq
+            rows = await conn.fetch(
+                "SELECT seq, data FROM document_updates WHERE notebook_id = $1 AND seq > $2"
+                " ORDER BY seq",
+                notebook_id,
+                since,
+            )
+        return (
+            (snapshot["seq"], bytes(snapshot["data"])) if snapshot else None,
+            [(r["seq"], bytes(r["data"])) for r in rows],
+        )
+
+    async def heads(self, notebook_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The last seq of each notebook, logged or compacted (one query, for catching missed
+        notices: a compaction can leave no rows behind)."""
+        records = await self._pool.fetch(
+            "SELECT notebook_id, greatest(seq, (SELECT max(u.seq) FROM document_updates u"
+            " WHERE u.notebook_id = s.notebook_id)) AS seq"
+            " FROM document_snapshots s WHERE notebook_id = ANY($1::uuid[])",
+            notebook_ids,
+        )
+        return {r["notebook_id"]: r["seq"] for r in records}
+
+    async def last_seq(self, notebook_id: uuid.UUID) -> int:
+        value = await self._pool.fetchval(
+            "SELECT greatest((SELECT max(seq) FROM document_updates WHERE notebook_id = $1),"
+            " (SELECT seq FROM document_snapshots WHERE notebook_id = $1), 0)",
+            notebook_id,
+        )
+        return int(value)
+
+    async def compact(self, notebook_id: uuid.UUID, upto: int) -> Compaction | None:
+        """Fold the logged updates after the snapshot, up to ``upto`` and the first gap, into
+        a new snapshot, and delete them. Returns the snapshot as it now stands (``folded``
+        0 if there was nothing to fold or another server compacted meanwhile), or None if
+        the notebook has no snapshot row. Raises what ``fold`` raises on unreadable data.
+
+        The rows folded cannot change between reading and writing: their seqs are taken,
+        nothing can be appended at or below the snapshot, and the write checks that the
+        snapshot is still the one folded.
+        """
+        async with self._pool.acquire() as conn:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                snapshot = await conn.fetchrow(
+                    "SELECT seq, data FROM document_snapshots WHERE notebook_id = $1",
+                    notebook_id,
+                )
+                if snapshot is None:
+                    return None
+                if snapshot["seq"] >= upto:
+                    return Compaction(seq=snapshot["seq"], size=0, folded=0)
+                rows = await conn.fetch(
+                    "SELECT seq, data FROM document_updates"
+                    " WHERE notebook_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+                    notebook_id,
+                    snapshot["seq"],
+                    upto,
+                )
+            rows = contiguous(rows, snapshot["seq"])
+            if not rows:
+                return Compaction(seq=snapshot["seq"], size=0, folded=0)
+            seq = rows[-1]["seq"]
+            data = fold([bytes(snapshot["data"]), *(bytes(r["data"]) for r in rows)])
+            async with conn.transaction():
+                moved = await conn.fetchval(
+                    "UPDATE document_snapshots SET seq = $2, data = $3, created_at = now()"
+                    " WHERE notebook_id = $1 AND seq = $4 RETURNING seq",
+                    notebook_id,
+                    seq,
+                    data,
+                    snapshot["seq"],
+                )
+                if moved is None:
+                    current = await conn.fetchval(
+                        "SELECT seq FROM document_snapshots WHERE notebook_id = $1", notebook_id
+                    )
+                    return None if current is None else Compaction(current, size=0, folded=0)
+                await conn.execute(
+                    "DELETE FROM document_updates WHERE notebook_id = $1 AND seq <= $2",
+                    notebook_id,
+                    seq,
+                )
+        return Compaction(seq=seq, size=len(data), folded=len(rows))

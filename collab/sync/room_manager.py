@@ -1,0 +1,255 @@
+"""The rooms service: loads a notebook's room on first use, keeps it while anyone uses it,
+unloads it a grace period after the last user leaves, and compacts its update log."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Self
+
+import anyio
+import asyncpg
+
+from collab.background import BackgroundService
+from collab.errors import NotFound, Unavailable
+from collab.metrics import Metrics
+from collab.settings import Settings
+from collab.storage.catalog import Catalog
+from collab.storage.document_store import DocumentStore
+from collab.sync.check_pool import CheckPool
+from collab.sync.hooks import RoomHookList
+from collab.sync.room import DocumentLimits, Room, is_binding_panic
+from collab.sync.writer import UpdateWriter
+
+log = logging.getLogger(__name__)
+
+
+class RoomManager(BackgroundService):
+    """Owns every loaded room, the group-commit writer, and their background tasks.
+
+    >>> async with RoomManager(settings, store, catalog) as rooms:
+    ...     async with rooms.use(notebook_id) as room:
+    ...         ...
+    """
+
+    name = "rooms"
+
+    def __init__(
+        self, settings: Settings, store: DocumentStore, catalog: Catalog, metrics: Metrics
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._catalog = catalog
+        self._rooms: dict[uuid.UUID, Room] = {}
+        self._loading: dict[uuid.UUID, anyio.Lock] = {}
+        self._release_tokens: dict[uuid.UUID, int] = {}
+        self._compacting: set[uuid.UUID] = set()
+        self.writer = UpdateWriter(store, hooks=self, metrics=metrics)
+        # Told as rooms load, persist and unload (the document feed, the search indexer).
+        self.hooks = RoomHookList()
+        # Where connections check large updates, off the event loop.
+        self.checks = CheckPool()
+
+    async def __aenter__(self) -> Self:
+        # The writer outlives this service's tasks (they wait for it): it starts first.
+        await self.writer.__aenter__()
+        try:
+            return await super().__aenter__()
+        except BaseException:
+            await self.writer.__aexit__(None, None, None)
+            raise
+
+    async def stopped(self) -> None:
+        await self.writer.__aexit__(None, None, None)
+        self.checks.close()
+        with anyio.move_on_after(10, shield=True):
+            for room in list(self._rooms.values()):
+                await self._compact(room)
+        self._rooms.clear()
+
+    def loaded(self, notebook_id: uuid.UUID) -> Room | None:
+        return self._rooms.get(notebook_id)
+
+    def all(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    @property
+    def count(self) -> int:
+        return len(self._rooms)
+
+    @contextlib.asynccontextmanager
+    async def use(self, notebook_id: uuid.UUID) -> AsyncIterator[Room]:
+        room = await self.acquire(notebook_id)
+        try:
+            yield room
+        finally:
+            self.release(room)
+
+    async def acquire(self, notebook_id: uuid.UUID) -> Room:
+        """The notebook's room, loaded if needed. Raises NotFound or Unavailable."""
+        room = self._rooms.get(notebook_id)
+        while room is not None and room.broken:
+            # Being rebuilt (see _rebuild): wait for the log to hold what it accepted.
+            await anyio.sleep(0.02)
+            room = self._rooms.get(notebook_id)
+        if room is None:
+            lock = self._loading.setdefault(notebook_id, anyio.Lock())
+            async with lock:
+                room = self._rooms.get(notebook_id)
+                if room is None:
+                    room = await self._load(notebook_id)
+                    self._rooms[notebook_id] = room
+            self._loading.pop(notebook_id, None)
+        room.users += 1
+        self._release_tokens[notebook_id] = self._release_tokens.get(notebook_id, 0) + 1
+        return room
+
+    def release(self, room: Room) -> None:
+        room.users -= 1
+        if room.users == 0 and self._rooms.get(room.notebook_id) is room:
+            token = self._release_tokens.get(room.notebook_id, 0) + 1
+            self._release_tokens[room.notebook_id] = token
+            self.task(self._unload_later, room, token)
+
+    def evict(self, notebook_id: uuid.UUID, reason: str) -> None:
+        """The notebook was deleted: close its clients and forget its room."""
+        room = self._rooms.pop(notebook_id, None)
+        if room is not None:
+            room.drop_unpersisted(reason)
+            self.hooks.room_unloaded(notebook_id)
+
+    async def _load(self, notebook_id: uuid.UUID) -> Room:
+        extra = {"notebook_id": str(notebook_id)}
+        try:
+            if not await self._catalog.notebook_exists(notebook_id):
+                raise NotFound(f"no notebook {notebook_id}")
+            stored = await self._store.load(notebook_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.error("loading document failed", extra={**extra, "error": str(exc)})
+            raise Unavailable("notebook unavailable: storage did not answer; retry later") from exc
+        try:
+            room = Room(
+                notebook_id,
+                stored.updates,
+                stored.last_seq,
+                self.writer,
+                stored.tail_length,
+                DocumentLimits(self._settings.max_document_bytes, self._settings.max_cells),
+            )
+        except BaseException as exc:
+            if not (isinstance(exc, Exception) or is_binding_panic(exc)):
+                raise
+            # Never serve (and later store) an empty or partial document over the real one.
+            log.error("stored document is unreadable", extra={**extra, "error": repr(exc)})
+            raise Unavailable(
+                "notebook unavailable: its stored document could not be read"
+            ) from None
+        log.info(
+            "room loaded",
+            extra={**extra, "seq": stored.last_seq, "tail": stored.tail_length},
+        )
+        room.on_broken = self._broken
+        self._maybe_compact(room)
+        self.hooks.room_loaded(room)
+        return room
+
+    async def _unload_later(self, room: Room, token: int) -> None:
+        await anyio.sleep(self._settings.room_grace_seconds)
+        if room.users or self._release_tokens.get(room.notebook_id) != token:
+            return
+        while not room.is_durable:
+            await self.writer.flushed()
+        if room.users or self._rooms.get(room.notebook_id) is not room:
+            return
+        await self._compact(room)
+        if room.users == 0 and self._rooms.get(room.notebook_id) is room:
+            del self._rooms[room.notebook_id]
+            self._release_tokens.pop(room.notebook_id, None)
+            log.info("room unloaded", extra={"notebook_id": str(room.notebook_id)})
+            self.hooks.room_unloaded(room.notebook_id)
+
+    def _broken(self, room: Room) -> None:
+        self.task(self._rebuild, room)
+
+    async def _rebuild(self, room: Room) -> None:
+        """Forget a broken room once what it accepted is in the log; the next use loads the
+        document afresh from the log (which never held the update that broke it)."""
+        try:
+            with anyio.move_on_after(30):
+                while not room.is_durable:
+                    await self.writer.flushed()
+        finally:
+            if self._rooms.get(room.notebook_id) is room:
+                del self._rooms[room.notebook_id]
+                self.hooks.room_unloaded(room.notebook_id)
+            log.warning("room rebuilt from the log", extra={"notebook_id": str(room.notebook_id)})
+
+    # -- the writer's hooks (PersistHooks) ---------------------------------------------
+
+    def update_persisted(self, room: Room) -> None:
+        self._maybe_compact(room)
+        self.hooks.update_persisted(room)
+
+    def notebook_gone(self, notebook_id: uuid.UUID) -> None:
+        if self._rooms.pop(notebook_id, None) is not None:
+            self.hooks.room_unloaded(notebook_id)
+
+    def _maybe_compact(self, room: Room) -> None:
+        if (
+            room.tail_length >= self._settings.compact_after_updates
+            and room.notebook_id not in self._compacting
+            and self.started
+        ):
+            # The newest updates stay in the log: another server that is a few updates
+            # behind (notices take a few milliseconds) catches up from the log, not from the
+            # whole snapshot.
+            keep = self._settings.compact_after_updates // 10
+            self.task(self._compact, room, keep)
+
+    async def _compact(self, room: Room, keep: int = 0) -> None:
+        if room.tail_length == 0 or room.notebook_id in self._compacting:
+            return
+        self._compacting.add(room.notebook_id)
+        extra = {"notebook_id": str(room.notebook_id)}
+        started = time.perf_counter()
+        try:
+            # From the stored rows, not from room.doc: the live document may hold updates
+            # accepted but not yet logged, and a snapshot at seq S must hold exactly the
+            # updates logged up to S (see store.py). At most up to synced_seq: this room has
+            # applied all of those, so it never needs the snapshot it writes.
+            upto = room.synced_seq - keep
+            compaction = await self._store.compact(room.notebook_id, upto=upto)
+            if compaction is None:  # no snapshot row to fold into: the notebook is gone
+                room.tail_length = 0
+                return
+            # Also when another server compacted first: do not try again at every append.
+            room.tail_length = max(room.durable_seq - compaction.seq, 0)
+            if not compaction.folded:
+                return
+            log.info(
+                "document compacted",
+                extra={
+                    **extra,
+                    "seq": compaction.seq,
+                    "bytes": compaction.size,
+                    "updates": compaction.folded,
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning(
+                "compaction failed; the log stays as it is", extra={**extra, "error": str(exc)}
+            )
+        except BaseException as exc:
+            if not (isinstance(exc, Exception) or is_binding_panic(exc)):
+                raise
+            log.error(
+                "compaction failed: the stored document could not be read; the log stays",
+                extra={**extra, "error": repr(exc)},
+            )
+            room.tail_length = 0  # not again at every append
+        finally:
+            self._compacting.discard(room.notebook_id)
