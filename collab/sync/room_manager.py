@@ -19,6 +19,7 @@ from collab.metrics import Metrics
 from collab.settings import Settings
 from collab.storage.catalog import Catalog
 from collab.storage.document_store import DocumentStore
+from collab.sync.check_pool import CheckPool
 from collab.sync.hooks import RoomHookList
 from collab.sync.room import DocumentLimits, Room, is_binding_panic
 from collab.sync.writer import UpdateWriter
@@ -49,6 +50,8 @@ class RoomManager(BackgroundService):
         self.writer = UpdateWriter(store, hooks=self, metrics=metrics)
         # Told as rooms load, persist and unload (the document feed, the search indexer).
         self.hooks = RoomHookList()
+        # Where connections check large updates, off the event loop.
+        self.checks = CheckPool()
 
     async def __aenter__(self) -> Self:
         # The writer outlives this service's tasks (they wait for it): it starts first.
@@ -61,6 +64,7 @@ class RoomManager(BackgroundService):
 
     async def stopped(self) -> None:
         await self.writer.__aexit__(None, None, None)
+        self.checks.close()
         with anyio.move_on_after(10, shield=True):
             for room in list(self._rooms.values()):
                 await self._compact(room)
