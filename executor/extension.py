@@ -10,7 +10,7 @@ import anyio
 from starlette.routing import BaseRoute
 
 from collab.services.container import Services
-from collab.services.extensions import Extension, Running
+from collab.services.extensions import Extension, Running, WorkspaceFiles
 from collab.settings import Settings
 from executor import routes
 from executor.config import ExecutorSettings
@@ -34,10 +34,13 @@ class ExecutorExtension(Extension):
         async with Executor(self.settings, services).running(worker=self.worker) as executor:
             # Inside: the routes stop reaching the executor before it stops.
             with self.executor.serving(executor):
-                services.offered.workspace_files = executor.files
                 yield
 
     async def workspace_copied(self, source: uuid.UUID, copy: uuid.UUID) -> None:
         """The copy gets the workspace's files too."""
         files = self.executor.get().files
         await anyio.to_thread.run_sync(files.copy_workspace, source, copy)
+
+    def workspace_files(self) -> WorkspaceFiles | None:
+        executor = self.executor.current
+        return None if executor is None else executor.files
