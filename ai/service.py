@@ -371,7 +371,7 @@ class Assistant:
     async def _files(self, notebook_id: uuid.UUID) -> list[dict[str, Any]]:
         row = await self.services.catalog.get_notebook(notebook_id)
         workspace_id = uuid.UUID(str(row["workspace_id"]))
-        store = self.services.offered.workspace_files
+        store = self.services.extensions.workspace_files()
         if store is None:
             return []  # no executor here: no file store to describe
 
