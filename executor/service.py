@@ -87,7 +87,6 @@ class Executor:
         )
         # The run the last interrupt of each notebook was for (to offer a kill next time).
         self._interrupts: dict[uuid.UUID, tuple[uuid.UUID, float]] = {}
-        self.docker_error: str | None = None
         metrics = services.metrics
         context = RunContext(
             settings=settings,
@@ -179,8 +178,7 @@ class Executor:
                 "executor ready", extra={"worker": self.worker.id, "leftover_kernels": removed}
             )
         except KernelError as exc:
-            # The server still serves documents; runs fail with this message.
-            self.docker_error = str(exc)
+            # The server still serves documents; runs fail saying there is no engine.
             log.error("executor has no Docker engine: %s", exc)
 
     # -- requests (from the API) ------------------------------------------------------
