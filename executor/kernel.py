@@ -27,6 +27,8 @@ import docker.errors
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from executor.config import ExecutorSettings
+from executor.environments.mount import add_mount
+from executor.kernel_requests import PendingRequests
 from executor.protocol import LineFramer, ProtocolViolation, parse_message
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,20 @@ def docker_client() -> docker.DockerClient:
 
 
 def container_options(
+    settings: ExecutorSettings,
+    notebook_id: uuid.UUID,
+    workspace_dir: Path,
+    network: bool,
+    environment: Path | None = None,
+) -> dict[str, Any]:
+    """Everything that locks a kernel down; one place, so a test can inspect it.
+    ``environment``: the notebook's package set, mounted read-only (executor.environments)."""
+    return add_mount(_locked_down(settings, notebook_id, workspace_dir, network), environment)
+
+
+def _locked_down(
     settings: ExecutorSettings, notebook_id: uuid.UUID, workspace_dir: Path, network: bool
 ) -> dict[str, Any]:
-    """Everything that locks a kernel down; one place, so a test can inspect it."""
     return {
         "image": settings.image,
         "command": RUNNER,
@@ -129,6 +142,7 @@ class Kernel:
         self._log_left = _RUNNER_LOG_BYTES
         self.alive = False
         self.network = False
+        self.environment: str | None = None  # the key of the package set it mounts
         self.execution_count = 0
         self.last_used = anyio.current_time()
         # The run in progress (run id, cell id), and the runs that ended (for late output).
@@ -140,6 +154,8 @@ class Kernel:
         self.forged_run: tuple[str, str] | None = None
         # Who ran code here: user id -> (the share link they ran it through, their name).
         self.ran_by: dict[str, tuple[uuid.UUID | None, str | None]] = {}
+        # Requests beside runs (completions, frame pages): executor.kernel_requests.
+        self.requests = PendingRequests()
         # Called once the reader stops (the container died or broke the protocol).
         self.on_stop: Callable[[Kernel], None] | None = None
 
@@ -151,8 +167,11 @@ class Kernel:
         notebook_id: uuid.UUID,
         workspace_dir: Path,
         network: bool = False,
+        environment: tuple[str, Path] | None = None,
     ) -> Kernel:
-        options = container_options(settings, notebook_id, workspace_dir, network)
+        options = container_options(
+            settings, notebook_id, workspace_dir, network, environment and environment[1]
+        )
         try:
             container = await anyio.to_thread.run_sync(
                 lambda: client.containers.create(
@@ -168,6 +187,7 @@ class Kernel:
             raise KernelError(f"could not create the kernel container: {exc}") from None
         kernel = cls(client, container, notebook_id, settings.message_max_bytes)
         kernel.network = network
+        kernel.environment = environment[0] if environment else None
         try:
             await kernel._attach_and_start()
             try:
@@ -230,6 +250,9 @@ class Kernel:
             log.warning("kernel broke the runner protocol: %s", exc.reason, extra=extra)
         finally:
             self.alive = False
+            self.requests.close(
+                f"the kernel stopped ({self.violation or 'restarted or died'}) before it answered"
+            )
             await self._send_messages.aclose()
             if self.on_stop is not None:
                 self.on_stop(self)
@@ -246,6 +269,9 @@ class Kernel:
             return
         if kind == "protocol_error":
             raise ProtocolViolation(f"the runner refused a request: {message['detail'][:500]}")
+        if kind == "response":
+            self.requests.deliver(message)
+            return
         run_id = message.get("run_id")
         if self.current_run is not None and run_id == self.current_run[0]:
             await self._send_messages.send(message)
@@ -330,6 +356,7 @@ class Kernel:
 
     async def remove(self) -> None:
         self.alive = False
+        self.requests.close("the kernel was restarted before it answered")
         if self._writer is not None:
             self._writer.close()
         if self._reader_task is not None:

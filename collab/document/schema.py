@@ -201,6 +201,7 @@ def run_record(value: Any) -> RunRecord | None:
 
 class KernelState(StrEnum):
     STARTING = "starting"
+    PREPARING = "preparing"  # installing the notebook's dependencies (executor.environments)
     IDLE = "idle"
     BUSY = "busy"
     DEAD = "dead"
@@ -215,3 +216,9 @@ class KernelStatus(TypedDict):
     error: NotRequired[str]  # why it is dead
     restarted: NotRequired[bool]
     reason: NotRequired[str]  # why it was restarted (access lost, killed)
+    # While preparing: the step, package and progress of the notebook's environment, and
+    # the install log; on failure, the named error (executor.environments.errors).
+    environment: NotRequired[dict[str, Any]]
+    log: NotRequired[str]
+    environment_error: NotRequired[dict[str, Any]]
+    environment_ready: NotRequired[bool]

@@ -198,6 +198,20 @@ class NotebookPeer:
 
         self._write(action)
 
+    def set_metadata(self, key: str, value: Any) -> None:
+        """One entry of the notebook's metadata (``meta.metadata``: dependencies, the
+        resolved environment), as an edit everyone sees."""
+        meta = self._map(schema.META)
+
+        def action() -> None:
+            metadata = meta.get("metadata")
+            if not isinstance(metadata, Map):
+                metadata = Map()
+                meta["metadata"] = metadata
+            metadata[key] = value
+
+        self._write(action)
+
     def set_symbols(self, cell_id: str, symbols: list[Symbol]) -> None:
         table = self._map(schema.SYMBOLS)
         self._write(lambda: table.__setitem__(cell_id, symbols))
@@ -278,6 +292,20 @@ class NotebookPeer:
                 added[key] = output[key]
 
         self._write(action)
+
+    def set_output_field(self, cell_id: str, index: int, key: str, value: Any) -> None:
+        """Set one field of an output in place (a data grid's shared view, next to the
+        output it belongs to); outputs' own fields are not for this."""
+        if key in ("output_type", "data", "metadata", "text", "name", "execution_count"):
+            raise ValueError(f"{key!r} is an output's own field")
+        cell = self._ycell(cell_id)
+        if cell is None:
+            return
+        outputs = self._outputs(cell)
+        if not 0 <= index < len(outputs) or not isinstance(outputs[index], Map):
+            return
+        target: Map[Any] = outputs[index]
+        self._write(lambda: target.__setitem__(key, value))
 
     # -- text, in place (the assistant) ----------------------------------------------------
 

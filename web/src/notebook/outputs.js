@@ -8,6 +8,7 @@ import * as Y from 'yjs'
 import { AnsiUp } from 'ansi_up'
 import { h } from '../ui/dom.js'
 import { renderMarkdown, renderLatex, escapeHtml } from './markdown.js'
+import { FrameGrid, FRAME_MIME } from './grid.js'
 
 const ansi = new AnsiUp()
 ansi.use_classes = true
@@ -15,6 +16,7 @@ ansi.escape_html = true
 
 const VEGA_LITE = /^application\/vnd\.vegalite\.v\d+\+json$/
 const VEGA = /^application\/vnd\.vega\.v\d+\+json$/
+const PLOTLY = 'application/vnd.plotly.v1+json'
 
 const get = (output, key) => (output instanceof Y.Map ? output.get(key) : output?.[key])
 const textOf = (value) => (value instanceof Y.Text ? value.toString() : Array.isArray(value) ? value.join('') : value == null ? '' : String(value))
@@ -41,6 +43,7 @@ export class OutputsView {
     this.element = h('div.outputs.empty', { 'aria-live': 'polite' })
     this.outputs = null
     this.cache = new WeakMap()
+    this.grids = new Set()
     this._observer = (events) => this._changed(events)
     this.element.addEventListener('click', (event) => {
       const ref = event.target.closest('.cell-ref')
@@ -66,6 +69,8 @@ export class OutputsView {
         const entry = this.cache.get(event.target.parent)
         if (entry?.update) entry.update()
         else structural = true
+      } else if (event.target instanceof Y.Map && this.cache.get(event.target)?.grid) {
+        this.cache.get(event.target).update() // a data grid's shared view changed
       } else {
         structural = true
       }
@@ -73,8 +78,14 @@ export class OutputsView {
     if (structural) this.render()
   }
 
+  /** The cell's run state changed: grids check whether the kernel still holds their frame. */
+  updateGrids () {
+    for (const grid of this.grids) if (grid.element.isConnected) grid.update()
+  }
+
   render () {
     const items = this.outputs ? this.outputs.toArray() : []
+    for (const grid of this.grids) if (!items.includes(grid.output)) this.grids.delete(grid)
     const nodes = items.map((output) => {
       let entry = this.cache.get(output)
       if (!entry) {
@@ -98,6 +109,13 @@ export class OutputsView {
       const data = plainJson(get(output, 'data')) || {}
       const metadata = plainJson(get(output, 'metadata')) || {}
       const element = h(`div.output.output-${kind === 'execute_result' ? 'result' : 'display'}`)
+      const frame = data[FRAME_MIME]
+      if (frame && typeof frame === 'object' && frame.page && this.hooks.grid) {
+        const grid = new FrameGrid(output, frame, this.hooks.grid)
+        element.append(grid.element)
+        this.grids.add(grid)
+        return { element, grid, update: () => grid.update() }
+      }
       element.append(renderBundle(data, metadata))
       return { element }
     }
@@ -172,6 +190,7 @@ export function renderBundle (data, metadata = {}) {
   const vegaLite = types.find((t) => VEGA_LITE.test(t))
   const vega = types.find((t) => VEGA.test(t))
   if (vegaLite || vega) return renderVega(data[vegaLite || vega], data['text/plain'])
+  if (PLOTLY in data) return renderPlotly(data[PLOTLY], data['text/plain'])
   if ('text/html' in data) {
     const html = textOf(data['text/html'])
     return renderTable(html) || renderHtmlFrame(html)
@@ -217,6 +236,15 @@ function renderVega (spec, fallback) {
   }
   return outputFrame('iframe.output-vega', 'Chart output', 'allow-scripts allow-downloads',
     { kind: 'vega', spec: plainJson(value), fallback: fallback ? textOf(fallback) : '' })
+}
+
+function renderPlotly (figure, fallback) {
+  let value = figure
+  if (typeof figure === 'string') {
+    try { value = JSON.parse(figure) } catch (error) { return h('pre.output-text', textOf(fallback) || '') }
+  }
+  return outputFrame('iframe.output-vega.output-plotly', 'Chart output', 'allow-scripts',
+    { kind: 'plotly', figure: plainJson(value), fallback: fallback ? textOf(fallback) : '' })
 }
 
 // pandas' DataFrame HTML is rebuilt as a native table from text only (DOMParser does not
