@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypedDict
@@ -58,7 +58,7 @@ class RunContext:
     sessions: KernelSessions
     in_progress: InProgress
     limits: OutputLimits
-    network_allowed: Callable[[uuid.UUID], Any]  # workspace id -> awaitable bool
+    network_allowed: Callable[[uuid.UUID], Awaitable[bool]]  # by workspace id
     run_seconds: Histogram
     environments: Environments
 
@@ -137,7 +137,7 @@ class CellRun:
             if kernel is None:
                 return
             self._begin(notebook, kernel)
-            outcome = await self._drive(notebook, kernel, writer, cell, pip_note)
+            outcome = await self._drive(notebook, kernel, writer, pip_note)
             await self._finish(notebook, kernel, writer, outcome, started)
             await self.c.sessions.after_run(notebook, self.run, outcome.status, outcome.defined)
 
@@ -281,7 +281,6 @@ class CellRun:
         notebook: NotebookPeer,
         kernel: Kernel,
         writer: OutputWriter,
-        cell: CellSnapshot,
         pip_note: str | None,
     ) -> Outcome:
         """Send the run and follow its messages to the end, enforcing the wall-time limit."""
@@ -289,11 +288,10 @@ class CellRun:
         ids = [c.id for c in notebook.cells()]
         visible = ids[: ids.index(run.cell_id)] if run.cell_id in ids else ids
         await self.c.sessions.before_run(run.notebook_id, notebook)
-        # The cell as it is now (after the sessions' look, which may have awaited).
-        current = notebook.cell(run.cell_id)
+        cell = notebook.cell(run.cell_id)  # as it is now: the sessions' look may have awaited
         kernel.begin(str(run.id), run.cell_id)
         try:
-            if not await self._send(kernel, visible, current, pip_note):
+            if not await self._send(kernel, visible, cell, pip_note):
                 reason = "the kernel stopped reading what it is sent; the kernel was restarted"
                 await self.kernels.discard(run.notebook_id)
                 writer.error("KernelDied", reason, [reason])
@@ -487,7 +485,7 @@ class CellRun:
             notebook.set_execution_count(run.cell_id, count)
             if outcome.symbols is not None:
                 symbols = cap_symbols(outcome.symbols, self.c.settings.symbols_max_bytes)
-                notebook.set_symbols(run.cell_id, symbols)  # type: ignore[arg-type]
+                notebook.set_symbols(run.cell_id, symbols)
             alive = KernelState.IDLE if kernel.alive else KernelState.DEAD
             notebook.set_kernel({"state": alive, "since": now()})
 
@@ -514,13 +512,13 @@ class CellRun:
         try:
             await self.kernels.discard(run.notebook_id)
             async with self.c.notebooks.open(run.notebook_id) as notebook:
-                dead = {"state": KernelState.DEAD, "since": now(), "error": reason}
+                dead: KernelStatus = {"state": KernelState.DEAD, "since": now(), "error": reason}
                 await self.c.states.failed(
                     notebook,
                     run,
                     reason,
                     row_error=row_error,
-                    with_it=lambda: notebook.set_kernel(dead),  # type: ignore[arg-type]
+                    with_it=lambda: notebook.set_kernel(dead),
                 )
         except Exception:
             log.exception("could not mark a failed run", extra={"run_id": str(run.id)})

@@ -90,7 +90,7 @@ class Executor:
         )
         # The run the last interrupt of each notebook was for (to offer a kill next time).
         self._interrupts: dict[uuid.UUID, tuple[uuid.UUID, float]] = {}
-        self.docker_error: str | None = None
+        self.docker_error: str | None = None  # why this server has no kernels
         metrics = services.metrics
         context = RunContext(
             settings=settings,

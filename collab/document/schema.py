@@ -146,10 +146,9 @@ TRANSITIONS: Final[dict[RunState, frozenset[RunState]]] = {
 
 
 def may_become(current: RunState | None, new: RunState) -> bool:
-    """Whether a run in state ``current`` (None: no record of this run yet) may become ``new``."""
-    if current is None:
-        return new in (RunState.QUEUED, RunState.RUNNING, RunState.ERROR, RunState.CANCELLED)
-    return new == current or new in TRANSITIONS[current]
+    """Whether a run in state ``current`` may become ``new`` (None: no record of this run
+    here yet, as on a server that has not seen its "queued": any state may come first)."""
+    return current is None or new == current or new in TRANSITIONS[current]
 
 
 class RunStatus(StrEnum):
