@@ -240,6 +240,8 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
     cell_ids: set[tuple[int, int]] = set()
     changes = 0
     values_left = MAX_UPDATE_VALUES
+    # Whether any change needs another of this update first (a keystroke's never does).
+    waits = False
     n_groups, pos = _count(buf, 0)
     for _ in range(n_groups):
         structs, pos = _count(buf, pos)
@@ -391,6 +393,7 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
                     if r[1] >= state.get(r[0], 0) and not (r[0] == client and r[1] < clock)
                 )
                 items.append((clock, clock + length, pending))
+                waits = waits or bool(pending)
             else:
                 items.append((clock, clock + length, ()))
             facts.items += 1
@@ -400,7 +403,8 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
         groups[client] = items
         facts.ends[client] = clock
 
-    _integrate(groups, state)
+    if waits:
+        _integrate(groups, state)
 
     ranges, pos = _count(buf, pos)
     for _ in range(ranges):
