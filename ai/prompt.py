@@ -71,6 +71,9 @@ class PromptInput:
     symbols: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
+    # The notebook's own packages beyond the runtime image ("tabulate 0.10.0"), from its
+    # resolved environment (meta.metadata.environment).
+    packages: list[str] = field(default_factory=list)
 
     @property
     def language(self) -> str:
@@ -241,10 +244,19 @@ def _target(data: PromptInput) -> tuple[str, str]:
     return f"```{fence}\n{marked.rstrip(chr(10))}\n```", task
 
 
+def _language_rules(language: str, packages: list[str]) -> str:
+    if language == "sql":
+        return load_prompt("sql").rstrip("\n")
+    extra = (
+        f" This notebook's environment also has: {', '.join(packages[:40])}." if packages else ""
+    )
+    return Template(load_prompt("python")).substitute(packages=extra).rstrip("\n")
+
+
 def build_prompt(data: PromptInput, tokenizer: Tokenizer, budget: int) -> Prompt:
     """The system and user messages for ``data``: the fixed part (the target cell, the task,
     the error) always, then as much context as ``budget`` tokens leave room for."""
-    system = _system_message(data.language)
+    system = _system_message(data.language, data.packages)
     target, task_name = _target(data)
     task = _task(data, task_name, tokenizer, budget)
     fixed = system, _user_message(data, target, task, context="")
@@ -262,11 +274,11 @@ def build_prompt(data: PromptInput, tokenizer: Tokenizer, budget: int) -> Prompt
     return Prompt(messages, tokens, report)
 
 
-def _system_message(language: str) -> str:
+def _system_message(language: str, packages: list[str]) -> str:
     return _fill(
         "system",
         language_name=LANGUAGE_NAMES.get(language, language),
-        language_rules=load_prompt("sql" if language == "sql" else "python").rstrip("\n"),
+        language_rules=_language_rules(language, packages),
     ).strip()
 
 

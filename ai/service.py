@@ -371,7 +371,7 @@ class Assistant:
     async def _files(self, notebook_id: uuid.UUID) -> list[dict[str, Any]]:
         row = await self.services.catalog.get_notebook(notebook_id)
         workspace_id = uuid.UUID(str(row["workspace_id"]))
-        store = self.services.offered.workspace_files
+        store = self.services.extensions.workspace_files()
         if store is None:
             return []  # no executor here: no file store to describe
 
@@ -450,6 +450,7 @@ class Assistant:
             symbols=symbols,
             error=error,
             files=files,
+            packages=_environment_packages(notebook.metadata()),
         )
         size = len(source.encode("utf-8"))
         if selection is not None:
@@ -795,3 +796,17 @@ class _NoCell:
 
 
 _NO_CELL = _NoCell()
+
+
+def _environment_packages(metadata: dict[str, Any]) -> list[str]:
+    """The notebook's packages beyond the runtime image, as its resolved environment lists
+    them (executor.environments.record); document content, so only short strings pass."""
+    record = metadata.get("environment")
+    packages = record.get("packages") if isinstance(record, dict) else None
+    out = []
+    for item in packages if isinstance(packages, list) else []:
+        if isinstance(item, dict) and not item.get("in_runtime"):
+            name, version = item.get("name"), item.get("version")
+            if isinstance(name, str) and isinstance(version, str) and len(name + version) < 100:
+                out.append(f"{name} {version}")
+    return out

@@ -25,6 +25,8 @@ import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
+from executor.runner import transform_magics
+
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 
@@ -278,7 +280,7 @@ class _Analyzer(ast.NodeVisitor):
 @functools.lru_cache(maxsize=4096)
 def _analyze(source: str) -> _Analyzer | None:
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(transform_magics(source, for_analysis=True))  # `%timeit f(x)` reads f, x
         analyzer = _Analyzer()
         analyzer.visit(tree)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -308,7 +310,7 @@ def names_read(source: str) -> set[str]:
 @functools.lru_cache(maxsize=4096)
 def _surely(source: str) -> frozenset[str]:
     try:
-        body = ast.parse(source).body
+        body = ast.parse(transform_magics(source, for_analysis=True)).body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return frozenset()
     names: set[str] = set()

@@ -16,19 +16,22 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import anyio
 import asyncpg
 from prometheus_client import Histogram
 
-from collab.document.schema import KernelState, RunRecord, RunState
+from collab.document.schema import KernelState, KernelStatus, RunRecord, RunState
 from collab.storage.catalog import Catalog
 from collab.sync.peers import CellSnapshot, NotebookPeer, NotebookPeers
 from executor.config import ExecutorSettings
+from executor.environments import EnvironmentFailure, Environments, Prepared
+from executor.environments.pip_magic import installed_note, pip_installs
+from executor.environments.requirements import with_requirement
 from executor.files import FileStore
 from executor.in_progress import InProgress
 from executor.kernel import Kernel, KernelError
@@ -55,8 +58,9 @@ class RunContext:
     sessions: KernelSessions
     in_progress: InProgress
     limits: OutputLimits
-    network_allowed: Callable[[uuid.UUID], Any]  # workspace id -> awaitable bool
+    network_allowed: Callable[[uuid.UUID], Awaitable[bool]]  # by workspace id
     run_seconds: Histogram
+    environments: Environments
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +127,17 @@ class CellRun:
                 return
             started = time.monotonic()
             writer = OutputWriter(notebook, self.run.cell_id, self.c.limits)
-            kernel = await self._kernel(notebook, writer, workspace_dir, network)
+            environment = await self._environment(notebook, writer)
+            if environment is None:
+                return
+            pip_note, prepared_environment = environment
+            kernel = await self._kernel(
+                notebook, writer, workspace_dir, network, prepared_environment
+            )
             if kernel is None:
                 return
             self._begin(notebook, kernel)
-            outcome = await self._drive(notebook, kernel, writer, cell)
+            outcome = await self._drive(notebook, kernel, writer, pip_note)
             await self._finish(notebook, kernel, writer, outcome, started)
             await self.c.sessions.after_run(notebook, self.run, outcome.status, outcome.defined)
 
@@ -164,19 +174,60 @@ class CellRun:
             await self.c.states.end(None, self.run, None, row_error="the cell was deleted")
         return cell
 
+    # -- environment (executor.environments) --------------------------------------------
+
+    async def _environment(
+        self, notebook: NotebookPeer, writer: OutputWriter
+    ) -> tuple[str | None, Prepared] | None:
+        """What the cell's `%pip install` lines print (they add to the notebook's
+        dependencies first), and the environment prepared for the run; None if the run
+        ended here (the dependencies cannot be installed: the error names which and why)."""
+        run = self.run
+        try:
+            pip_note = pip_dependencies(notebook, run)
+            client = self.kernels.client
+            if client is None:  # the run fails on the missing engine with its own message
+                return pip_note, Prepared(None, None)
+            return pip_note, await self.c.environments.prepare(notebook, client)
+        except EnvironmentFailure as failure:
+            message = failure.message
+
+        def show() -> None:
+            notebook.clear_outputs(run.cell_id)
+            writer.error("DependencyError", message, [message])
+
+        record: RunRecord = {
+            **self.base,
+            "state": RunState.ERROR,
+            "error": message,
+            "finished_at": now(),
+        }
+        await self.c.states.end(notebook, run, record, outputs=writer, with_it=show)
+        log.warning("run failed: environment", extra={**self.extra, "error": message})
+        return None
+
     # -- kernel -------------------------------------------------------------------------
 
     async def _kernel(
-        self, notebook: NotebookPeer, writer: OutputWriter, workspace_dir: Path, network: bool
+        self,
+        notebook: NotebookPeer,
+        writer: OutputWriter,
+        workspace_dir: Path,
+        network: bool,
+        environment: Prepared,
     ) -> Kernel | None:
-        """The notebook's kernel, started if needed; None if the run ended here (no kernel,
-        or interrupted before it started)."""
+        """The notebook's kernel, started if needed (or restarted for another package set);
+        None if the run ended here (no kernel, or interrupted before it started)."""
         run = self.run
         kernel = self.kernels.current(run.notebook_id)
-        if kernel is None or not kernel.alive:
-            notebook.set_kernel({"state": KernelState.STARTING, "since": now()})
+        restart = environment_restart(kernel, environment)
+        if kernel is None or not kernel.alive or restart:
+            starting: KernelStatus = {"state": KernelState.STARTING, "since": now()}
+            notebook.set_kernel({**starting, **restart})
         try:
-            kernel = await self.kernels.get(run.notebook_id, workspace_dir, network)
+            kernel = await self.kernels.get(
+                run.notebook_id, workspace_dir, network, environment.mount
+            )
         except KernelError as exc:
             reason = str(exc)
 
@@ -226,18 +277,21 @@ class CellRun:
     # -- drive --------------------------------------------------------------------------
 
     async def _drive(
-        self, notebook: NotebookPeer, kernel: Kernel, writer: OutputWriter, cell: CellSnapshot
+        self,
+        notebook: NotebookPeer,
+        kernel: Kernel,
+        writer: OutputWriter,
+        pip_note: str | None,
     ) -> Outcome:
         """Send the run and follow its messages to the end, enforcing the wall-time limit."""
         run = self.run
         ids = [c.id for c in notebook.cells()]
         visible = ids[: ids.index(run.cell_id)] if run.cell_id in ids else ids
         await self.c.sessions.before_run(run.notebook_id, notebook)
-        # The cell as it is now (after the sessions' look, which may have awaited).
-        current = notebook.cell(run.cell_id)
+        cell = notebook.cell(run.cell_id)  # as it is now: the sessions' look may have awaited
         kernel.begin(str(run.id), run.cell_id)
         try:
-            if not await self._send(kernel, visible, current):
+            if not await self._send(kernel, visible, cell, pip_note):
                 reason = "the kernel stopped reading what it is sent; the kernel was restarted"
                 await self.kernels.discard(run.notebook_id)
                 writer.error("KernelDied", reason, [reason])
@@ -246,7 +300,13 @@ class CellRun:
         finally:
             kernel.end()
 
-    async def _send(self, kernel: Kernel, visible: list[str], cell: CellSnapshot | None) -> bool:
+    async def _send(
+        self,
+        kernel: Kernel,
+        visible: list[str],
+        cell: CellSnapshot | None,
+        pip_note: str | None,
+    ) -> bool:
         """Send the run; False if the runner did not take it within the time limit."""
         run = self.run
         # A runner that stopped reading its input (cell code can make it) must not hold the
@@ -261,6 +321,7 @@ class CellRun:
                     "language": run.language,
                     "visible": visible,
                     "output_name": cell.metadata.get("output_name") if cell else None,
+                    **({"pip_note": pip_note} if pip_note else {}),
                 }
             )
         return not sending.cancelled_caught
@@ -424,7 +485,7 @@ class CellRun:
             notebook.set_execution_count(run.cell_id, count)
             if outcome.symbols is not None:
                 symbols = cap_symbols(outcome.symbols, self.c.settings.symbols_max_bytes)
-                notebook.set_symbols(run.cell_id, symbols)  # type: ignore[arg-type]
+                notebook.set_symbols(run.cell_id, symbols)
             alive = KernelState.IDLE if kernel.alive else KernelState.DEAD
             notebook.set_kernel({"state": alive, "since": now()})
 
@@ -451,13 +512,53 @@ class CellRun:
         try:
             await self.kernels.discard(run.notebook_id)
             async with self.c.notebooks.open(run.notebook_id) as notebook:
-                dead = {"state": KernelState.DEAD, "since": now(), "error": reason}
+                dead: KernelStatus = {"state": KernelState.DEAD, "since": now(), "error": reason}
                 await self.c.states.failed(
                     notebook,
                     run,
                     reason,
                     row_error=row_error,
-                    with_it=lambda: notebook.set_kernel(dead),  # type: ignore[arg-type]
+                    with_it=lambda: notebook.set_kernel(dead),
                 )
         except Exception:
             log.exception("could not mark a failed run", extra={"run_id": str(run.id)})
+
+
+class RestartNote(TypedDict, total=False):
+    restarted: bool
+    reason: str
+
+
+def environment_restart(kernel: Kernel | None, environment: Prepared) -> RestartNote:
+    """The kernel status's note when a live kernel must make way for another package set."""
+    if kernel is None or not kernel.alive or kernel.environment == environment.key:
+        return {}
+    return {
+        "restarted": True,
+        "reason": "the dependencies changed: the kernel was restarted with the new "
+        "environment, and the names earlier runs defined are gone",
+    }
+
+
+def pip_dependencies(notebook: NotebookPeer, run: Run) -> str | None:
+    """A cell's `%pip install X` lines add X to the notebook's dependencies (before the
+    environment is prepared for the run); returns what those lines print."""
+    wanted = pip_installs(run.source)
+    if not wanted:
+        return None
+    dependencies = notebook.metadata().get("dependencies")
+    added: list[str] = []
+    replaced: list[str] = []
+    for requirement in wanted:
+        updated, old = with_requirement(dependencies, requirement)
+        if updated != dependencies:
+            added.append(requirement)
+            replaced += [old] if old else []
+        dependencies = updated
+    if added:
+        notebook.set_metadata("dependencies", dependencies)
+        log.info(
+            "dependencies added by %%pip",
+            extra={"notebook_id": str(run.notebook_id), "user_id": run.requested_by},
+        )
+    return installed_note(added, replaced)

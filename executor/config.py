@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from collab.settings import Settings, env_float
+from executor.environments.preparer import EnvironmentSettings
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class ExecutorSettings:
     instance: str = "weft"
     # Run cells in this process (one machine, one command) or leave them to `weft executor`.
     in_process: bool = True
+    # Start a notebook's kernel when an editor opens it (executor.prestart).
+    prestart: bool = True
+    # Per-notebook environments: WEFT_ENV_DIR, WEFT_PACKAGE_INDEX_URL, WEFT_ENV_TIMEOUT_SECONDS.
+    environments: EnvironmentSettings = field(
+        default_factory=lambda: EnvironmentSettings(Path(".state/environments").resolve())
+    )
 
     @classmethod
     def from_env(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ExecutorSettings:
@@ -84,6 +91,8 @@ class ExecutorSettings:
             upload_limit_bytes=int(env_float(env, "WEFT_UPLOAD_LIMIT_BYTES", 200_000_000)),
             lease_s=env_float(env, "WEFT_RUN_LEASE_SECONDS", 15.0),
             in_process=(env.get("WEFT_EXECUTOR") or "on").lower() not in ("off", "0", "false"),
+            prestart=(env.get("WEFT_KERNEL_PRESTART") or "on").lower() not in ("off", "0", "false"),
+            environments=EnvironmentSettings.from_env(settings, env),
             # Containers left by an earlier run of this same server are removed at start.
             instance=env.get("WEFT_INSTANCE")
             or "weft-" + hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:12],

@@ -10,7 +10,7 @@ import anyio
 from starlette.routing import BaseRoute
 
 from collab.services.container import Services
-from collab.services.extensions import Extension, Running
+from collab.services.extensions import Extension, Running, WorkspaceFiles
 from collab.settings import Settings
 from executor import request_routes, routes
 from executor.cell_requests import CellRequests
@@ -39,10 +39,13 @@ class ExecutorExtension(Extension):
                 self.executor.serving(executor),
                 self.cell_requests.serving(CellRequests(executor)),
             ):
-                services.offered.workspace_files = executor.files
                 yield
 
     async def workspace_copied(self, source: uuid.UUID, copy: uuid.UUID) -> None:
         """The copy gets the workspace's files too."""
         files = self.executor.get().files
         await anyio.to_thread.run_sync(files.copy_workspace, source, copy)
+
+    def workspace_files(self) -> WorkspaceFiles | None:
+        executor = self.executor.current
+        return None if executor is None else executor.files

@@ -27,6 +27,7 @@ import docker.errors
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from executor.config import ExecutorSettings
+from executor.environments.mount import add_mount
 from executor.kernel_requests import PendingRequests
 from executor.protocol import LineFramer, ProtocolViolation, parse_message
 
@@ -56,9 +57,20 @@ def docker_client() -> docker.DockerClient:
 
 
 def container_options(
+    settings: ExecutorSettings,
+    notebook_id: uuid.UUID,
+    workspace_dir: Path,
+    network: bool,
+    environment: Path | None = None,
+) -> dict[str, Any]:
+    """Everything that locks a kernel down; one place, so a test can inspect it.
+    ``environment``: the notebook's package set, mounted read-only (executor.environments)."""
+    return add_mount(_locked_down(settings, notebook_id, workspace_dir, network), environment)
+
+
+def _locked_down(
     settings: ExecutorSettings, notebook_id: uuid.UUID, workspace_dir: Path, network: bool
 ) -> dict[str, Any]:
-    """Everything that locks a kernel down; one place, so a test can inspect it."""
     return {
         "image": settings.image,
         "command": RUNNER,
@@ -130,6 +142,7 @@ class Kernel:
         self._log_left = _RUNNER_LOG_BYTES
         self.alive = False
         self.network = False
+        self.environment: str | None = None  # the key of the package set it mounts
         self.execution_count = 0
         self.last_used = anyio.current_time()
         # The run in progress (run id, cell id), and the runs that ended (for late output).
@@ -154,8 +167,11 @@ class Kernel:
         notebook_id: uuid.UUID,
         workspace_dir: Path,
         network: bool = False,
+        environment: tuple[str, Path] | None = None,
     ) -> Kernel:
-        options = container_options(settings, notebook_id, workspace_dir, network)
+        options = container_options(
+            settings, notebook_id, workspace_dir, network, environment and environment[1]
+        )
         try:
             container = await anyio.to_thread.run_sync(
                 lambda: client.containers.create(
@@ -171,6 +187,7 @@ class Kernel:
             raise KernelError(f"could not create the kernel container: {exc}") from None
         kernel = cls(client, container, notebook_id, settings.message_max_bytes)
         kernel.network = network
+        kernel.environment = environment[0] if environment else None
         try:
             await kernel._attach_and_start()
             try:

@@ -37,28 +37,50 @@ class KernelPool:
     def current(self, notebook_id: uuid.UUID) -> Kernel | None:
         return self._kernels.get(notebook_id)
 
+    @property
+    def client(self) -> docker.DockerClient | None:
+        return self._client
+
     async def get(
-        self, notebook_id: uuid.UUID, workspace_dir: Path, network: bool = False
+        self,
+        notebook_id: uuid.UUID,
+        workspace_dir: Path,
+        network: bool = False,
+        environment: tuple[str, Path] | None = None,
     ) -> Kernel:
+        """The notebook's kernel, started if needed; one with another network setting or
+        another package set (``environment``: its key and directory) is replaced."""
         if self._client is None:
             raise KernelError(
                 "no Docker engine answers, so cells cannot run; start one with "
                 "scripts/ensure-docker.sh and restart the server"
             )
+        key = environment[0] if environment else None
+
+        def fits(kernel: Kernel | None) -> bool:
+            return (
+                kernel is not None
+                and kernel.alive
+                and kernel.network == network
+                and kernel.environment == key
+            )
+
         kernel = self._kernels.get(notebook_id)
-        if kernel is not None and kernel.alive and kernel.network == network:
+        if fits(kernel):
+            assert kernel is not None
             return kernel
         lock = self._starting.setdefault(notebook_id, anyio.Lock())
         async with lock:
             kernel = self._kernels.get(notebook_id)
-            if kernel is not None and kernel.alive and kernel.network == network:
+            if fits(kernel):
+                assert kernel is not None
                 return kernel
             if kernel is not None:
                 await self.discard(notebook_id)
             if len(self._kernels) >= self._settings.max_kernels:
                 await self._evict_idle()
             kernel = await Kernel.start(
-                self._client, self._settings, notebook_id, workspace_dir, network
+                self._client, self._settings, notebook_id, workspace_dir, network, environment
             )
             kernel.on_stop = self.on_stop
             self._kernels[notebook_id] = kernel

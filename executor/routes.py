@@ -27,7 +27,9 @@ from collab.auth.access import (
 from collab.errors import BadRequest, NotFound, WeftError
 from collab.services.extensions import Running
 from collab.sync.peers import open_notebook
+from executor.environments import EnvironmentFailure
 from executor.files import FileStoreError
+from executor.kernel import KernelError
 from executor.service import Executor
 
 _DOWNLOAD_CHUNK = 256 * 1024
@@ -286,6 +288,24 @@ async def move_file(executor: Executor, request: Request) -> Response:
     return JSONResponse({"from": source, "to": destination})
 
 
+async def prepare_environment(executor: Executor, request: Request) -> Response:
+    """Prepare the notebook's environment for its dependencies now (``{"update": true}``:
+    resolve again instead of installing the recorded versions). Progress and errors appear
+    in the notebook's kernel status; this answers once it is ready or has failed."""
+    notebook_id, _principal = await _notebook(request, Role.EDITOR)
+    body = await json_object(request)
+    update = body.get("update", False)
+    if not isinstance(update, bool):
+        raise BadRequest("'update' must be true or false")
+    try:
+        await executor.prepare_environment(notebook_id, update=update)
+    except EnvironmentFailure as failure:
+        return JSONResponse({"ready": False, "error": failure.as_json()}, status_code=422)
+    except (KernelError, RuntimeError) as exc:
+        return JSONResponse({"ready": False, "error": {"message": str(exc)}}, status_code=409)
+    return JSONResponse({"ready": True})
+
+
 async def get_executor_settings(executor: Executor, request: Request) -> Response:
     workspace_id = await _workspace(request, Role.VIEWER)
     return JSONResponse({"network": await executor.network_allowed(workspace_id)})
@@ -309,6 +329,7 @@ def routes(executor: Running[Executor]) -> list[BaseRoute]:
         executor.route("/api/notebooks/{notebook_id}/run-stale", run_stale, "POST"),
         executor.route("/api/notebooks/{notebook_id}/interrupt", interrupt, "POST"),
         executor.route("/api/notebooks/{notebook_id}/restart", restart, "POST"),
+        executor.route("/api/notebooks/{notebook_id}/environment", prepare_environment, "POST"),
         executor.route("/api/notebooks/{notebook_id}/runs", list_runs, "GET"),
         executor.route("/api/runs/{run_id}", get_run, "GET"),
         executor.route("/api/workspaces/{workspace_id}/executor", get_executor_settings, "GET"),

@@ -155,13 +155,13 @@ class RunStates:
         """Fail the runs whose worker stopped renewing their lease (it died running them)."""
         rows = await self._queue.expire_leases()
         for row in rows:
-            lost = {
+            lost: RunRecord = {
                 "state": RunState.ERROR,
                 "error": "the executor running this cell stopped; run it again",
             }
             try:
                 async with self._notebooks.open(row["notebook_id"]) as notebook:
-                    self._end_current(notebook, row, lost)  # type: ignore[arg-type]
+                    self._end_current(notebook, row, lost)
             except LookupError:
                 pass  # the notebook was deleted
         return rows

@@ -374,34 +374,261 @@ def mime_bundle(obj: Any) -> tuple[Json, Json]:
     return {k: _mime_value(k, v) for k, v in data.items()}, _json_safe(meta)
 
 
-class _PyplotHook(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """When a cell imports matplotlib.pyplot, make plt.show() display and close the open
-    figures (as Jupyter's inline backend does) instead of warning under Agg."""
+class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Adjusts a few modules right after a cell first imports them: plt.show() displays and
+    closes the open figures (as Jupyter's inline backend does) instead of warning under Agg,
+    and IPython's display()/clear_output() talk to this runner (IPython without a shell
+    would print reprs instead), so HTML, Markdown, Image and JSON objects become outputs."""
 
-    def __init__(self, on_show: Callable[[], None]) -> None:
-        self._on_show = on_show
-        self._real: importlib.abc.Loader | None = None
+    def __init__(self, patches: dict[str, Callable[[ModuleType], None]]) -> None:
+        self._patches = patches
+        self._real: dict[str, importlib.abc.Loader] = {}
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "matplotlib.pyplot":
+        if fullname not in self._patches:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return None
-        self._real = spec.loader
+        self._real[fullname] = spec.loader
         spec.loader = self
         return spec
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._real.create_module(spec) if self._real else None
+        real = self._real.get(spec.name)
+        return real.create_module(spec) if real else None
 
     def exec_module(self, module: ModuleType) -> None:
-        assert self._real is not None
-        self._real.exec_module(module)
-        on_show = self._on_show
-        setattr(module, "show", lambda *args, **kwargs: on_show())  # noqa: B010
+        self._real[module.__name__].exec_module(module)
+        self._patches[module.__name__](module)
+
+
+def import_patches(runner: Runner) -> dict[str, Callable[[ModuleType], None]]:
+    def pyplot(module: ModuleType) -> None:
+        setattr(module, "show", lambda *args, **kwargs: runner.show_figures())  # noqa: B010
+
+    def ipython_display(module: ModuleType) -> None:
+        def display(*objs: Any, **kwargs: Any) -> None:
+            runner.display(*objs, raw=bool(kwargs.get("raw")), metadata=kwargs.get("metadata"))
+
+        setattr(module, "display", display)  # noqa: B010
+        setattr(module, "update_display", display)  # noqa: B010
+        setattr(module, "clear_output", lambda *args, **kwargs: None)  # noqa: B010
+
+    return {"matplotlib.pyplot": pyplot, "IPython.core.display_functions": ipython_display}
+
+
+# ---------------------------------------------------------------------------- magics
+
+MAGIC_CALL = "__weft_magic__"  # in every run's builtins, like display
+MAGICS_HELP = (
+    "the magics here are %pip install, %pip list, %timeit, %%timeit, %time, %matplotlib, "
+    "%%bash, %%sh and !command"
+)
+
+
+class UsageError(Exception):
+    """A magic Weft does not have, or one used wrongly."""
+
+
+def _magic_line(line: str) -> tuple[str, str, str] | None:
+    """(indent, kind, argument) of a `%name args` or `!command` line, else None."""
+    stripped = line.lstrip(" \t")
+    indent = line[: len(line) - len(stripped)]
+    text = stripped.rstrip("\r\n")
+    if text.startswith("!") and not text.startswith("!="):
+        return indent, "!", text[1:].strip()
+    if text.startswith("%") and not text.startswith("%%") and len(text) > 1:
+        name, _, rest = text[1:].partition(" ")
+        if name.isidentifier():
+            return indent, name, rest.strip()
+    return None
+
+
+def transform_magics(code: str, *, for_analysis: bool = False) -> str:
+    """IPython's line and cell magics as plain Python: `%timeit x` becomes
+    `__weft_magic__('timeit', 'x')` (same line, same indentation), `!ls` the 'shell' magic,
+    and a cell starting with `%%bash` one call with the cell's body. Only lines that start
+    a statement count: a `%` continuing an expression in brackets, or a line inside a
+    string, is left alone. With ``for_analysis`` (the host's static analysis), `%time X`
+    and `%timeit X` become `X` itself, so the names X reads and binds are seen."""
+    first = code.lstrip("\n")
+    if first.startswith("%%"):
+        header, _, body = first.partition("\n")
+        name, _, args = header[2:].partition(" ")
+        if for_analysis:
+            return body if name == "timeit" else ""
+        return f"{MAGIC_CALL}({'%%' + name!r}, {args.strip()!r}, {body!r})\n"
+    lines = code.splitlines(keepends=True)
+    found = {i: m for i, line in enumerate(lines) if (m := _magic_line(line)) is not None}
+    if not found:
+        return code
+    replaced = list(lines)
+    for i, (indent, kind, arg) in found.items():
+        end = "\n" if lines[i].endswith("\n") else ""
+        if for_analysis and kind in ("time", "timeit"):
+            _options, statement = _timing_options(arg) if kind == "timeit" else ({}, arg)
+            replaced[i] = f"{indent}{statement or 'None'}{end}"
+        else:
+            replaced[i] = f"{indent}{MAGIC_CALL}({kind!r}, {arg!r}){end}"
+    starts = _statement_starts("".join(replaced))
+    if starts is not None:
+        for i in found:
+            if i + 1 not in starts:  # inside a string or a bracket: not a magic after all
+                replaced[i] = lines[i]
+    return "".join(replaced)
+
+
+def _statement_starts(code: str) -> set[int] | None:
+    """Line numbers (1-based) where a statement starts, outside strings and brackets."""
+    import tokenize
+
+    starts: set[int] = set()
+    depth = 0
+    at_start = True
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            kind = token.type
+            if kind in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+                at_start = True
+                continue
+            if kind in (tokenize.NL, tokenize.COMMENT, tokenize.ENCODING):
+                if kind == tokenize.NL and depth == 0:
+                    at_start = True
+                continue
+            if at_start and depth == 0:
+                starts.add(token.start[0])
+            at_start = False
+            if kind == tokenize.OP and token.string in "([{":
+                depth += 1
+            elif kind == tokenize.OP and token.string in ")]}":
+                depth = max(depth - 1, 0)
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return None
+    return starts
+
+
+def _timing_options(arg: str) -> tuple[dict[str, int], str]:
+    """`-n 100 -r 3 stmt` -> ({"n": 100, "r": 3}, "stmt")."""
+    options: dict[str, int] = {}
+    words = arg.split(" ")
+    while len(words) >= 2 and words[0] in ("-n", "-r") and words[1].isdigit():
+        options[words[0][1]] = int(words[1])
+        words = words[2:]
+    return options, " ".join(words).strip()
+
+
+def _format_time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale or unit == "ns":
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+class Magics:
+    """What `__weft_magic__(kind, argument[, body])` does in a running cell. The cell's own
+    globals are its caller's: a magic sees exactly what the cell sees."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.pip_note: str | None = None  # what %pip install prints (from the host)
+
+    def __call__(self, kind: str, arg: str, body: str | None = None) -> Any:
+        g = sys._getframe(1).f_globals
+        if kind == "!":
+            return self.shell(arg)
+        if kind in ("%%bash", "%%sh"):
+            return self.shell(body or "", shell=kind[2:])
+        if kind in ("timeit", "%%timeit"):
+            return self.timeit(arg, g, body)
+        if kind == "time":
+            return self.time(arg, g)
+        if kind == "pip":
+            return self.pip(arg)
+        if kind == "matplotlib":
+            return None  # figures always show inline here
+        raise UsageError(f"%{kind.lstrip('%')} is not available in Weft: {MAGICS_HELP}")
+
+    def shell(self, command: str, shell: str = "sh") -> Any:
+        """Run in the kernel's container (no network, as the kernel); output is the cell's."""
+        import subprocess
+
+        self.runner._sync()
+        process = subprocess.Popen([f"/bin/{shell}", "-c", command], stdin=subprocess.DEVNULL)
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            self.runner._sync()
+        return None if code == 0 else _ShellStatus(code)
+
+    def timeit(self, arg: str, g: dict[str, Any], body: str | None) -> None:
+        import statistics
+        import timeit
+
+        if body is not None:  # %%timeit [options] [setup statement]: the body is timed
+            options, setup = _timing_options(arg)
+            statement = body
+        else:
+            options, statement = _timing_options(arg)
+            setup = "pass"
+        if not statement.strip():
+            raise UsageError("%timeit needs a statement to time, like: %timeit sum(range(100))")
+        timer = timeit.Timer(statement, setup or "pass", globals=g)
+        number = options.get("n")
+        if number is None:
+            number, _ = timer.autorange()
+        repeat = options.get("r", 7)
+        runs = [t / number for t in timer.repeat(repeat=repeat, number=number)]
+        mean = statistics.fmean(runs)
+        spread = statistics.pstdev(runs) if len(runs) > 1 else 0.0
+        print(
+            f"{_format_time(mean)} ± {_format_time(spread)} per loop (mean ± std. dev. of "
+            f"{repeat} run{'s' * (repeat != 1)}, {number:,} loop{'s' * (number != 1)} each)"
+        )
+
+    def time(self, statement: str, g: dict[str, Any]) -> Any:
+        started, cpu = time.perf_counter(), time.process_time()
+        try:
+            tree = ast.parse(statement, "<cell %time>", "eval")
+            value = eval(compile(tree, "<cell %time>", "eval"), g)
+        except SyntaxError:
+            exec(compile(statement, "<cell %time>", "exec"), g)
+            value = None
+        wall, used = time.perf_counter() - started, time.process_time() - cpu
+        print(f"CPU time: {_format_time(used)}\nWall time: {_format_time(wall)}")
+        return value
+
+    def pip(self, arg: str) -> None:
+        words = arg.split()
+        if words and words[0] == "install":
+            print(self.pip_note or "This notebook's dependencies are installed by the server.")
+            return
+        if words and words[0] in ("list", "freeze"):
+            import importlib.metadata
+
+            found = sorted(
+                (d.metadata["Name"] or "", d.version) for d in importlib.metadata.distributions()
+            )
+            sep = "==" if words[0] == "freeze" else " "
+            print("\n".join(f"{name}{sep}{version}" for name, version in found if name))
+            return
+        raise UsageError(
+            f"%pip {arg}: only %pip install, %pip list and %pip freeze are available; "
+            "remove packages in the notebook's Configuration panel"
+        )
+
+
+class _ShellStatus(int):
+    """A failed !command's exit status, shown as the cell's result like a shell would."""
+
+    def __repr__(self) -> str:
+        return f"exit status {int(self)}"
 
 
 # ---------------------------------------------------------------------------- namespaces
@@ -622,7 +849,12 @@ class Runner:
         # globals, and what it held when the cell's run ended.
         self.globals: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.interruptible = False
+        # A SIGINT during a run's own steps (before its code starts, e.g. while a SQL cell
+        # imports duckdb) is held and raised when the code starts: an interrupt is never lost.
+        self.in_run = False
+        self.interrupt_pending = False
         self.shown: list[Any] = []  # figures already displayed in this run
+        self.magics = Magics(self)
 
     # -- output
     def _sync(self) -> None:
@@ -661,6 +893,7 @@ class Runner:
         for obj in objs:
             if raw and isinstance(obj, dict):
                 data, meta = {k: _mime_value(k, v) for k, v in obj.items()}, cast(Json, {})
+                data.setdefault("text/plain", f"<{', '.join(sorted(data)) or 'empty'} output>")
             else:
                 data, meta = mime_bundle(obj)
             if _is_figure(obj):
@@ -698,6 +931,10 @@ class Runner:
     # -- running
     def _call(self, fn: Callable[[], Any]) -> Any:
         self.interruptible = True
+        if self.interrupt_pending:
+            self.interrupt_pending = False
+            self.interruptible = False
+            raise KeyboardInterrupt
         try:
             return fn()
         finally:
@@ -707,6 +944,8 @@ class Runner:
         # Only a running cell is interrupted; between runs the runner just carries on.
         if self.interruptible:
             raise KeyboardInterrupt
+        if self.in_run:
+            self.interrupt_pending = True
 
     def run(self, msg: Json) -> None:
         run_id, cell_id = str(msg.get("run_id")), str(msg.get("cell_id"))
@@ -716,6 +955,7 @@ class Runner:
         self.shown = []
         sys.stdout, sys.stderr = self.stdout, self.stderr  # undo a previous cell's swap
         start = time.perf_counter()
+        self.in_run, self.interrupt_pending = True, False
         # Fresh globals: the visible cells' namespaces, top to bottom, later ones winning. They
         # are the dict of a fresh module that is sys.modules["__main__"] while the cell runs
         # (and after, until the next run), so pickle finds the cell's classes and functions.
@@ -724,7 +964,8 @@ class Runner:
         for visible in msg.get("visible") or []:
             g.update(self.namespaces.get(str(visible), {}))
         before = {k: v for k, v in g.items() if not _is_dunder(k)}
-        g["__builtins__"] = {**builtins.__dict__, "display": self.display}
+        self.magics.pip_note = msg.get("pip_note") if isinstance(msg.get("pip_note"), str) else None
+        g["__builtins__"] = {**builtins.__dict__, "display": self.display, MAGIC_CALL: self.magics}
         own: set[str] = set()  # names the run bound, whatever object they ended up with
         g[BOUND_MARK] = _recorder(own)
         sys.modules["__main__"] = main
@@ -745,6 +986,7 @@ class Runner:
         except BaseException as exc:  # SystemExit from sys.exit() ends the cell, not us
             status = "error"
             self._error(exc, code)
+        self.in_run = self.interrupt_pending = False
         if os.getpid() != self.pid:
             # A process the cell forked has come back out of the cell's code. It shares the
             # runner's protocol pipes, so it must never go on to act as the runner.
@@ -794,7 +1036,7 @@ class Runner:
         filename = f"<cell {cell_id}>"
         # Register the source so tracebacks and inspect.getsource can quote cell lines.
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-        tree = ast.parse(code, filename, "exec")
+        tree = ast.parse(transform_magics(code), filename, "exec")
         # Names the cell may bind that it also sees from above: only a mark tells whether the
         # run bound them (new names, or names bound to another object, are the cell's anyway).
         ambiguous = top_level_names(tree) & {k for k in g if not _is_dunder(k)}
@@ -858,12 +1100,18 @@ class Runner:
             # duckdb holds the calling thread in C; running it on a worker lets SIGINT reach
             # the main thread, which then stops the query. (An Event, not Thread.join: a
             # KeyboardInterrupt inside join() can leave the thread looking finished.)
+            if self.interrupt_pending:  # interrupted while it imported duckdb: never start
+                self.interrupt_pending = False
+                raise KeyboardInterrupt
             threading.Thread(target=work, name="weft-sql", daemon=True).start()
             try:
                 self._call(lambda: _wait(finished))
             except KeyboardInterrupt:
-                cur.interrupt()
-                finished.wait(10)
+                # Again until it stops: an interrupt that comes before the worker has begun
+                # the query would otherwise be lost.
+                deadline = time.monotonic() + 10
+                while not finished.wait(0.05) and time.monotonic() < deadline:
+                    cur.interrupt()
                 raise
             if "exc" in box:
                 raise box["exc"]
@@ -1529,7 +1777,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, runner.on_sigint)
     signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
     os.environ["MPLBACKEND"] = "Agg"  # no display in a container; figures become PNGs
-    sys.meta_path.insert(0, _PyplotHook(runner.show_figures))
+    # plotly's fig.show() displays its JSON figure through IPython's display (patched above)
+    # instead of opening a browser; the web client draws it in a sandboxed frame.
+    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype")
+    sys.meta_path.insert(0, _AfterImport(import_patches(runner)))
     if os.path.isdir("/workspace"):
         os.chdir("/workspace")
     streams.emit({"type": "ready", "python": platform.python_version(), "pid": os.getpid()})

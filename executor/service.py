@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import asyncpg
@@ -22,13 +22,15 @@ from collab.auth.access_watch import CHANNEL as ACCESS_CHANNEL
 from collab.document.schema import KernelState, KernelStatus
 from collab.services.container import Services
 from collab.sync.peers import NotebookPeers
-from executor.cell_run import RunContext
+from executor.cell_run import RunContext, environment_restart
 from executor.config import ExecutorSettings
+from executor.environments import Environments
 from executor.files import FileStore
 from executor.in_progress import InProgress
 from executor.kernel import Kernel, KernelError, docker_client, remove_leftover_kernels
 from executor.kernels import KernelPool
 from executor.outputs import OutputLimits
+from executor.prestart import KernelPrestart
 from executor.queue import CONTROL_CHANNEL, NOTIFY_CHANNEL, RunQueue
 from executor.run_states import Commit, RunStates, now
 from executor.sessions import KernelSessions
@@ -76,6 +78,7 @@ class Executor:
             volumes=_volumes(settings),
         )
         self.kernels = KernelPool(None, settings)
+        self.environments = Environments(settings.environments, settings.image)
         self.in_progress = InProgress()
         self.sessions = KernelSessions(
             self.notebooks,
@@ -87,7 +90,7 @@ class Executor:
         )
         # The run the last interrupt of each notebook was for (to offer a kill next time).
         self._interrupts: dict[uuid.UUID, tuple[uuid.UUID, float]] = {}
-        self.docker_error: str | None = None
+        self.docker_error: str | None = None  # why this server has no kernels
         metrics = services.metrics
         context = RunContext(
             settings=settings,
@@ -114,6 +117,7 @@ class Executor:
                 buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600),
                 registry=metrics.registry,
             ),
+            environments=self.environments,
         )
         self.worker = Worker(context, self.queue, services.pool)
         metrics.gauge(
@@ -150,11 +154,17 @@ class Executor:
         try:
             async with anyio.create_task_group() as tg:
                 self.sessions.tg = tg
+                prestart: KernelPrestart | None = None
                 if worker:
                     self.worker.start(tg)
+                    if self.settings.prestart:
+                        prestart = KernelPrestart(self, tg)
+                        self.services.rooms.hooks.add(prestart)
                 try:
                     yield self
                 finally:
+                    if prestart is not None:
+                        self.services.rooms.hooks.remove(prestart)
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -265,6 +275,36 @@ class Executor:
         if kernel is None or not kernel.alive or session is None or session.kernel is not kernel:
             return None
         return kernel, session.id
+
+    async def prepare_environment(self, notebook_id: uuid.UUID, *, update: bool) -> None:
+        """Prepare the notebook's environment now (the Configuration panel's edits), so its
+        next run starts at once; a kernel with another set is restarted when idle."""
+        client = self.kernels.client
+        if client is None:
+            raise KernelError(
+                self.docker_error or "this server runs no kernels: the next run prepares it"
+            )
+        if self.in_progress.running(notebook_id) or await self.queue.running_id(notebook_id):
+            raise RuntimeError(
+                "a cell is running: the environment is prepared when the next cell runs"
+            )
+        async with self.notebooks.open(notebook_id) as notebook:
+            environment = await self.environments.prepare(notebook, client, update=update)
+            kernel = self.kernels.current(notebook_id)
+            restart = environment_restart(kernel, environment)
+            if restart:
+                await self.kernels.discard(notebook_id)
+            with notebook.batch():
+                alive = kernel is not None and kernel.alive and not restart
+                status: dict[str, Any] = {
+                    **({"state": KernelState.IDLE} if alive else {}),
+                    "since": now(),
+                    "environment_ready": True,
+                    **restart,
+                }
+                notebook.set_kernel(cast(KernelStatus, status))
+                if restart:
+                    self.sessions.mark_previous_kernel(notebook)
 
     async def network_allowed(self, workspace_id: uuid.UUID) -> bool:
         value = await self.services.pool.fetchval(

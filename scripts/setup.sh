@@ -80,6 +80,17 @@ if [[ $DEV -eq 1 ]]; then
   apt_install chromium
 fi
 
+# --- real wheels for the environment tests (tests/support/package_index.py serves them on
+# 127.0.0.1; the tests themselves never reach the network) ---------------------------------
+TEST_WHEELS=(tabulate==0.10.0)
+if [[ $DEV -eq 1 ]] && ! stamp_ok .state/test-wheels/.weft-fetched "${TEST_WHEELS[*]}"; then
+  step "fetching test wheels: ${TEST_WHEELS[*]}"
+  mkdir -p .state/test-wheels
+  .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    -d .state/test-wheels "${TEST_WHEELS[@]}" >&2 || die "could not download ${TEST_WHEELS[*]}"
+  echo "${TEST_WHEELS[*]}" > .state/test-wheels/.weft-fetched
+fi
+
 # --- Docker engine and the kernel runtime image ----------------------------------------
 # Each workspace's files live on an ext4 image of the quota's size (executor/volumes.py).
 if [[ $(id -u) -eq 0 ]]; then

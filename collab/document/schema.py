@@ -146,10 +146,9 @@ TRANSITIONS: Final[dict[RunState, frozenset[RunState]]] = {
 
 
 def may_become(current: RunState | None, new: RunState) -> bool:
-    """Whether a run in state ``current`` (None: no record of this run yet) may become ``new``."""
-    if current is None:
-        return new in (RunState.QUEUED, RunState.RUNNING, RunState.ERROR, RunState.CANCELLED)
-    return new == current or new in TRANSITIONS[current]
+    """Whether a run in state ``current`` may become ``new`` (None: no record of this run
+    here yet, as on a server that has not seen its "queued": any state may come first)."""
+    return current is None or new == current or new in TRANSITIONS[current]
 
 
 class RunStatus(StrEnum):
@@ -202,6 +201,7 @@ def run_record(value: Any) -> RunRecord | None:
 
 class KernelState(StrEnum):
     STARTING = "starting"
+    PREPARING = "preparing"  # installing the notebook's dependencies (executor.environments)
     IDLE = "idle"
     BUSY = "busy"
     DEAD = "dead"
@@ -216,3 +216,9 @@ class KernelStatus(TypedDict):
     error: NotRequired[str]  # why it is dead
     restarted: NotRequired[bool]
     reason: NotRequired[str]  # why it was restarted (access lost, killed)
+    # While preparing: the step, package and progress of the notebook's environment, and
+    # the install log; on failure, the named error (executor.environments.errors).
+    environment: NotRequired[dict[str, Any]]
+    log: NotRequired[str]
+    environment_error: NotRequired[dict[str, Any]]
+    environment_ready: NotRequired[bool]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 import asyncpg
 from starlette.requests import HTTPConnection
@@ -27,22 +25,6 @@ from collab.storage.document_store import DocumentStore
 from collab.sync.replication import Replication
 from collab.sync.room_manager import RoomManager
 from collab.sync.websocket import SocketServices
-
-
-class WorkspaceFiles(Protocol):
-    """A workspace's file store as other extensions may read it (the executor owns it)."""
-
-    def list(
-        self, workspace_id: uuid.UUID, relative: str = "", schema: bool = False
-    ) -> list[dict[str, Any]]: ...
-
-
-@dataclass
-class Offered:
-    """What extensions offer each other through collab, typed (collab itself never reads it):
-    so the assistant reads the workspace's files without importing the executor."""
-
-    workspace_files: WorkspaceFiles | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +50,6 @@ class Services:
     replication: Replication
     # The hooks of every extension (Extension.workspace_copied, ...).
     extensions: Extensions
-    offered: Offered = field(default_factory=Offered)
 
 
 def services_of(conn: HTTPConnection) -> Services:

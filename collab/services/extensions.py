@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -48,6 +48,14 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "weft.extensions"
 
 S = TypeVar("S")
+
+
+class WorkspaceFiles(Protocol):
+    """A workspace's file store as other extensions may read it (the executor owns it)."""
+
+    def list(
+        self, workspace_id: uuid.UUID, relative: str = "", schema: bool = False
+    ) -> list[dict[str, Any]]: ...
 
 
 class Extension:
@@ -68,6 +76,11 @@ class Extension:
         """``source`` was copied into the new workspace ``copy`` (its notebooks already
         are): copy what this extension keeps for it. Raising undoes the whole copy."""
 
+    def workspace_files(self) -> WorkspaceFiles | None:
+        """The workspaces' file store, if this extension keeps it: so the assistant reads
+        the files without importing the executor (collab itself never reads it)."""
+        return None
+
 
 class Extensions:
     """The running server's extensions: a hook called here runs on each in turn, in the
@@ -79,6 +92,10 @@ class Extensions:
     async def workspace_copied(self, source: uuid.UUID, copy: uuid.UUID) -> None:
         for extension in self.all:
             await extension.workspace_copied(source, copy)
+
+    def workspace_files(self) -> WorkspaceFiles | None:
+        """The first file store an extension offers, or None."""
+        return next((f for e in self.all if (f := e.workspace_files()) is not None), None)
 
 
 class Running(Generic[S]):
@@ -99,6 +116,11 @@ class Running(Generic[S]):
     def get(self) -> S:
         if self._service is None:
             raise Unavailable(f"the {self.name} is not running (starting or stopping); retry")
+        return self._service
+
+    @property
+    def current(self) -> S | None:
+        """The service, or None while it is not running."""
         return self._service
 
     @contextlib.contextmanager

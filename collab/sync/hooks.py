@@ -18,13 +18,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
 
+from collab.auth.access import Principal
 from collab.sync.room import Room
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class RoomHooks:
@@ -39,6 +37,10 @@ class RoomHooks:
     def room_unloaded(self, notebook_id: uuid.UUID) -> None:
         """The room is no longer served here: idle past the grace period, its notebook
         deleted, or dropped to be loaded afresh after a panic."""
+
+    def person_joined(self, room: Room, principal: Principal) -> None:
+        """A person opened the notebook: their socket joined its room here, with this
+        role (the executor starts the kernel for someone who may run code)."""
 
 
 class RoomHookList(RoomHooks):
@@ -70,10 +72,16 @@ class RoomHookList(RoomHooks):
         for hooks in list(self._hooks):
             _call(hooks, hooks.room_unloaded, notebook_id, notebook_id)
 
+    def person_joined(self, room: Room, principal: Principal) -> None:
+        for hooks in list(self._hooks):
+            _call(hooks, hooks.person_joined, room.notebook_id, room, principal)
 
-def _call(hooks: RoomHooks, hook: Callable[[T], None], notebook_id: uuid.UUID, arg: T) -> None:
+
+def _call(
+    hooks: RoomHooks, hook: Callable[..., None], notebook_id: uuid.UUID, *args: object
+) -> None:
     try:
-        hook(arg)
+        hook(*args)
     except Exception:
         log.exception(
             "room hook failed",

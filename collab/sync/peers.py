@@ -198,6 +198,20 @@ class NotebookPeer:
 
         self._write(action)
 
+    def set_metadata(self, key: str, value: Any) -> None:
+        """One entry of the notebook's metadata (``meta.metadata``: dependencies, the
+        resolved environment), as an edit everyone sees."""
+        meta = self._map(schema.META)
+
+        def action() -> None:
+            metadata = meta.get("metadata")
+            if not isinstance(metadata, Map):
+                metadata = Map()
+                meta["metadata"] = metadata
+            metadata[key] = value
+
+        self._write(action)
+
     def set_symbols(self, cell_id: str, symbols: list[Symbol]) -> None:
         table = self._map(schema.SYMBOLS)
         self._write(lambda: table.__setitem__(cell_id, symbols))

@@ -375,6 +375,7 @@ async def sync_endpoint(websocket: WebSocket) -> None:
     services.sockets.add(connection)
     try:
         room.join(client)
+        rooms.hooks.person_joined(room, principal)
         if principal.role < Role.EDITOR:
             client.send(access_notice(principal.role, 0))
         await connection.run()

@@ -95,3 +95,20 @@ def test_a_long_traceback_keeps_its_end(tokenizer: Tokenizer) -> None:
     assert "frame 0:" not in user
     assert "start of the traceback cut" in user
     assert prompt.tokens < 2000
+
+
+def test_the_notebooks_own_packages_are_listed(tokenizer: Tokenizer) -> None:
+    cells = [Cell("a", "code", "python", "")]
+    data = PromptInput(mode="generate", instruction="a table", cells=cells, target=0)
+    system = build_prompt(data, tokenizer, 4000).messages[0]["content"]
+    assert "scikit-learn" in system
+    assert "environment also has" not in system
+    with_packages = PromptInput(
+        mode="generate",
+        instruction="a table",
+        cells=cells,
+        target=0,
+        packages=["tabulate 0.10.0"],
+    )
+    system = build_prompt(with_packages, tokenizer, 4000).messages[0]["content"]
+    assert "This notebook's environment also has: tabulate 0.10.0." in system

@@ -119,6 +119,7 @@ class Kernel:
         visible: Sequence[str] = (),
         language: str = "python",
         output_name: str | None = None,
+        **extra: Any,
     ) -> str:
         run_id = f"run-{next(self._ids)}"
         self.send(
@@ -130,6 +131,7 @@ class Kernel:
                 "language": language,
                 "visible": list(visible),
                 "output_name": output_name,
+                **extra,
             }
         )
         return run_id
@@ -388,7 +390,7 @@ display({'text/markdown': '# raw'}, raw=True)
     assert shown[3]["text/plain"] == "Chart"
     vega = shown[4]["application/vnd.vegalite.v5+json"]
     assert vega["data"]["values"] == [{"a": None}]  # strict JSON: NaN becomes null
-    assert shown[5] == {"text/markdown": "# raw"}
+    assert shown[5] == {"text/markdown": "# raw", "text/plain": "<text/markdown output>"}
 
 
 def test_symbols(kernel: Kernel) -> None:
@@ -638,3 +640,61 @@ def test_sigint_reaches_the_runner_as_pid_1(tmp_path: Path) -> None:
         assert k.run("1").status == "ok"
     finally:
         k.close()
+
+
+MAGICS_CELL = """\
+%timeit -n 5 -r 3 sum(range(n))
+%time total = sum(range(n))
+!echo from-the-shell $((6 * 7))
+for i in range(2):
+    !echo loop
+text = '''
+%timeit not a magic in a string
+'''
+print('after', total)
+"""
+
+
+def test_magics_timeit_time_and_shell_see_only_the_cells_above(kernel: Kernel) -> None:
+    assert kernel.run("n = 1000", cell="a").status == "ok"
+    r = kernel.run(MAGICS_CELL, cell="b", visible=["a"])
+    assert r.status == "ok", r.messages
+    out = r.text()
+    assert "per loop (mean ± std. dev. of 3 runs, 5 loops each)" in out
+    assert "Wall time:" in out
+    assert "from-the-shell 42\nloop\nloop\n" in out
+    assert out.rstrip().endswith("after 499500")
+    assert {"total", "i", "text"} <= set(r.defined)
+    # Position semantics hold for magics: a cell that does not see `n` cannot time it.
+    r = kernel.run("%timeit n + 1", cell="c")
+    assert r.status == "error"
+    assert r.error["ename"] == "NameError"
+
+
+def test_cell_magics_and_a_failing_command(kernel: Kernel) -> None:
+    r = kernel.run("%%bash\necho one\necho two >&2\n", cell="a")
+    assert r.status == "ok", r.messages
+    assert r.text() == "one\n"
+    assert r.text("stderr") == "two\n"
+    r = kernel.run("%%timeit -n 2 -r 2\nx = [i for i in range(10)]\n", cell="b")
+    assert "2 runs, 2 loops each" in r.text()
+    r = kernel.run("!exit 3", cell="c")
+    assert r.of("result")[0]["data"]["text/plain"] == "exit status 3"
+
+
+def test_pip_magic_prints_what_the_host_did_and_unknown_magics_say_what_exists(
+    kernel: Kernel,
+) -> None:
+    note = "Added tabulate to this notebook's dependencies."
+    r = kernel.run("%pip install tabulate\nprint('next')", cell="a", pip_note=note)
+    assert r.status == "ok", r.messages
+    assert r.text() == note + "\nnext\n"
+    r = kernel.run("%pip freeze", cell="b")
+    assert r.status == "ok"
+    assert "==" in r.text()
+    r = kernel.run("%load_ext autoreload", cell="c")
+    assert r.status == "error"
+    assert r.error["ename"] == "UsageError"
+    assert "%load_ext is not available in Weft" in r.error["evalue"]
+    r = kernel.run("%pip uninstall numpy", cell="d")
+    assert r.error["ename"] == "UsageError"

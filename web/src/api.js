@@ -121,6 +121,7 @@ export const api = {
   runStale: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/run-stale`),
   interrupt: (notebookId, kill = false) => post(`/api/notebooks/${enc(notebookId)}/interrupt`, kill ? { kill: true } : {}),
   restart: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/restart`),
+  prepareEnvironment: (notebookId, update = false) => post(`/api/notebooks/${enc(notebookId)}/environment`, update ? { update: true } : {}),
   runs: (notebookId) => get(`/api/notebooks/${enc(notebookId)}/runs`),
 
   // The assistant (docs/api.md "Assistant") and search ("Search").

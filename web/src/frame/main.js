@@ -71,6 +71,23 @@ function showChart (spec, fallback) {
     })
 }
 
+function showPlotly (figure, fallback) {
+  const style = document.createElement('style')
+  style.textContent = FRAME_STYLE + CHART_STYLE
+  document.head.append(style)
+  const target = document.createElement('div')
+  target.className = 'loading-chart'
+  target.textContent = 'Drawing chart…'
+  document.body.append(target)
+  resizing()
+  import('./plotly.js')
+    .then(({ drawPlotly }) => { target.textContent = ''; target.className = 'plotly-chart'; return drawPlotly(target, figure) })
+    .catch((error) => {
+      target.className = 'output-warning'
+      target.textContent = `Could not draw this chart: ${error.message}${fallback ? `\n${fallback}` : ''}`
+    })
+}
+
 let shown = false
 window.addEventListener('message', (event) => {
   const message = event.data
@@ -79,5 +96,6 @@ window.addEventListener('message', (event) => {
   shown = true
   if (message.kind === 'html') writeHtml(String(message.html ?? ''))
   else if (message.kind === 'vega') showChart(message.spec, message.fallback ? String(message.fallback) : '')
+  else if (message.kind === 'plotly') showPlotly(message.figure, message.fallback ? String(message.fallback) : '')
 })
 if (window.parent !== window) window.parent.postMessage({ type: 'weft-frame-ready' }, '*')

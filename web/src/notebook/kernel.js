@@ -9,6 +9,7 @@ const LABELS = {
   idle: 'Idle',
   busy: 'Busy',
   starting: 'Starting',
+  preparing: 'Preparing',
   dead: 'Dead',
   disconnected: 'Disconnected',
   none: 'Not started',
@@ -18,6 +19,7 @@ const TITLES = {
   idle: 'The kernel is ready',
   busy: 'The kernel is running a cell',
   starting: 'The kernel container is starting',
+  preparing: 'The server is installing this notebook\'s dependencies',
   dead: 'The kernel stopped; the next run starts a new one',
   disconnected: 'Not connected to the server: the kernel state is unknown',
   none: 'No kernel yet: the first run starts one',
@@ -32,6 +34,13 @@ export function kernelState (model, connection) {
 export function kernelLight (state, { withLabel = true } = {}) {
   return h(`span.kernel-light.kernel-${state}`, { title: TITLES[state], role: 'status', 'aria-label': `Kernel: ${LABELS[state]}`, dataset: { state } },
     h('span.light-dot'), withLabel ? h('span.light-label', LABELS[state]) : null)
+}
+
+function preparingText (environment) {
+  const { step, package: pkg, done = 0, total = 0 } = environment || {}
+  if (step === 'downloading' && pkg) return `Environment: downloading ${pkg} (${Math.min(done + 1, total)} of ${total})`
+  if (step === 'installing') return `Environment: installing ${total} packages`
+  return pkg ? `Environment: resolving (${pkg})` : 'Environment: resolving the dependencies'
 }
 
 /** The sidebar card: status, since when, and the task list. */
@@ -51,6 +60,7 @@ export function kernelPanel ({ model, connection, cellLabel, cellSnippet, who, o
     const reason = model.kernel.get('reason') // why it was restarted (access lost, killed)
     replace(status, kernelLight(state),
       state !== 'disconnected' && since ? h('span.muted.kernel-since', `since ${timeAgo(since)}`) : null,
+      state === 'preparing' ? h('div.kernel-preparing', preparingText(model.kernel.get('environment'))) : null,
       state === 'dead' && error ? h('div.kernel-error', error) : null,
       state !== 'dead' && reason ? h('div.kernel-error', reason) : null)
 

@@ -12,6 +12,7 @@ import { Presence } from './presence.js'
 import { kernelPanel, kernelLight, kernelState } from './kernel.js'
 import { symbolsPanel } from './symbols.js'
 import { filesPanel } from '../files/panel.js'
+import { configurationPanel } from './configuration.js'
 
 // Cells copied or cut (c / x), pasted with v: kept here and in localStorage, so another
 // notebook open in this browser can paste them too.
@@ -70,6 +71,7 @@ export class NotebookView {
     })
     this.symbols = symbolsPanel({ model: this.model, cellLabel: (id) => this.cellLabel(id), onSelectCell: (id) => this.select(id, { scroll: true }) })
     this.files = filesPanel(notebook.workspace_id, { compact: true, readOnly: this.readOnly, shared: notebook.files_access !== false, onInsert: (file) => this.insertReadCode(file) })
+    this.configuration = configurationPanel({ model: this.model, notebookId: notebook.id, readOnly: this.readOnly })
     this.sidebar = this.buildSidebar()
     this.element = h('div.nb-layout', this.main, this.sidebar)
 
@@ -85,6 +87,7 @@ export class NotebookView {
     const tabs = [
       { id: 'symbols', label: 'Symbols', icon: 'symbols', panel: this.symbols.element },
       { id: 'files', label: 'Files', icon: 'folder', panel: this.files.element },
+      { id: 'config', label: 'Configuration', icon: 'grid', panel: this.configuration.element },
     ]
     const bar = h('div.side-tabs', { role: 'tablist' })
     const body = h('div.side-tab-body')

@@ -16,6 +16,7 @@ ansi.escape_html = true
 
 const VEGA_LITE = /^application\/vnd\.vegalite\.v\d+\+json$/
 const VEGA = /^application\/vnd\.vega\.v\d+\+json$/
+const PLOTLY = 'application/vnd.plotly.v1+json'
 
 const get = (output, key) => (output instanceof Y.Map ? output.get(key) : output?.[key])
 const textOf = (value) => (value instanceof Y.Text ? value.toString() : Array.isArray(value) ? value.join('') : value == null ? '' : String(value))
@@ -189,6 +190,7 @@ export function renderBundle (data, metadata = {}) {
   const vegaLite = types.find((t) => VEGA_LITE.test(t))
   const vega = types.find((t) => VEGA.test(t))
   if (vegaLite || vega) return renderVega(data[vegaLite || vega], data['text/plain'])
+  if (PLOTLY in data) return renderPlotly(data[PLOTLY], data['text/plain'])
   if ('text/html' in data) {
     const html = textOf(data['text/html'])
     return renderTable(html) || renderHtmlFrame(html)
@@ -234,6 +236,15 @@ function renderVega (spec, fallback) {
   }
   return outputFrame('iframe.output-vega', 'Chart output', 'allow-scripts allow-downloads',
     { kind: 'vega', spec: plainJson(value), fallback: fallback ? textOf(fallback) : '' })
+}
+
+function renderPlotly (figure, fallback) {
+  let value = figure
+  if (typeof figure === 'string') {
+    try { value = JSON.parse(figure) } catch (error) { return h('pre.output-text', textOf(fallback) || '') }
+  }
+  return outputFrame('iframe.output-vega.output-plotly', 'Chart output', 'allow-scripts',
+    { kind: 'plotly', figure: plainJson(value), fallback: fallback ? textOf(fallback) : '' })
 }
 
 // pandas' DataFrame HTML is rebuilt as a native table from text only (DOMParser does not
