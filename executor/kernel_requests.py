@@ -4,10 +4,10 @@ A request (`{"type": "request", "request_id", "kind", ...}`) is a line on the ru
 like a run, so the runner answers it when the cell in progress (if any) has finished, as
 Jupyter's shell channel queues requests behind execution. Only one request at a time is in
 the runner's input (the others wait here), so a run is never queued behind more than one;
-each kernel has a few requests waiting at most, each waits a bounded time, and all of them fail at once, with the reason,
-when the kernel stops. A `response` is hostile input like everything a kernel sends: its
-shape is checked by executor.protocol, and one for a request nobody waits for (it timed out,
-or cell code wrote it) is dropped.
+each kernel has a few requests waiting at most, each waits a bounded time, and all of them
+fail at once, with the reason, when the kernel stops. A `response` is hostile input like
+everything a kernel sends: its shape is checked by executor.protocol, and one for a request
+nobody waits for (it timed out, or cell code wrote it) is dropped.
 
 >>> answer = await kernel.requests.ask(kernel.send, "complete", {"code": "df.", ...}, 5.0)
 """

@@ -1107,31 +1107,27 @@ def _view_positions(frame: Any, sort: list[Json], filters: list[Json]) -> Any:
         positions = positions[mask]
     if sort:
         pandas = sys.modules["pandas"]
-        keys: dict[str, Any] = {}
-        ascending: list[bool] = []
-        for i, spec in enumerate(sort):
+        columns: list[Any] = []
+        for spec in sort:
             if not isinstance(spec, dict) or not isinstance(spec.get("descending", False), bool):
                 raise RequestFailed("a sort key must be an object {column, descending}")
             column = frame.iloc[:, _column_position(frame, spec.get("column"))]
-            keys[f"k{i}"] = column.to_numpy()[positions]
-            ascending.append(not spec.get("descending", False))
-        if all(key.dtype.kind in "iufb" for key in keys.values()):
-            # Numbers: numpy's stable lexsort, several times faster than pandas' sort_values
-            # (NaN sorts last either way: negating keeps it NaN).
-            columns = [
-                key.astype(numpy.float64) if key.dtype.kind in "ub" else key
-                for key in keys.values()
-            ]
-            columns = [c if up else -c for c, up in zip(columns, ascending, strict=True)]
-            return positions[numpy.lexsort(columns[::-1])]
-        narrow = pandas.DataFrame(keys)
-        try:
-            order = narrow.sort_values(
-                list(keys), ascending=ascending, kind="stable", na_position="last"
-            ).index.to_numpy()
-        except TypeError as exc:
-            raise RequestFailed(f"this column cannot be sorted: {exc}") from None
-        positions = positions[order]
+            if column.dtype.kind in "ifub":
+                key = column.to_numpy(dtype=numpy.float64 if column.dtype.kind in "ub" else None)
+            else:
+                # Text, dates, categories: their rank among the sorted distinct values (one
+                # hash pass and a sort of the distinct values, not of a million strings);
+                # missing values are NaN, last either way.
+                try:
+                    codes, _ = pandas.factorize(column, sort=True)
+                except TypeError as exc:
+                    raise RequestFailed(f"this column cannot be sorted: {exc}") from None
+                key = numpy.where(codes < 0, numpy.nan, codes)
+            key = key[positions]
+            # Negating a number sorts it descending; NaN stays NaN, so missing values stay last.
+            columns.append(-key if spec.get("descending", False) else key)
+        # numpy's lexsort is stable: rows that tie keep the frame's order, as pandas' does.
+        positions = positions[numpy.lexsort(columns[::-1])]
     return positions
 
 

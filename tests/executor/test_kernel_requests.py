@@ -256,6 +256,9 @@ def test_sorting_agrees_with_pandas_for_numbers_ties_missing_values_and_text(
         "                  'u': rng.integers(0, 3, 3000).astype('uint8'),\n"
         "                  's': rng.choice(['x', 'y', 'z'], 3000)})\n"
         "f.loc[::7, 'b'] = np.nan\n"
+        "f.loc[::11, 's'] = None\n"
+        "f['t'] = pd.Timestamp('2024-01-01') + pd.to_timedelta(rng.integers(0, 9, 3000), 'D')\n"
+        "f.loc[::13, 't'] = pd.NaT\n"
         "f",
         cell="a",
     )
@@ -265,6 +268,9 @@ def test_sorting_agrees_with_pandas_for_numbers_ties_missing_values_and_text(
         [{"column": "a"}, {"column": "b", "descending": True}],
         [{"column": "u", "descending": True}, {"column": "a"}],
         [{"column": "s", "descending": True}, {"column": "a"}],
+        [{"column": "s"}, {"column": "b", "descending": True}],
+        [{"column": "t", "descending": True}],
+        [{"column": "t"}, {"column": "s", "descending": True}],
     ):
         page = result(kernel, "frame_page", ref=ref, sort=sort, page_size=200, page=3)
         expected = kernel.run(
