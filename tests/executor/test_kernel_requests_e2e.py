@@ -90,7 +90,7 @@ async def test_completions_and_a_million_row_grid_through_a_real_kernel(weft: We
     assert "alpha_above" in labels
     assert "alpha_below" not in labels
     columns = (await api.post(f"{cell}/{c}/complete", json={"code": "df."})).json()
-    assert {"i", "name", "sort_values"} <= {i["label"] for i in columns["items"]}  # TEMP
+    assert {"i", "v", "name", "sort_values"} <= {i["label"] for i in columns["items"]}
     hint = (await api.post(f"{cell}/{c}/signature", json={"code": "df.head("})).json()
     assert hint["signature"]["params"][0].startswith("n")
 
@@ -204,4 +204,4 @@ async def test_who_may_ask_and_hostile_requests(weft: Weft) -> None:
         assert statuses.count(429) >= 40, statuses  # the rate limit and the waiting cap
         assert statuses.count(200) <= 16, statuses
         print(f"run alone {alone:.2f} s, during a viewer's flood {during:.2f} s")
-        assert during < alone + 5
+        assert during < alone + 3  # the one request the runner was answering, on a busy machine
