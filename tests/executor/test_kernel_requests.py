@@ -236,7 +236,7 @@ def test_a_request_waits_for_the_running_cell(kernel: Kernel) -> None:
     kernel.send(
         {"type": "request", "request_id": "w", "kind": "complete", "code": "la", "visible": ["b"]}
     )
-    order = []
+    order: list[Msg] = []
     while len(order) < 2:
         msg = kernel.next()
         if msg["type"] in ("done", "response"):
@@ -263,7 +263,7 @@ def test_sorting_agrees_with_pandas_for_numbers_ties_missing_values_and_text(
         cell="a",
     )
     ref = run.of("result")[0]["data"][FRAME]["ref"]
-    for sort in (
+    sorts: list[list[dict[str, Any]]] = [
         [{"column": "b", "descending": True}],
         [{"column": "a"}, {"column": "b", "descending": True}],
         [{"column": "u", "descending": True}, {"column": "a"}],
@@ -271,7 +271,8 @@ def test_sorting_agrees_with_pandas_for_numbers_ties_missing_values_and_text(
         [{"column": "s"}, {"column": "b", "descending": True}],
         [{"column": "t", "descending": True}],
         [{"column": "t"}, {"column": "s", "descending": True}],
-    ):
+    ]
+    for sort in sorts:
         page = result(kernel, "frame_page", ref=ref, sort=sort, page_size=200, page=3)
         expected = kernel.run(
             "f.sort_values("

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import StartServer
-from tests.executor.conftest import EXECUTOR_ENV, Weft, remove_kernels, unmount_workspaces
+from tests.executor.conftest import Weft, running_weft
 from tests.executor.test_hostile import doc_state
 
 pytestmark = pytest.mark.anyio
@@ -25,16 +24,8 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 async def weft(docker_engine: Any, start_server: StartServer) -> AsyncIterator[Weft]:
     """The executor's server, with time for a million-row frame on a busy machine."""
-    instance = f"weft-test-{uuid.uuid4().hex[:8]}"
-    env = {**EXECUTOR_ENV, "WEFT_CELL_TIMEOUT_SECONDS": "120"}
-    server = await start_server(**env, WEFT_INSTANCE=instance)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
-            yield Weft(server, api)
-    finally:
-        server.stop()
-        remove_kernels(docker_engine, instance)
-        unmount_workspaces(server.state_dir)
+    async with running_weft(docker_engine, start_server, WEFT_CELL_TIMEOUT_SECONDS="120") as weft:
+        yield weft
 
 
 FRAME = "application/vnd.weft.frame+json"

@@ -7,18 +7,15 @@ included), never a name defined below, and a call shows its signature."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, WebSocket, expect
 
 from tests.conftest import StartServer
-from tests.executor.conftest import remove_kernels
-from tests.web.conftest import WebWeft, _web_server, artifact
+from tests.web.conftest import WebWeft, artifact, kernel_web
 from tests.web.ui import cell
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser, pytest.mark.docker]
@@ -40,19 +37,10 @@ MILLION = (
 async def web_kernel(
     docker_engine: Any, start_server: StartServer, web_dist: Path, browser: Browser
 ) -> AsyncIterator[WebWeft]:
-    """tests.web.conftest's web_kernel, with time to build a million-row frame on a busy
-    machine (the shared fixture's cells stop at 6 s)."""
-    instance = f"weft-web-{uuid.uuid4().hex[:8]}"
-    server = await _web_server(start_server, web_dist, instance, WEFT_CELL_TIMEOUT_SECONDS="120")
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
-            weft = WebWeft(server, api, browser)
-            yield weft
-        assert not weft.page_errors, weft.page_errors
-        assert not weft.csp_violations, weft.csp_violations
-    finally:
-        server.stop()
-        remove_kernels(docker_engine, instance)
+    """With time to build a million-row frame on a busy machine (cells otherwise stop at 6 s)."""
+    env = {"WEFT_CELL_TIMEOUT_SECONDS": "120"}
+    async with kernel_web(docker_engine, start_server, web_dist, browser, **env) as weft:
+        yield weft
 
 
 def traffic(context: BrowserContext) -> list[int]:
