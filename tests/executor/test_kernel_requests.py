@@ -284,3 +284,19 @@ def test_sorting_agrees_with_pandas_for_numbers_ties_missing_values_and_text(
             visible=["a"],
         )
         assert page["index"] == json.loads(expected.of("result")[0]["data"]["text/plain"]), sort
+
+
+def test_frames_shown_are_held_within_a_budget_and_those_in_a_namespace_stay(
+    kernel: Kernel,
+) -> None:
+    """The 16 newest frames shown are held; older ones only while a namespace holds them."""
+    kept = _frame(kernel, 100)[FRAME]["ref"]  # `df` in cell a's namespace
+    shown = []
+    for k in range(20):  # frames nothing else refers to
+        run = kernel.run(f"df.head({k + 1})", cell=f"h{k}", visible=["a"])
+        shown.append(run.of("result")[0]["data"][FRAME]["ref"])
+    assert ask(kernel, "frame_page", ref=kept)["ok"]
+    assert all(ask(kernel, "frame_page", ref=ref)["ok"] for ref in shown[-16:])
+    gone = ask(kernel, "frame_page", ref=shown[0])
+    assert not gone["ok"]
+    assert "no longer holds" in gone["error"]
