@@ -19,8 +19,12 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from executor.outputs import size_of
+
 # Requests one kernel may have waiting (each user is held to fewer by the rate limits).
 MAX_WAITING = 4
+# What one answer may carry to a browser (cell code can write the runner's channel).
+MAX_ANSWER_BYTES = 4_000_000
 
 
 class KernelRequestError(Exception):
@@ -93,6 +97,8 @@ class PendingRequests:
         if not message["ok"]:
             raise KernelRefused(message["error"][:1000])
         result: dict[str, Any] = message["result"]
+        if size_of(result) > MAX_ANSWER_BYTES:  # the runner's own stay far below (a page: ~1 MB)
+            raise KernelRefused(f"the kernel's answer was larger than {MAX_ANSWER_BYTES:,} bytes")
         return result
 
     def deliver(self, message: dict[str, Any]) -> None:
