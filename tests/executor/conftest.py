@@ -3,6 +3,7 @@ these tests fail loudly, naming the script that provides them (they never skip).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -110,12 +111,13 @@ def remove_kernels(client: docker.DockerClient, instance: str) -> None:
         container.remove(force=True)
 
 
-@pytest.fixture
-async def weft(
-    docker_engine: docker.DockerClient, start_server: StartServer
+@contextlib.asynccontextmanager
+async def running_weft(
+    docker_engine: docker.DockerClient, start_server: StartServer, **env: str
 ) -> AsyncIterator[Weft]:
+    """A server with the executor (EXECUTOR_ENV, then ``env``); its kernels go with it."""
     instance = f"weft-test-{uuid.uuid4().hex[:8]}"
-    server = await start_server(**EXECUTOR_ENV, WEFT_INSTANCE=instance)
+    server = await start_server(**{**EXECUTOR_ENV, **env}, WEFT_INSTANCE=instance)
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
             yield Weft(server, api)
@@ -123,6 +125,14 @@ async def weft(
         server.stop()
         remove_kernels(docker_engine, instance)
         unmount_workspaces(server.state_dir)
+
+
+@pytest.fixture
+async def weft(
+    docker_engine: docker.DockerClient, start_server: StartServer
+) -> AsyncIterator[Weft]:
+    async with running_weft(docker_engine, start_server) as weft:
+        yield weft
 
 
 @pytest.fixture(autouse=True)
