@@ -45,7 +45,13 @@ async def web_env(
     index: PackageIndex,
 ) -> AsyncIterator[WebWeft]:
     instance = f"weft-web-{uuid.uuid4().hex[:8]}"
-    server = await _web_server(start_server, web_dist, instance, WEFT_PACKAGE_INDEX_URL=index.url)
+    server = await _web_server(
+        start_server,
+        web_dist,
+        instance,
+        WEFT_PACKAGE_INDEX_URL=index.url,
+        WEFT_CELL_TIMEOUT_SECONDS="120",  # importing plotly takes seconds on a busy machine
+    )
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
             weft = WebWeft(server, api, browser)
