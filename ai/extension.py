@@ -11,22 +11,22 @@ from ai import routes
 from ai.service import Assistant
 from ai.settings import AssistantSettings
 from collab.services.container import Services
+from collab.services.extensions import Extension, Running
 from collab.settings import Settings
 
 
-class AssistantExtension:
+class AssistantExtension(Extension):
     name = "ai"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = AssistantSettings.from_env()
-        self.assistant: Assistant | None = None
+        self.assistant = Running[Assistant]("assistant")
 
     def routes(self) -> Sequence[BaseRoute]:
-        return routes.routes()
+        return routes.routes(self.assistant)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, services: Services) -> AsyncIterator[None]:
         async with Assistant(self.settings, services).running() as assistant:
-            self.assistant = assistant
-            services.extras["assistant"] = assistant
-            yield
+            with self.assistant.serving(assistant):
+                yield

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -253,121 +254,156 @@ def _language_rules(language: str, packages: list[str]) -> str:
 
 
 def build_prompt(data: PromptInput, tokenizer: Tokenizer, budget: int) -> Prompt:
-    language = data.language
-    language_name = LANGUAGE_NAMES.get(language, language)
-    system = _fill(
-        "system",
-        language_name=language_name,
-        language_rules=_language_rules(language, data.packages),
-    ).strip()
+    """The system and user messages for ``data``: the fixed part (the target cell, the task,
+    the error) always, then as much context as ``budget`` tokens leave room for."""
+    system = _system_message(data.language, data.packages)
     target, task_name = _target(data)
+    task = _task(data, task_name, tokenizer, budget)
+    fixed = system, _user_message(data, target, task, context="")
+    room = _Budget(tokenizer, budget - sum(map(tokenizer.count, fixed)) - 2 * MESSAGE_OVERHEAD)
+    visible = visible_symbols(data)
+    context = _choose_context(data, visible, room)
+    user = _user_message(data, target, task, context.render())
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    tokens = tokenizer.count(system) + tokenizer.count(user) + 2 * MESSAGE_OVERHEAD
+    report = {
+        "prompt_tokens": tokens,
+        "budget_tokens": budget,
+        **context.counts(data, len(visible)),
+    }
+    return Prompt(messages, tokens, report)
+
+
+def _system_message(language: str, packages: list[str]) -> str:
+    return _fill(
+        "system",
+        language_name=LANGUAGE_NAMES.get(language, language),
+        language_rules=_language_rules(language, packages),
+    ).strip()
+
+
+def _task(data: PromptInput, task_name: str, tokenizer: Tokenizer, budget: int) -> str:
+    """What the model is asked to do; for fix, with the error (at most a share of the budget)."""
     error = ""
     if data.mode == "fix":
         error_limit = max(200, budget // ERROR_SHARE)
         error = render_error(data.error or {}, tokenizer, error_limit) if data.error else ""
         error = "```\n" + (error or "(no error output was recorded)") + "\n```"
     instruction = data.instruction.strip()
-    task = _fill(
+    return _fill(
         f"task_{task_name}",
         instruction=instruction,
         error=error,
         instruction_line=f" The person adds: {instruction}" if instruction else "",
     ).strip()
 
-    def assemble(context: str) -> str:
-        return _fill(
-            "request",
-            context=context,
-            cell_number=str(data.target + 1),
-            cell_count=str(len(data.cells)),
-            language_name=language_name,
-            target=target,
-            task=task,
-        ).strip()
 
-    fixed = tokenizer.count(system) + tokenizer.count(assemble("")) + 2 * MESSAGE_OVERHEAD
-    left = budget - fixed
+def _user_message(data: PromptInput, target: str, task: str, context: str) -> str:
+    return _fill(
+        "request",
+        context=context,
+        cell_number=str(data.target + 1),
+        cell_count=str(len(data.cells)),
+        language_name=LANGUAGE_NAMES.get(data.language, data.language),
+        target=target,
+        task=task,
+    ).strip()
 
-    # Section headings are paid for when a section gets its first item.
-    def heading(name: str) -> int:
-        return tokenizer.count(
-            Template(load_prompt(name)).safe_substitute(cells="", symbols="", files="")
-        )
 
-    symbols: list[str] = []
-    for symbol, index in visible_symbols(data):
-        text = render_symbol(symbol, index + 1)
-        cost = tokenizer.count(text + "\n") + (0 if symbols else heading("section_symbols"))
-        if cost > left:
-            break
-        symbols.append(text)
-        left -= cost
+class _Budget:
+    """The tokens left for context. A section's heading is paid for with its first item."""
 
-    files: list[str] = []
-    for entry in data.files[:MAX_FILES]:
-        text = render_file(entry)
-        cost = tokenizer.count(text + "\n") + (0 if files else heading("section_files"))
-        if cost > left:
-            break
-        files.append(text)
-        left -= cost
+    def __init__(self, tokenizer: Tokenizer, left: int) -> None:
+        self._tokenizer = tokenizer
+        self.left = left
 
-    above: list[str] = []  # nearest first
-    below: list[str] = []
-    open_above, open_below = True, True
-    distance = 1
-    while open_above or open_below:
-        for direction in ("above", "below"):
-            index = data.target - distance if direction == "above" else data.target + distance
-            chosen = above if direction == "above" else below
-            if (direction == "above" and not open_above) or (
-                direction == "below" and not open_below
-            ):
-                continue
-            if not 0 <= index < len(data.cells):
-                if direction == "above":
-                    open_above = False
-                else:
-                    open_below = False
-                continue
-            text = render_cell(index, data.cells[index])
-            section = "section_cells_above" if direction == "above" else "section_cells_below"
-            cost = tokenizer.count(text + "\n\n") + (0 if chosen else heading(section))
-            if cost > left:
-                if direction == "above":
-                    open_above = False
-                else:
-                    open_below = False
-                continue
-            chosen.append(text)
-            left -= cost
-        distance += 1
+    def _heading(self, section: str) -> int:
+        empty = Template(load_prompt(section)).safe_substitute(cells="", symbols="", files="")
+        return self._tokenizer.count(empty)
 
-    context = ""
-    if above:
-        context += _fill("section_cells_above", cells="\n\n".join(reversed(above)))
-    if symbols:
-        context += _fill("section_symbols", symbols="\n".join(symbols))
-    if files:
-        context += _fill("section_files", files="\n".join(files))
-    if below:
-        context += _fill("section_cells_below", cells="\n\n".join(below))
-    user = assemble(context)
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    tokens = tokenizer.count(system) + tokenizer.count(user) + 2 * MESSAGE_OVERHEAD
-    visible = visible_symbols(data)
-    report = {
-        "prompt_tokens": tokens,
-        "budget_tokens": budget,
-        "cells_above": len(above),
-        "cells_above_cut": data.target - len(above),
-        "cells_below": len(below),
-        "cells_below_cut": len(data.cells) - data.target - 1 - len(below),
-        "symbols": len(symbols),
-        "symbols_cut": len(visible) - len(symbols),
-        "files": len(files),
-        "files_cut": min(len(data.files), MAX_FILES)
-        - len(files)
-        + max(0, len(data.files) - MAX_FILES),
+    def take(self, text: str, section: str, *, first: bool) -> bool:
+        """Spend what ``text`` costs, if it fits."""
+        cost = self._tokenizer.count(text) + (self._heading(section) if first else 0)
+        if cost > self.left:
+            return False
+        self.left -= cost
+        return True
+
+    def fill(self, texts: Iterable[str], section: str) -> list[str]:
+        """The texts (one a line) in order, up to the first that does not fit."""
+        taken: list[str] = []
+        for text in texts:
+            if not self.take(text + "\n", section, first=not taken):
+                break
+            taken.append(text)
+        return taken
+
+
+@dataclass
+class _Context:
+    """The context that fits, each kind in the order it was chosen (nearest first)."""
+
+    symbols: list[str]
+    files: list[str]
+    above: list[str]
+    below: list[str]
+
+    def render(self) -> str:
+        context = ""
+        if self.above:
+            context += _fill("section_cells_above", cells="\n\n".join(reversed(self.above)))
+        if self.symbols:
+            context += _fill("section_symbols", symbols="\n".join(self.symbols))
+        if self.files:
+            context += _fill("section_files", files="\n".join(self.files))
+        if self.below:
+            context += _fill("section_cells_below", cells="\n\n".join(self.below))
+        return context
+
+    def counts(self, data: PromptInput, names_visible: int) -> dict[str, int]:
+        """What went in and what was cut, by kind."""
+        return {
+            "cells_above": len(self.above),
+            "cells_above_cut": data.target - len(self.above),
+            "cells_below": len(self.below),
+            "cells_below_cut": len(data.cells) - data.target - 1 - len(self.below),
+            "symbols": len(self.symbols),
+            "symbols_cut": names_visible - len(self.symbols),
+            "files": len(self.files),
+            "files_cut": min(len(data.files), MAX_FILES)
+            - len(self.files)
+            + max(0, len(data.files) - MAX_FILES),
+        }
+
+
+def _choose_context(
+    data: PromptInput, visible: list[tuple[dict[str, Any], int]], room: _Budget
+) -> _Context:
+    """By priority: the names the cell can use, the workspace's files, the cells around."""
+    symbols = room.fill((render_symbol(s, index + 1) for s, index in visible), "section_symbols")
+    files = room.fill(map(render_file, data.files[:MAX_FILES]), "section_files")
+    above, below = _cells_around(data, room)
+    return _Context(symbols, files, above, below)
+
+
+def _cells_around(data: PromptInput, room: _Budget) -> tuple[list[str], list[str]]:
+    """The cells above and below the target, nearest first, one above then one below, each
+    side until it runs out or its next cell does not fit."""
+
+    def rendered(indices: range) -> Iterator[str]:
+        return (render_cell(index, data.cells[index]) for index in indices)
+
+    sides = {
+        "above": rendered(range(data.target - 1, -1, -1)),
+        "below": rendered(range(data.target + 1, len(data.cells))),
     }
-    return Prompt(messages, tokens, report)
+    chosen: dict[str, list[str]] = {side: [] for side in sides}
+    while sides:
+        for side, texts in list(sides.items()):
+            text = next(texts, None)
+            section = f"section_cells_{side}"
+            if text is None or not room.take(text + "\n\n", section, first=not chosen[side]):
+                del sides[side]
+            else:
+                chosen[side].append(text)
+    return chosen["above"], chosen["below"]

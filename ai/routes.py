@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from ai.service import MODES, Assistant, Generation
 from ai.service import Request as AssistRequest
@@ -15,14 +15,10 @@ from ai.shared import SharedGeneration
 from collab.api.http import json_object, path_uuid
 from collab.auth.access import Role, identify, require_notebook
 from collab.errors import BadRequest, Forbidden, NotFound, Unavailable
+from collab.services.extensions import Running
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_INSTRUCTION_CHARS = 4000
-
-
-def _assistant(request: Request) -> Assistant:
-    assistant: Assistant = request.app.state.services.extras["assistant"]
-    return assistant
 
 
 def _selection(value: Any) -> tuple[int, int] | None:
@@ -37,10 +33,9 @@ def _selection(value: Any) -> tuple[int, int] | None:
     return (min(points), max(points))
 
 
-async def assist(request: Request) -> Response:
+async def assist(assistant: Assistant, request: Request) -> Response:
     notebook_id = path_uuid(request, "notebook_id", "notebook")
     principal = await require_notebook(request, notebook_id, Role.EDITOR)
-    assistant = _assistant(request)
     if not assistant.settings.configured:
         raise Unavailable(HOW_TO_CONFIGURE)
     body = await json_object(request, MAX_BODY_BYTES)
@@ -76,13 +71,12 @@ async def assist(request: Request) -> Response:
 
 
 async def _generation(
-    request: Request, minimum: Role
+    assistant: Assistant, request: Request, minimum: Role
 ) -> tuple[Generation | SharedGeneration, bool]:
     """The generation (running here, or the row of one another server runs), after the
     caller's access to its notebook is checked; and whether the caller asked for it."""
     generation_id = path_uuid(request, "generation_id", "generation")
     await identify(request)  # signed out: 401 before anything is looked up
-    assistant = _assistant(request)
     found: Generation | SharedGeneration | None = assistant.generations.get(generation_id)
     if found is None:
         found = await assistant.shared.get(generation_id)
@@ -96,14 +90,14 @@ async def _generation(
     return found, principal.user_id == requester_id
 
 
-async def get_generation(request: Request) -> Response:
-    found, _ = await _generation(request, Role.VIEWER)
+async def get_generation(assistant: Assistant, request: Request) -> Response:
+    found, _ = await _generation(assistant, request, Role.VIEWER)
     return JSONResponse(found.public() if isinstance(found, Generation) else found.public)
 
 
-async def _act(request: Request, action: str) -> Response:
+async def _act(assistant: Assistant, request: Request, action: str) -> Response:
     """Accept, reject or cancel the requester's generation, wherever it runs."""
-    found, own = await _generation(request, Role.EDITOR)
+    found, own = await _generation(assistant, request, Role.EDITOR)
     if not own:
         name = (
             found.requester.name
@@ -111,30 +105,30 @@ async def _act(request: Request, action: str) -> Response:
             else found.public["requested_by"]["name"]
         )
         raise Forbidden(f"only {name}, who asked for it, may do that")
-    assistant = _assistant(request)
     if isinstance(found, SharedGeneration):
         return JSONResponse(await assistant.act_remotely(found, action))
     await assistant.act(found, action)
     return JSONResponse(found.public())
 
 
-async def accept(request: Request) -> Response:
-    return await _act(request, "accept")
+async def accept(assistant: Assistant, request: Request) -> Response:
+    return await _act(assistant, request, "accept")
 
 
-async def reject(request: Request) -> Response:
-    return await _act(request, "reject")
+async def reject(assistant: Assistant, request: Request) -> Response:
+    return await _act(assistant, request, "reject")
 
 
-async def cancel(request: Request) -> Response:
-    return await _act(request, "cancel")
+async def cancel(assistant: Assistant, request: Request) -> Response:
+    return await _act(assistant, request, "cancel")
 
 
-def routes() -> list[BaseRoute]:
+def routes(assistant: Running[Assistant]) -> list[BaseRoute]:
+    """The routes, bound to the assistant they call (collab.services.extensions.Running)."""
     return [
-        Route("/api/notebooks/{notebook_id}/cells/{cell_id}/assist", assist, methods=["POST"]),
-        Route("/api/generations/{generation_id}", get_generation, methods=["GET"]),
-        Route("/api/generations/{generation_id}/accept", accept, methods=["POST"]),
-        Route("/api/generations/{generation_id}/reject", reject, methods=["POST"]),
-        Route("/api/generations/{generation_id}/cancel", cancel, methods=["POST"]),
+        assistant.route("/api/notebooks/{notebook_id}/cells/{cell_id}/assist", assist, "POST"),
+        assistant.route("/api/generations/{generation_id}", get_generation, "GET"),
+        assistant.route("/api/generations/{generation_id}/accept", accept, "POST"),
+        assistant.route("/api/generations/{generation_id}/reject", reject, "POST"),
+        assistant.route("/api/generations/{generation_id}/cancel", cancel, "POST"),
     ]

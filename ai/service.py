@@ -25,6 +25,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from openai import AsyncOpenAI
 from prometheus_client import Counter, Histogram
 
+from ai.answer import Answer
 from ai.cleaner import CodeFilter
 from ai.prompt import Cell, PromptInput, build_prompt
 from ai.provider import CompletionStream, ProviderError, make_client
@@ -33,6 +34,7 @@ from ai.shared import ACTIVE, DB_ERRORS, HEARTBEAT_S, SharedGeneration, SharedGe
 from ai.tokens import Tokenizer, load_tokenizer
 from ai.tracking import Suggestion
 from collab.auth.access import Principal
+from collab.document.schema import RunState
 from collab.errors import BadRequest, Conflict, NotFound, Unavailable, WeftError
 from collab.services.container import Services
 from collab.sync.peers import NotebookPeer, open_notebook
@@ -369,7 +371,7 @@ class Assistant:
     async def _files(self, notebook_id: uuid.UUID) -> list[dict[str, Any]]:
         row = await self.services.catalog.get_notebook(notebook_id)
         workspace_id = uuid.UUID(str(row["workspace_id"]))
-        store = self.services.offered.workspace_files
+        store = self.services.extensions.workspace_files()
         if store is None:
             return []  # no executor here: no file store to describe
 
@@ -416,7 +418,7 @@ class Assistant:
                 error = errors[-1]
             else:
                 run = notebook.run(request.cell_id) or {}
-                if run.get("state") != "error":
+                if run.get("state") != RunState.ERROR:
                     raise BadRequest(
                         "this cell has no error to fix: run it first, or use mode 'edit'"
                     )
@@ -613,47 +615,15 @@ class Assistant:
         messages: list[dict[str, str]],
         prompt_tokens: int,
     ) -> None:
+        """Write the model's code into the cell as it arrives; then leave a suggestion to
+        review, or nothing and why (failed, cancelled, no code)."""
         assert self.client is not None
-        assert self.tokenizer is not None
-        suggestion = generation.suggestion
-        assert suggestion is not None
-        started = time.monotonic()
-        code_filter = CodeFilter((notebook.cell(generation.request.cell_id) or _NO_CELL).language)
+        answer = self._new_answer(generation, notebook)
         completion = CompletionStream(self.client, self.settings)
-        separator: str | None = None
-        output_tokens = 0
-        answer: list[str] = []
-
-        def write(piece: str) -> None:
-            nonlocal separator
-            if not piece:
-                return
-            if separator is None:
-                # Code added after a cell's last line starts on a line of its own.
-                appending = (
-                    generation.request.mode == "generate" and generation.request.selection is None
-                )
-                separator = "\n" if appending and not suggestion.ends_with_newline else ""
-                piece = separator + piece
-                self._first_token.observe(time.monotonic() - started)
-            suggestion.write(piece)
-
         with anyio.CancelScope() as scope:
             generation.scope = scope
             try:
-                async with contextlib.aclosing(completion.pieces(messages)) as pieces:
-                    async for piece in pieces:
-                        if suggestion.lost:
-                            raise ProviderError("cell_gone", _GONE)
-                        answer.append(piece)
-                        output_tokens += self.tokenizer.count(piece)
-                        write(code_filter.feed(piece))
-                        if output_tokens >= self.settings.max_output_tokens:
-                            completion.finish_reason = "length"
-                            break
-                if suggestion.lost:
-                    raise ProviderError("cell_gone", _GONE)
-                write(code_filter.finish())
+                await self._receive(completion, messages, answer)
             except ProviderError as exc:
                 self._fail(generation, exc)
                 return
@@ -663,35 +633,75 @@ class Assistant:
                 return
             finally:
                 generation.scope = None
-                usage = completion.usage
-                self._tokens.labels(kind="prompt").inc(usage.get("prompt_tokens") or prompt_tokens)
-                self._tokens.labels(kind="completion").inc(
-                    usage.get("completion_tokens") or output_tokens
-                )
-                generation.usage = {
-                    "prompt_tokens": usage.get("prompt_tokens") or prompt_tokens,
-                    "completion_tokens": usage.get("completion_tokens") or output_tokens,
-                }
+                self._count_usage(generation, completion.usage, prompt_tokens, answer.tokens)
         if scope.cancelled_caught:
-            if not suggestion.lost:
-                write(code_filter.finish())
-            generation.finish_reason = "cancelled"
+            if not answer.suggestion.lost:
+                answer.finish()
+            finish_reason = "cancelled"
         else:
-            generation.finish_reason = completion.finish_reason or "stop"
+            finish_reason = completion.finish_reason or "stop"
+        self._settle_stream(generation, notebook, answer, finish_reason)
+
+    def _new_answer(self, generation: Generation, notebook: NotebookPeer) -> Answer:
+        suggestion = generation.suggestion
+        assert suggestion is not None
+        assert self.tokenizer is not None
+        request = generation.request
+        started = time.monotonic()
+        return Answer(
+            suggestion,
+            CodeFilter((notebook.cell(request.cell_id) or _NO_CELL).language),
+            self.tokenizer.count,
+            appending=request.mode == "generate" and request.selection is None,
+            on_first_code=lambda: self._first_token.observe(time.monotonic() - started),
+        )
+
+    async def _receive(
+        self, completion: CompletionStream, messages: list[dict[str, str]], answer: Answer
+    ) -> None:
+        """The model's pieces into the answer, up to the output cap; ProviderError when the
+        cell goes away meanwhile."""
+        async with contextlib.aclosing(completion.pieces(messages)) as pieces:
+            async for piece in pieces:
+                if answer.suggestion.lost:
+                    raise ProviderError("cell_gone", _GONE)
+                answer.feed(piece)
+                if answer.tokens >= self.settings.max_output_tokens:
+                    completion.finish_reason = "length"
+                    break
+        if answer.suggestion.lost:
+            raise ProviderError("cell_gone", _GONE)
+        answer.finish()
+
+    def _count_usage(
+        self, generation: Generation, usage: dict[str, int], prompt_tokens: int, output: int
+    ) -> None:
+        """The provider's token counts when it sent them, else ours."""
+        generation.usage = {
+            "prompt_tokens": usage.get("prompt_tokens") or prompt_tokens,
+            "completion_tokens": usage.get("completion_tokens") or output,
+        }
+        self._tokens.labels(kind="prompt").inc(generation.usage["prompt_tokens"])
+        self._tokens.labels(kind="completion").inc(generation.usage["completion_tokens"])
+
+    def _settle_stream(
+        self, generation: Generation, notebook: NotebookPeer, answer: Answer, finish_reason: str
+    ) -> None:
+        generation.finish_reason = finish_reason
         generation.finished_at = _now()
         self._presence(notebook, generation, False)
-        if suggestion.lost:
+        if answer.suggestion.lost:
             self._fail(generation, ProviderError("cell_gone", _GONE))
-        elif suggestion.changed:
+        elif answer.suggestion.changed:
             generation.state = "pending"
             self._mark(notebook, generation)
             self._publish(generation)
-        elif generation.finish_reason == "cancelled":
+        elif finish_reason == "cancelled":
             self._end(generation, "cancelled")
         else:
             self._fail(
                 generation,
-                ProviderError("empty", "the model's answer had no code: " + _excerpt(answer)),
+                ProviderError("empty", "the model's answer had no code: " + answer.excerpt()),
             )
         generation.settled.set()
 
@@ -786,11 +796,6 @@ class _NoCell:
 
 
 _NO_CELL = _NoCell()
-
-
-def _excerpt(answer: list[str]) -> str:
-    text = " ".join("".join(answer).split())
-    return repr(text[:200] + ("…" if len(text) > 200 else ""))
 
 
 def _environment_packages(metadata: dict[str, Any]) -> list[str]:

@@ -40,31 +40,6 @@ class Tokenizer:
     def count(self, text: str) -> int:
         return self._count(text) if text else 0
 
-    def truncate(self, text: str, tokens: int) -> str:
-        """The longest prefix of ``text`` (cut at a line end where possible) of at most
-        ``tokens`` tokens."""
-        if self.count(text) <= tokens:
-            return text
-        lines = text.splitlines(keepends=True)
-        kept: list[str] = []
-        used = 0
-        for line in lines:
-            cost = self.count(line)
-            if used + cost > tokens:
-                break
-            kept.append(line)
-            used += cost
-        if not kept:  # one long line: cut by characters
-            low, high = 0, len(text)
-            while low < high:
-                mid = (low + high + 1) // 2
-                if self.count(text[:mid]) <= tokens:
-                    low = mid
-                else:
-                    high = mid - 1
-            return text[:low]
-        return "".join(kept)
-
 
 def _estimate(text: str) -> int:
     return math.ceil(len(text.encode("utf-8")) / 3)

@@ -1,8 +1,10 @@
 """Per-run overhead of a trivial cell (`1+1`), from commit to `done` visible to a client.
 
-Side by side in one run: a warm Weft kernel, a cold Weft kernel (restarted before each
-run), a Jupyter kernel (ipykernel through jupyter_client) executing the same cell, and a bare
-`docker run` of the runtime image as the floor for a cold start. Prints one JSON line.
+Side by side in one run, interleaved: a warm Weft kernel next to a Jupyter kernel (ipykernel
+through jupyter_client) executing the same cell; a cold Weft kernel (restarted before each
+run) next to a bare `docker run` of the runtime image, the floor for a cold start; and the
+first run in a notebook opened --think seconds before (its kernel starts on open). Prints
+one JSON line.
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python bench/run_overhead.py --warm 30 --cold 8
@@ -18,9 +20,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
+from pycrdt import Map
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,7 +44,90 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def weft_runs(warm: int, cold: int) -> tuple[list[float], list[float]]:
+class Jupyter:
+    """An ipykernel through jupyter_client: the same cell, the same machine, same moment."""
+
+    def __init__(self) -> None:
+        from jupyter_client.manager import start_new_kernel
+
+        self.manager, self.client = start_new_kernel(kernel_name="python3")
+        self.one()  # the first execution imports more than the others
+
+    def one(self) -> float:
+        started = time.perf_counter()
+        reply = self.client.execute_interactive("1+1", timeout=60, output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "ok"
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+def docker_run() -> float:
+    """The floor for a cold start: a bare `docker run` of the runtime image."""
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "weft-runtime:latest",
+            "python3",
+            "-c",
+            "1+1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+NOTEBOOK = {
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {},
+    "cells": [
+        {
+            "id": "c",
+            "cell_type": "code",
+            "source": "1+1",
+            "metadata": {},
+            "outputs": [],
+            "execution_count": None,
+        }
+    ],
+}
+
+
+async def commit_until_done(api: httpx.AsyncClient, nid: str, runs: Map[Any]) -> float:
+    started = time.perf_counter()
+    response = await api.post(f"/api/notebooks/{nid}/cells/c/run", json={})
+    run_id = response.json()["run_id"]
+    with anyio.fail_after(60):
+        while True:
+            state = runs["c"] if "c" in runs else None
+            if state and state["run_id"] == run_id and state["state"] == "done":
+                return time.perf_counter() - started
+            await anyio.sleep(0.0005)
+
+
+async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Each Weft sample is taken next to its peer's (warm with Jupyter, cold with a bare
+    docker run), so a busy moment of the machine slows both sides of a ratio alike."""
+    samples: dict[str, list[float]] = {
+        "weft_warm": [],
+        "jupyter": [],
+        "weft_cold": [],
+        "docker_run": [],
+        "first_run_after_open": [],
+    }
+    jupyter = Jupyter()
     with tempfile.TemporaryDirectory() as state:
         server = ServerProcess(state_dir=Path(state), env={"WEFT_LOG_LEVEL": "WARNING"})
         await server.start()
@@ -49,92 +136,36 @@ async def weft_runs(warm: int, cold: int) -> tuple[list[float], list[float]]:
             auth = {"Authorization": f"Bearer {token}"}
             async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=auth) as api:
                 ws = (await api.post("/api/workspaces", json={"name": "bench"})).json()["id"]
-                notebook = {
-                    "nbformat": 4,
-                    "nbformat_minor": 5,
-                    "metadata": {},
-                    "cells": [
-                        {
-                            "id": "c",
-                            "cell_type": "code",
-                            "source": "1+1",
-                            "metadata": {},
-                            "outputs": [],
-                            "execution_count": None,
-                        }
-                    ],
-                }
-                nid = (
-                    await api.post(
-                        f"/api/workspaces/{ws}/notebooks/import", content=json.dumps(notebook)
-                    )
-                ).json()["id"]
+
+                async def new_notebook() -> str:
+                    url = f"/api/workspaces/{ws}/notebooks/import"
+                    response = await api.post(url, content=json.dumps(NOTEBOOK))
+                    return str(response.json()["id"])
+
+                nid = await new_notebook()
                 async with py_client(server.ws_base, nid, token=token) as client:
-                    runs = client.doc.get_map("runs")
-
-                    async def one() -> float:
-                        started = time.perf_counter()
-                        response = await api.post(f"/api/notebooks/{nid}/cells/c/run", json={})
-                        run_id = response.json()["run_id"]
-                        with anyio.fail_after(60):
-                            while True:
-                                state = runs["c"] if "c" in runs else None
-                                if state and state["run_id"] == run_id and state["state"] == "done":
-                                    return time.perf_counter() - started
-                                await anyio.sleep(0.0005)
-
-                    await one()  # start the kernel
-                    warm_samples = [await one() for _ in range(warm)]
-                    cold_samples = []
-                    for _ in range(cold):
+                    runs = client.doc.get("runs", type=Map)
+                    await commit_until_done(api, nid, runs)  # start the kernel
+                    for _ in range(args.warm):
+                        samples["weft_warm"].append(await commit_until_done(api, nid, runs))
+                        samples["jupyter"].append(await anyio.to_thread.run_sync(jupyter.one))
+                    for _ in range(args.cold):
                         await api.post(f"/api/notebooks/{nid}/restart")
-                        cold_samples.append(await one())
-                    return warm_samples, cold_samples
+                        samples["weft_cold"].append(await commit_until_done(api, nid, runs))
+                        samples["docker_run"].append(await anyio.to_thread.run_sync(docker_run))
+                # A person opens a notebook and commits after reading it for --think seconds:
+                # the kernel started when they opened it.
+                for _ in range(args.opened):
+                    other = await new_notebook()
+                    async with py_client(server.ws_base, other, token=token) as client:
+                        await anyio.sleep(args.think)
+                        runs = client.doc.get("runs", type=Map)
+                        sample = await commit_until_done(api, other, runs)
+                        samples["first_run_after_open"].append(sample)
+                    await api.delete(f"/api/notebooks/{other}")
         finally:
             server.stop()
-
-
-def jupyter_runs(count: int) -> list[float]:
-    from jupyter_client.manager import start_new_kernel
-
-    manager, client = start_new_kernel(kernel_name="python3")
-    try:
-        client.execute_interactive("1+1", timeout=60, output_hook=lambda msg: None)
-        samples = []
-        for _ in range(count):
-            started = time.perf_counter()
-            reply = client.execute_interactive("1+1", timeout=60, output_hook=lambda msg: None)
-            assert reply["content"]["status"] == "ok"
-            samples.append(time.perf_counter() - started)
-        return samples
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-
-
-def docker_runs(count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--read-only",
-                "--cap-drop",
-                "ALL",
-                "weft-runtime:latest",
-                "python3",
-                "-c",
-                "1+1",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        samples.append(time.perf_counter() - started)
+            jupyter.close()
     return samples
 
 
@@ -142,6 +173,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warm", type=int, default=30)
     parser.add_argument("--cold", type=int, default=8)
+    parser.add_argument("--opened", type=int, default=5, help="notebooks opened, then run once")
+    parser.add_argument("--think", type=float, default=3.0, help="seconds from open to commit")
     args = parser.parse_args()
     try:
         import ipykernel  # noqa: F401
@@ -152,25 +185,22 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    warm, cold = anyio.run(weft_runs, args.warm, args.cold)
-    jupyter = jupyter_runs(args.warm)
-    bare = docker_runs(args.cold)
-    result = {
-        "bench": "run_overhead",
-        "weft_warm": summary(warm),
-        "weft_cold": summary(cold),
-        "jupyter": summary(jupyter),
-        "docker_run": summary(bare),
-    }
+    samples = anyio.run(measure, args)
+    result: dict[str, Any] = {"bench": "run_overhead"}
+    result.update({name: summary(values) for name, values in samples.items() if values})
+    p50 = {name: result[name]["p50_ms"] for name in samples if samples[name]}
     result["ratio"] = {
-        "warm_vs_jupyter": round(result["weft_warm"]["p50_ms"] / result["jupyter"]["p50_ms"], 2),
-        "cold_vs_docker_run": round(
-            result["weft_cold"]["p50_ms"] / result["docker_run"]["p50_ms"], 2
-        ),
+        "warm_vs_jupyter": round(p50["weft_warm"] / p50["jupyter"], 2),
+        "cold_vs_docker_run": round(p50["weft_cold"] / p50["docker_run"], 2),
     }
+    if "first_run_after_open" in p50:
+        result["ratio"]["first_run_vs_warm"] = round(
+            p50["first_run_after_open"] / p50["weft_warm"], 2
+        )
+    # The targets of docs/performance.md ("Run overhead").
     result["targets_met"] = {
-        "warm_within_3x_jupyter": result["ratio"]["warm_vs_jupyter"] <= 3,
-        "cold_within_1_5x_docker_run": result["ratio"]["cold_vs_docker_run"] <= 1.5,
+        "warm_within_2x_jupyter": result["ratio"]["warm_vs_jupyter"] <= 2,
+        "cold_within_1_2x_docker_run": result["ratio"]["cold_vs_docker_run"] <= 1.2,
     }
     print(json.dumps(result))
     return 0

@@ -8,12 +8,15 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Callable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from collab.app_services import kept_services
 from collab.errors import Forbidden, Unauthorized
+from collab.settings import Settings
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -75,10 +78,19 @@ def _loopback(host: str) -> bool:
         return False
 
 
+class MetricsServices(Protocol):
+    """What ``GET /metrics`` reads from the server's services (collab.services.Services)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def metrics(self) -> Metrics: ...
+
+
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus text. With WEFT_METRICS_TOKEN set it needs that bearer token; without,
     only callers on this machine (loopback) may scrape."""
-    services = request.app.state.services
+    services: MetricsServices = kept_services(request)
     expected = services.settings.metrics_token
     if expected is not None:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -86,5 +98,4 @@ async def metrics_endpoint(request: Request) -> Response:
             raise Unauthorized("/metrics needs 'Authorization: Bearer <WEFT_METRICS_TOKEN>'")
     elif not _loopback(request.client.host if request.client else ""):
         raise Forbidden("/metrics answers this machine only; set WEFT_METRICS_TOKEN to scrape it")
-    metrics: Metrics = services.metrics
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE)
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE)

@@ -1,10 +1,12 @@
 """Static analysis of cells (host side): which names a cell defines and reads, and which
-later cells a run makes stale.
+later cells a run, a delete or a move makes stale.
 
-The runner tracks namespaces at run time; this module answers the questions the host must
-answer before running anything (reactive mode, the "stale" badge, the assistant's context).
-It is deliberately conservative where Python is dynamic: `exec`, `globals()[...]` and
-`from m import *` are invisible to it.
+The runner tracks namespaces at run time; this module answers what only the source can
+tell: the names a cell may bind and the names it reads, for the stale marks (and so for
+reactive mode and run-stale) and for where a NameError's name is defined. Per notebook
+kernel, `DependencyGraph` keeps those facts and analyses a cell again only when its source
+changes. It is deliberately conservative where Python is dynamic: `exec`, `globals()[...]`
+and `from m import *` are invisible to it.
 
 Scopes follow Python's rules: module, class and comprehension bodies run at once, in order,
 so a name is *read* there only if the cell has not bound it yet at that point; function and
@@ -483,6 +485,74 @@ class CodeCell:
         return names_defined(self.source)
 
 
+@dataclass(frozen=True, slots=True)
+class CellFacts:
+    """What the analysis found in one version of a cell."""
+
+    cell: CodeCell
+    defines: frozenset[str]  # names its code may bind (an upper bound)
+    reads: frozenset[str]  # names it reads; for SQL, the tables as written
+
+
+def _facts(cell: CodeCell) -> CellFacts:
+    if cell.language == "sql":
+        reads = _sql_tables(cell.source)
+    else:
+        reads = frozenset(names_read(cell.source))
+    return CellFacts(cell, frozenset(cell.defines()), reads)
+
+
+class DependencyGraph:
+    """Which names each code cell of a notebook defines and reads, kept current cell by
+    cell: `update` analyses a cell again only when its source (or language, or SQL output
+    name) changed since it last saw it, so a run costs the analysis of the cells edited
+    since the last one, not of every cell.
+
+    >>> graph = DependencyGraph()
+    >>> graph.update(cells)   # the ids of the cells analysed (new or changed)
+    >>> reads, defines = graph.edges(bound)
+    """
+
+    def __init__(self) -> None:
+        self._facts: dict[str, CellFacts] = {}
+        self._order: list[str] = []
+
+    def update(self, cells: Sequence[CodeCell]) -> list[str]:
+        """Bring the graph to `cells` (the code cells, in order); returns the ids analysed."""
+        analysed = []
+        facts: dict[str, CellFacts] = {}
+        for cell in cells:
+            known = self._facts.get(cell.id)
+            if known is None or known.cell != cell:
+                known = _facts(cell)
+                analysed.append(cell.id)
+            facts[cell.id] = known
+        self._facts = facts
+        self._order = [c.id for c in cells]
+        return analysed
+
+    def facts(self, cell_id: str) -> CellFacts | None:
+        return self._facts.get(cell_id)
+
+    def edges(
+        self, bound: Mapping[str, set[str]]
+    ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+        """(cell id -> names it reads, cell id -> names it may define), for the cells of the
+        last `update`. A SQL cell's tables are matched to the names known (defined, or bound
+        by a run: `bound`) case-insensitively, as duckdb does."""
+        defines = {c: set(f.defines) for c, f in self._facts.items()}
+        reads = {c: set(f.reads) for c, f in self._facts.items() if f.cell.language != "sql"}
+        sql = [f for f in self._facts.values() if f.cell.language == "sql"]
+        if sql:
+            known = set().union(*defines.values(), *bound.values())
+            by_lower: dict[str, set[str]] = {}
+            for name in known:
+                by_lower.setdefault(name.lower(), set()).add(name)
+            for f in sql:
+                reads[f.cell.id] = {n for t in f.reads for n in by_lower.get(t.lower(), {t})}
+        return reads, defines
+
+
 class KernelNamespaces:
     """The host's mirror of one kernel's namespaces: the names each cell's last run bound
     there, and the order of the code cells they were bound in. It answers which cells
@@ -497,21 +567,11 @@ class KernelNamespaces:
     def __init__(self) -> None:
         self.bound: dict[str, set[str]] = {}
         self.order: list[str] = []
+        self.graph = DependencyGraph()
 
     def _graph(self, cells: Sequence[CodeCell]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-        defines = {c.id: c.defines() for c in cells}
-        known = set().union(*defines.values(), *self.bound.values())
-        by_lower: dict[str, set[str]] = {}
-        for name in known:
-            by_lower.setdefault(name.lower(), set()).add(name)
-        reads: dict[str, set[str]] = {}
-        for c in cells:
-            if c.language == "sql":  # duckdb names are case insensitive
-                tables = names_read_sql(c.source)
-                reads[c.id] = {n for t in tables for n in by_lower.get(t.lower(), {t})}
-            else:
-                reads[c.id] = names_read(c.source)
-        return reads, defines
+        self.graph.update(cells)
+        return self.graph.edges(self.bound)
 
     def cells_changed(self, cells: Sequence[CodeCell]) -> tuple[list[str], list[str]]:
         """Cells were added, deleted or moved: (cells now stale, deleted cells whose

@@ -55,6 +55,8 @@ class ExecutorSettings:
     instance: str = "weft"
     # Run cells in this process (one machine, one command) or leave them to `weft executor`.
     in_process: bool = True
+    # Start a notebook's kernel when an editor opens it (executor.prestart).
+    prestart: bool = True
     # Per-notebook environments: WEFT_ENV_DIR, WEFT_PACKAGE_INDEX_URL, WEFT_ENV_TIMEOUT_SECONDS.
     environments: EnvironmentSettings = field(
         default_factory=lambda: EnvironmentSettings(Path(".state/environments").resolve())
@@ -89,6 +91,7 @@ class ExecutorSettings:
             upload_limit_bytes=int(env_float(env, "WEFT_UPLOAD_LIMIT_BYTES", 200_000_000)),
             lease_s=env_float(env, "WEFT_RUN_LEASE_SECONDS", 15.0),
             in_process=(env.get("WEFT_EXECUTOR") or "on").lower() not in ("off", "0", "false"),
+            prestart=(env.get("WEFT_KERNEL_PRESTART") or "on").lower() not in ("off", "0", "false"),
             environments=EnvironmentSettings.from_env(settings, env),
             # Containers left by an earlier run of this same server are removed at start.
             instance=env.get("WEFT_INSTANCE")

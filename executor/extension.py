@@ -10,33 +10,42 @@ import anyio
 from starlette.routing import BaseRoute
 
 from collab.services.container import Services
+from collab.services.extensions import Extension, Running, WorkspaceFiles
 from collab.settings import Settings
-from executor import routes
+from executor import request_routes, routes
+from executor.cell_requests import CellRequests
 from executor.config import ExecutorSettings
 from executor.service import Executor
 
 
-class ExecutorExtension:
+class ExecutorExtension(Extension):
     name = "executor"
 
     def __init__(self, settings: Settings, *, worker: bool | None = None) -> None:
         self.settings = ExecutorSettings.from_env(settings)
         # WEFT_EXECUTOR=off: this server only queues runs; `weft executor` workers run them.
         self.worker = self.settings.in_process if worker is None else worker
-        self.executor: Executor | None = None
+        self.executor = Running[Executor]("executor")
+        self.cell_requests = Running[CellRequests]("kernel request service")
 
     def routes(self) -> Sequence[BaseRoute]:
-        return routes.routes()
+        return [*routes.routes(self.executor), *request_routes.routes(self.cell_requests)]
 
     @contextlib.asynccontextmanager
     async def lifespan(self, services: Services) -> AsyncIterator[None]:
         async with Executor(self.settings, services).running(worker=self.worker) as executor:
-            self.executor = executor
-            services.extras["executor"] = executor
-            services.offered.workspace_files = executor.files
+            # Inside: the routes stop reaching the executor before it stops.
+            with (
+                self.executor.serving(executor),
+                self.cell_requests.serving(CellRequests(executor)),
+            ):
+                yield
 
-            async def copy_files(source: uuid.UUID, copy: uuid.UUID) -> None:
-                await anyio.to_thread.run_sync(executor.files.copy_workspace, source, copy)
+    async def workspace_copied(self, source: uuid.UUID, copy: uuid.UUID) -> None:
+        """The copy gets the workspace's files too."""
+        files = self.executor.get().files
+        await anyio.to_thread.run_sync(files.copy_workspace, source, copy)
 
-            services.workspace_copied.append(copy_files)
-            yield
+    def workspace_files(self) -> WorkspaceFiles | None:
+        executor = self.executor.current
+        return None if executor is None else executor.files

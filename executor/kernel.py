@@ -17,7 +17,7 @@ import socket
 import struct
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from executor.config import ExecutorSettings
 from executor.environments.mount import add_mount
+from executor.kernel_requests import PendingRequests
 from executor.protocol import LineFramer, ProtocolViolation, parse_message
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,9 @@ class Kernel:
     """One notebook's runner container.
 
     >>> kernel = await Kernel.start(client, settings, notebook_id, workspace_dir)
+    >>> kernel.begin(run_id, cell_id)
     >>> await kernel.send({"type": "run", ...})
-    >>> async for message in kernel.messages(): ...
+    >>> message = await kernel.receive()   # None once the runner is gone
     """
 
     def __init__(
@@ -142,7 +144,6 @@ class Kernel:
         self.network = False
         self.environment: str | None = None  # the key of the package set it mounts
         self.execution_count = 0
-        self.known_cells: set[str] = set()
         self.last_used = anyio.current_time()
         # The run in progress (run id, cell id), and the runs that ended (for late output).
         self.current_run: tuple[str, str] | None = None
@@ -153,6 +154,8 @@ class Kernel:
         self.forged_run: tuple[str, str] | None = None
         # Who ran code here: user id -> (the share link they ran it through, their name).
         self.ran_by: dict[str, tuple[uuid.UUID | None, str | None]] = {}
+        # Requests beside runs (completions, frame pages): executor.kernel_requests.
+        self.requests = PendingRequests()
         # Called once the reader stops (the container died or broke the protocol).
         self.on_stop: Callable[[Kernel], None] | None = None
 
@@ -247,6 +250,9 @@ class Kernel:
             log.warning("kernel broke the runner protocol: %s", exc.reason, extra=extra)
         finally:
             self.alive = False
+            self.requests.close(
+                f"the kernel stopped ({self.violation or 'restarted or died'}) before it answered"
+            )
             await self._send_messages.aclose()
             if self.on_stop is not None:
                 self.on_stop(self)
@@ -263,6 +269,9 @@ class Kernel:
             return
         if kind == "protocol_error":
             raise ProtocolViolation(f"the runner refused a request: {message['detail'][:500]}")
+        if kind == "response":
+            self.requests.deliver(message)
+            return
         run_id = message.get("run_id")
         if self.current_run is not None and run_id == self.current_run[0]:
             await self._send_messages.send(message)
@@ -324,10 +333,6 @@ class Kernel:
         self.last_used = anyio.current_time()
         return message
 
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
-        while (message := await self.receive()) is not None:
-            yield message
-
     async def interrupt(self) -> None:
         """SIGINT to the runner: the cell in progress ends with KeyboardInterrupt."""
         with contextlib.suppress(docker.errors.DockerException):
@@ -351,6 +356,7 @@ class Kernel:
 
     async def remove(self) -> None:
         self.alive = False
+        self.requests.close("the kernel was restarted before it answered")
         if self._writer is not None:
             self._writer.close()
         if self._reader_task is not None:

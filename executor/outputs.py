@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from collab.document.schema import SYMBOL_CUT_TYPE, Symbol
 from collab.sync.peers import NotebookPeer
 
 _NOTE_RESERVE = 1000  # room kept under a cap for the note that says it was reached
@@ -187,13 +188,14 @@ class OutputWriter:
         return kept
 
 
-def cap_symbols(symbols: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
-    """A cell's symbols within ``max_bytes``, in order; one last entry counts the rest."""
-    kept: list[dict[str, Any]] = []
+def cap_symbols(symbols: list[dict[str, Any]], max_bytes: int) -> list[Symbol]:
+    """A cell's symbols within ``max_bytes``, in order; one last entry counts the rest
+    (the runner's, checked by executor.protocol: name, type and repr are strings)."""
+    kept: list[Symbol] = []
     total = 0
     for index, symbol in enumerate(symbols):
-        entry = {
-            **symbol,
+        entry: Symbol = {
+            **symbol,  # type: ignore[typeddict-item]  # a schema, and what else it sent
             "name": symbol["name"][:200],
             "type": symbol["type"][:200],
             "repr": symbol["repr"][:1000],
@@ -204,7 +206,7 @@ def cap_symbols(symbols: list[dict[str, Any]], max_bytes: int) -> list[dict[str,
             kept.append(
                 {
                     "name": f"... {left} more",
-                    "type": "weft.cut",
+                    "type": SYMBOL_CUT_TYPE,
                     "repr": (
                         f"{left} more name{'s' if left != 1 else ''} not listed: this cell's "
                         f"symbols passed {_bytes(max_bytes)} (WEFT_SYMBOLS_MAX_BYTES)"

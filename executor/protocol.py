@@ -172,6 +172,13 @@ def check_message(value: Any) -> dict[str, Any]:
     if kind == "protocol_error":
         _field(value, "detail", str, "a string")
         return value
+    if kind == "response":  # to a kernel request (executor.kernel_requests)
+        _short(value, "request_id")
+        if _field(value, "ok", bool, "true or false"):
+            _field(value, "result", dict, "an object")
+        else:
+            _field(value, "error", str, "a string")
+        return value
     if kind not in RUN_MESSAGES:
         raise ProtocolViolation(f"unknown message type {kind[:40]!r}")
     # Text written before the first run has no run (the host drops it).

@@ -72,9 +72,9 @@ class Run:
 
 
 class RunQueue:
-    """Durable run requests.
+    """Durable run requests (their state is written with executor.run_states).
 
-    >>> run_id = await queue.request(notebook_id, cell_id, source, "python", by="ada")
+    >>> [run_id] = await queue.request(notebook_id, [(cell_id, source, "python")], by=user_id)
     >>> run = await queue.claim(worker_id, lease_s=15)
     """
 
@@ -214,12 +214,6 @@ class RunQueue:
             "SELECT id FROM runs WHERE notebook_id = $1 AND state = 'running'", notebook_id
         )
         return found
-
-    async def running(self, notebook_id: uuid.UUID) -> bool:
-        found = await self._pool.fetchval(
-            "SELECT 1 FROM runs WHERE notebook_id = $1 AND state = 'running'", notebook_id
-        )
-        return found is not None
 
     async def control(self, action: str, notebook_id: uuid.UUID, note: str = "") -> None:
         """Tell the worker holding the notebook's kernel (``note``: why, for a restart)."""

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from collab.api.http import json_object, path_uuid
 from collab.auth.access import (
@@ -25,6 +25,7 @@ from collab.auth.access import (
     require_workspace,
 )
 from collab.errors import BadRequest, NotFound, WeftError
+from collab.services.extensions import Running
 from collab.sync.peers import open_notebook
 from executor.environments import EnvironmentFailure
 from executor.files import FileStoreError
@@ -33,11 +34,6 @@ from executor.service import Executor
 
 _DOWNLOAD_CHUNK = 256 * 1024
 _RUNS_LISTED = 1000  # GET /api/notebooks/{id}/runs lists at most this many
-
-
-def _executor(request: Request) -> Executor:
-    executor: Executor = request.app.state.services.extras["executor"]
-    return executor
 
 
 async def _notebook(request: Request, minimum: Role) -> tuple[uuid.UUID, Principal]:
@@ -67,7 +63,7 @@ async def _by(request: Request, principal: Principal) -> dict[str, Any]:
     return {"by": str(principal.user_id), "by_name": principal.name, "link": identity.link_id}
 
 
-async def run_cell(request: Request) -> Response:
+async def run_cell(executor: Executor, request: Request) -> Response:
     notebook_id, principal = await _notebook(request, Role.EDITOR)
     body = await json_object(request)
     source = body.get("source")
@@ -75,7 +71,7 @@ async def run_cell(request: Request) -> Response:
         raise BadRequest("'source' must be a string")
     cell_id = request.path_params["cell_id"]
     try:
-        run_ids = await _executor(request).request(
+        run_ids = await executor.request(
             notebook_id, [(cell_id, source)], **await _by(request, principal)
         )
     except LookupError as exc:
@@ -85,9 +81,8 @@ async def run_cell(request: Request) -> Response:
     return JSONResponse({"run_id": str(run_ids[0])}, status_code=202)
 
 
-async def _run_cells(request: Request, below: str | None) -> Response:
+async def _run_cells(executor: Executor, request: Request, below: str | None) -> Response:
     notebook_id, principal = await _notebook(request, Role.EDITOR)
-    executor = _executor(request)
     async with open_notebook(executor.services.rooms, notebook_id) as notebook:
         cells = notebook.cells()
     ids = [c.id for c in cells if c.cell_type == "code"]
@@ -104,18 +99,17 @@ async def _run_cells(request: Request, below: str | None) -> Response:
     return JSONResponse({"run_ids": [str(r) for r in run_ids]}, status_code=202)
 
 
-async def run_all(request: Request) -> Response:
-    return await _run_cells(request, None)
+async def run_all(executor: Executor, request: Request) -> Response:
+    return await _run_cells(executor, request, None)
 
 
-async def run_below(request: Request) -> Response:
-    return await _run_cells(request, request.path_params["cell_id"])
+async def run_below(executor: Executor, request: Request) -> Response:
+    return await _run_cells(executor, request, request.path_params["cell_id"])
 
 
-async def run_stale(request: Request) -> Response:
+async def run_stale(executor: Executor, request: Request) -> Response:
     """Run again, in order, every code cell marked stale or from a previous kernel."""
     notebook_id, principal = await _notebook(request, Role.EDITOR)
-    executor = _executor(request)
     async with open_notebook(executor.services.rooms, notebook_id) as notebook:
         runs = notebook.runs()
         ids = [
@@ -133,7 +127,7 @@ async def run_stale(request: Request) -> Response:
     return JSONResponse({"run_ids": [str(r) for r in run_ids]}, status_code=202)
 
 
-async def interrupt(request: Request) -> Response:
+async def interrupt(executor: Executor, request: Request) -> Response:
     """Interrupt; ``{"kill": true}`` (offered when an interrupt did not stop the cell)
     restarts the kernel instead."""
     notebook_id, principal = await _notebook(request, Role.EDITOR)
@@ -141,30 +135,29 @@ async def interrupt(request: Request) -> Response:
     kill = body.get("kill", False)
     if not isinstance(kill, bool):
         raise BadRequest("'kill' must be true or false")
-    executor = _executor(request)
     if kill:
         return JSONResponse(await executor.restart(notebook_id, killed_by=principal.name))
     return JSONResponse(await executor.interrupt(notebook_id))
 
 
-async def restart(request: Request) -> Response:
+async def restart(executor: Executor, request: Request) -> Response:
     notebook_id, _ = await _notebook(request, Role.EDITOR)
-    return JSONResponse(await _executor(request).restart(notebook_id))
+    return JSONResponse(await executor.restart(notebook_id))
 
 
-async def get_run(request: Request) -> Response:
+async def get_run(executor: Executor, request: Request) -> Response:
     await current_principal(request)
-    run = await _executor(request).queue.get(path_uuid(request, "run_id", "run"))
+    run = await executor.queue.get(path_uuid(request, "run_id", "run"))
     if run is None:
         raise NotFound(f"no run {request.path_params['run_id']}")
     await require_notebook(request, uuid.UUID(str(run["notebook_id"])), Role.VIEWER)
     return JSONResponse(run)
 
 
-async def list_runs(request: Request) -> Response:
+async def list_runs(executor: Executor, request: Request) -> Response:
     notebook_id, _ = await _notebook(request, Role.VIEWER)
     limit = _RUNS_LISTED
-    rows = await _executor(request).queue.pending(notebook_id, limit + 1)
+    rows = await executor.queue.pending(notebook_id, limit + 1)
     listed = [{"id": str(r["id"]), "cell_id": r["cell_id"], "state": r["state"]} for r in rows]
     return JSONResponse({"runs": listed[:limit], "truncated": len(listed) > limit})
 
@@ -184,9 +177,9 @@ def _file_error(exc: FileStoreError) -> WeftError:
     return error
 
 
-async def list_files(request: Request) -> Response:
+async def list_files(executor: Executor, request: Request) -> Response:
     workspace_id = await _files(request, Role.VIEWER)
-    store = _executor(request).files
+    store = executor.files
     try:
         # Off the event loop: a listing with schemas reads files, usage walks the tree.
         entries = await anyio.to_thread.run_sync(
@@ -203,11 +196,11 @@ async def list_files(request: Request) -> Response:
     return JSONResponse({"files": entries, "usage_bytes": usage, "quota_bytes": store.quota_bytes})
 
 
-async def put_file(request: Request) -> Response:
+async def put_file(executor: Executor, request: Request) -> Response:
     workspace_id = await _files(request, Role.EDITOR)
     declared = request.headers.get("content-length")
     try:
-        written = await _executor(request).files.write(
+        written = await executor.files.write(
             workspace_id,
             request.path_params["path"],
             request.stream(),
@@ -218,12 +211,12 @@ async def put_file(request: Request) -> Response:
     return JSONResponse(written, status_code=201)
 
 
-async def get_file(request: Request) -> Response:
+async def get_file(executor: Executor, request: Request) -> Response:
     workspace_id = await _files(request, Role.VIEWER)
     relative = request.path_params["path"]
     try:
         file, size = await anyio.to_thread.run_sync(
-            _executor(request).files.open_for_read, workspace_id, relative
+            executor.files.open_for_read, workspace_id, relative
         )
     except FileStoreError as exc:
         raise _file_error(exc) from None
@@ -259,45 +252,43 @@ def _download(file: BinaryIO, size: int, name: str) -> Response:
     )
 
 
-async def delete_file(request: Request) -> Response:
+async def delete_file(executor: Executor, request: Request) -> Response:
     workspace_id = await _files(request, Role.EDITOR)
     try:
         await anyio.to_thread.run_sync(
-            _executor(request).files.delete, workspace_id, request.path_params["path"]
+            executor.files.delete, workspace_id, request.path_params["path"]
         )
     except FileStoreError as exc:
         raise _file_error(exc) from None
     return Response(status_code=204)
 
 
-async def make_folder(request: Request) -> Response:
+async def make_folder(executor: Executor, request: Request) -> Response:
     workspace_id = await _files(request, Role.EDITOR)
     path = (await json_object(request)).get("path")
     if not isinstance(path, str) or not path:
         raise BadRequest("'path' must be a non-empty string")
     try:
-        await anyio.to_thread.run_sync(_executor(request).files.mkdir, workspace_id, path)
+        await anyio.to_thread.run_sync(executor.files.mkdir, workspace_id, path)
     except FileStoreError as exc:
         raise _file_error(exc) from None
     return JSONResponse({"path": path}, status_code=201)
 
 
-async def move_file(request: Request) -> Response:
+async def move_file(executor: Executor, request: Request) -> Response:
     workspace_id = await _files(request, Role.EDITOR)
     body = await json_object(request)
     source, destination = body.get("from"), body.get("to")
     if not isinstance(source, str) or not isinstance(destination, str):
         raise BadRequest("'from' and 'to' must be strings")
     try:
-        await anyio.to_thread.run_sync(
-            _executor(request).files.move, workspace_id, source, destination
-        )
+        await anyio.to_thread.run_sync(executor.files.move, workspace_id, source, destination)
     except FileStoreError as exc:
         raise _file_error(exc) from None
     return JSONResponse({"from": source, "to": destination})
 
 
-async def prepare_environment(request: Request) -> Response:
+async def prepare_environment(executor: Executor, request: Request) -> Response:
     """Prepare the notebook's environment for its dependencies now (``{"update": true}``:
     resolve again instead of installing the recorded versions). Progress and errors appear
     in the notebook's kernel status; this answers once it is ready or has failed."""
@@ -307,7 +298,7 @@ async def prepare_environment(request: Request) -> Response:
     if not isinstance(update, bool):
         raise BadRequest("'update' must be true or false")
     try:
-        await _executor(request).prepare_environment(notebook_id, update=update)
+        await executor.prepare_environment(notebook_id, update=update)
     except EnvironmentFailure as failure:
         return JSONResponse({"ready": False, "error": failure.as_json()}, status_code=422)
     except (KernelError, RuntimeError) as exc:
@@ -315,41 +306,40 @@ async def prepare_environment(request: Request) -> Response:
     return JSONResponse({"ready": True})
 
 
-async def get_executor_settings(request: Request) -> Response:
+async def get_executor_settings(executor: Executor, request: Request) -> Response:
     workspace_id = await _workspace(request, Role.VIEWER)
-    return JSONResponse({"network": await _executor(request).network_allowed(workspace_id)})
+    return JSONResponse({"network": await executor.network_allowed(workspace_id)})
 
 
-async def update_executor_settings(request: Request) -> Response:
+async def update_executor_settings(executor: Executor, request: Request) -> Response:
     workspace_id = await _workspace(request, Role.OWNER)
     network = (await json_object(request)).get("network")
     if not isinstance(network, bool):
         raise BadRequest("'network' must be true or false")
-    await _executor(request).set_network(workspace_id, network)
+    await executor.set_network(workspace_id, network)
     return JSONResponse({"network": network})
 
 
-def routes() -> list[BaseRoute]:
+def routes(executor: Running[Executor]) -> list[BaseRoute]:
+    """The routes, bound to the executor they call (collab.services.extensions.Running)."""
     return [
-        Route("/api/notebooks/{notebook_id}/cells/{cell_id}/run", run_cell, methods=["POST"]),
-        Route(
-            "/api/notebooks/{notebook_id}/cells/{cell_id}/run-below", run_below, methods=["POST"]
+        executor.route("/api/notebooks/{notebook_id}/cells/{cell_id}/run", run_cell, "POST"),
+        executor.route("/api/notebooks/{notebook_id}/cells/{cell_id}/run-below", run_below, "POST"),
+        executor.route("/api/notebooks/{notebook_id}/run-all", run_all, "POST"),
+        executor.route("/api/notebooks/{notebook_id}/run-stale", run_stale, "POST"),
+        executor.route("/api/notebooks/{notebook_id}/interrupt", interrupt, "POST"),
+        executor.route("/api/notebooks/{notebook_id}/restart", restart, "POST"),
+        executor.route("/api/notebooks/{notebook_id}/environment", prepare_environment, "POST"),
+        executor.route("/api/notebooks/{notebook_id}/runs", list_runs, "GET"),
+        executor.route("/api/runs/{run_id}", get_run, "GET"),
+        executor.route("/api/workspaces/{workspace_id}/executor", get_executor_settings, "GET"),
+        executor.route(
+            "/api/workspaces/{workspace_id}/executor", update_executor_settings, "PATCH"
         ),
-        Route("/api/notebooks/{notebook_id}/run-all", run_all, methods=["POST"]),
-        Route("/api/notebooks/{notebook_id}/run-stale", run_stale, methods=["POST"]),
-        Route("/api/notebooks/{notebook_id}/interrupt", interrupt, methods=["POST"]),
-        Route("/api/notebooks/{notebook_id}/restart", restart, methods=["POST"]),
-        Route("/api/notebooks/{notebook_id}/environment", prepare_environment, methods=["POST"]),
-        Route("/api/notebooks/{notebook_id}/runs", list_runs, methods=["GET"]),
-        Route("/api/runs/{run_id}", get_run, methods=["GET"]),
-        Route("/api/workspaces/{workspace_id}/executor", get_executor_settings, methods=["GET"]),
-        Route(
-            "/api/workspaces/{workspace_id}/executor", update_executor_settings, methods=["PATCH"]
-        ),
-        Route("/api/workspaces/{workspace_id}/files", list_files, methods=["GET"]),
-        Route("/api/workspaces/{workspace_id}/folders", make_folder, methods=["POST"]),
-        Route("/api/workspaces/{workspace_id}/files-move", move_file, methods=["POST"]),
-        Route("/api/workspaces/{workspace_id}/files/{path:path}", put_file, methods=["PUT"]),
-        Route("/api/workspaces/{workspace_id}/files/{path:path}", get_file, methods=["GET"]),
-        Route("/api/workspaces/{workspace_id}/files/{path:path}", delete_file, methods=["DELETE"]),
+        executor.route("/api/workspaces/{workspace_id}/files", list_files, "GET"),
+        executor.route("/api/workspaces/{workspace_id}/folders", make_folder, "POST"),
+        executor.route("/api/workspaces/{workspace_id}/files-move", move_file, "POST"),
+        executor.route("/api/workspaces/{workspace_id}/files/{path:path}", put_file, "PUT"),
+        executor.route("/api/workspaces/{workspace_id}/files/{path:path}", get_file, "GET"),
+        executor.route("/api/workspaces/{workspace_id}/files/{path:path}", delete_file, "DELETE"),
     ]

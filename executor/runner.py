@@ -370,6 +370,7 @@ def mime_bundle(obj: Any) -> tuple[Json, Json]:
     data["text/plain"] = _safe_repr(obj, PLAIN_LIMIT) if plain is None else str(plain)
     if len(data["text/plain"]) > PLAIN_LIMIT:
         data["text/plain"] = data["text/plain"][: PLAIN_LIMIT - 3] + "..."
+    add_frame_output(obj, data)  # a DataFrame's grid (kernel requests, below)
     return {k: _mime_value(k, v) for k, v in data.items()}, _json_safe(meta)
 
 
@@ -861,6 +862,10 @@ class Runner:
         # globals, and what it held when the cell's run ended.
         self.globals: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.interruptible = False
+        # A SIGINT during a run's own steps (before its code starts, e.g. while a SQL cell
+        # imports duckdb) is held and raised when the code starts: an interrupt is never lost.
+        self.in_run = False
+        self.interrupt_pending = False
         self.shown: list[Any] = []  # figures already displayed in this run
         self.magics = Magics(self)
 
@@ -939,6 +944,10 @@ class Runner:
     # -- running
     def _call(self, fn: Callable[[], Any]) -> Any:
         self.interruptible = True
+        if self.interrupt_pending:
+            self.interrupt_pending = False
+            self.interruptible = False
+            raise KeyboardInterrupt
         try:
             return fn()
         finally:
@@ -948,14 +957,18 @@ class Runner:
         # Only a running cell is interrupted; between runs the runner just carries on.
         if self.interruptible:
             raise KeyboardInterrupt
+        if self.in_run:
+            self.interrupt_pending = True
 
     def run(self, msg: Json) -> None:
         run_id, cell_id = str(msg.get("run_id")), str(msg.get("cell_id"))
         code = str(msg.get("code") or "")
         self.streams.set_run(run_id)
+        FRAMES.begin_run(cell_id)  # the frames of its earlier outputs go with them
         self.shown = []
         sys.stdout, sys.stderr = self.stdout, self.stderr  # undo a previous cell's swap
         start = time.perf_counter()
+        self.in_run, self.interrupt_pending = True, False
         # Fresh globals: the visible cells' namespaces, top to bottom, later ones winning. They
         # are the dict of a fresh module that is sys.modules["__main__"] while the cell runs
         # (and after, until the next run), so pickle finds the cell's classes and functions.
@@ -986,6 +999,7 @@ class Runner:
         except BaseException as exc:  # SystemExit from sys.exit() ends the cell, not us
             status = "error"
             self._error(exc, code)
+        self.in_run = self.interrupt_pending = False
         if os.getpid() != self.pid:
             # A process the cell forked has come back out of the cell's code. It shares the
             # runner's protocol pipes, so it must never go on to act as the runner.
@@ -1099,12 +1113,18 @@ class Runner:
             # duckdb holds the calling thread in C; running it on a worker lets SIGINT reach
             # the main thread, which then stops the query. (An Event, not Thread.join: a
             # KeyboardInterrupt inside join() can leave the thread looking finished.)
+            if self.interrupt_pending:  # interrupted while it imported duckdb: never start
+                self.interrupt_pending = False
+                raise KeyboardInterrupt
             threading.Thread(target=work, name="weft-sql", daemon=True).start()
             try:
                 self._call(lambda: _wait(finished))
             except KeyboardInterrupt:
-                cur.interrupt()
-                finished.wait(10)
+                # Again until it stops: an interrupt that comes before the worker has begun
+                # the query would otherwise be lost.
+                deadline = time.monotonic() + 10
+                while not finished.wait(0.05) and time.monotonic() < deadline:
+                    cur.interrupt()
                 raise
             if "exc" in box:
                 raise box["exc"]
@@ -1188,6 +1208,570 @@ def _wait(event: threading.Event) -> None:
         pass
 
 
+# ---------------------------------------------------------------------------- kernel requests
+#
+# Requests the host asks on behalf of people (docs/runner-protocol.md, "Requests"):
+# completions and call signatures for the names a cell can see, and pages of DataFrames
+# shown in outputs. They are read from stdin like runs, so one sent while a cell runs waits
+# for it (Jupyter's shell channel does the same). Nothing here calls the user's functions or
+# properties: names are looked up statically; only dir() and a DataFrame's own sorting and
+# comparisons run. Each request has a time budget (SIGALRM), so a pathological __dir__ or a
+# huge frame costs that request, never the next run.
+
+REQUEST_BUDGET_S = float(os.environ.get("WEFT_KERNEL_REQUEST_BUDGET_SECONDS") or 3.0)
+REQUEST_KINDS = ("complete", "signature", "frame_page")
+COMPLETIONS_MAX = 1000  # a DataFrame has some 250 public attributes, its columns first
+CODE_SCANNED = 10_000  # characters before the cursor a signature looks back through
+EXPRESSION_SCANNED = 400  # characters of the expression being completed
+FRAME_MIME = "application/vnd.weft.frame+json"
+FRAMES_KEPT = 16  # frames held for paging, per kernel (a cell's re-run drops its own)
+FRAME_PAGE_ROWS = 50  # rows of the first page, in the output
+FRAME_PAGE_MAX = 200
+FRAME_COLUMNS_MAX = 100
+FRAME_VALUE_CHARS = 100
+FRAME_SORT_KEYS = 3
+FRAME_FILTERS = 8
+LARGE_FRAME_ROWS = 60  # pandas' own max_rows: past it, its text is head/tail; we say the shape
+FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "contains", "startswith", "is_null", "not_null")
+
+
+class RequestFailed(Exception):
+    """A request that cannot be answered; the message says why, for the person who asked."""
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _is_frame(value: Any) -> bool:
+    return _table_kind(value) == "pandas"
+
+
+class FrameRegistry:
+    """DataFrames shown in outputs, by ref, so a grid can page, sort and filter them. Bounded
+    (FRAMES_KEPT, oldest dropped): a ref the kernel no longer holds says so."""
+
+    def __init__(self) -> None:
+        self._frames: dict[str, tuple[str | None, Any]] = {}  # insertion order = age
+        self._views: dict[str, tuple[str, Any]] = {}  # ref -> (view key, row positions)
+        self.cell: str | None = None
+
+    def begin_run(self, cell_id: str) -> None:
+        """A cell runs again: its earlier outputs are cleared, so their frames go."""
+        self.cell = cell_id
+        for ref in [r for r, (cell, _) in self._frames.items() if cell == cell_id]:
+            self.drop(ref)
+
+    def add(self, frame: Any) -> str:
+        import secrets
+
+        ref = secrets.token_hex(8)
+        self._frames[ref] = (self.cell, frame)
+        while len(self._frames) > FRAMES_KEPT:
+            self.drop(next(iter(self._frames)))
+        return ref
+
+    def drop(self, ref: str) -> None:
+        self._frames.pop(ref, None)
+        self._views.pop(ref, None)
+
+    def get(self, ref: str) -> Any:
+        entry = self._frames.get(ref)
+        if entry is None:
+            raise RequestFailed(
+                "the kernel no longer holds this table (it was re-run, or too many tables were "
+                "shown since); run its cell again to page it"
+            )
+        return entry[1]
+
+    def positions(self, ref: str, frame: Any, sort: list[Json], filters: list[Json]) -> Any:
+        """Row positions of the frame in this view, kept for the last view of each ref so
+        paging through a sorted million rows sorts once."""
+        key = json.dumps([sort, filters], sort_keys=True, default=str)
+        cached = self._views.get(ref)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        positions = _view_positions(frame, sort, filters)
+        self._views[ref] = (key, positions)
+        return positions
+
+
+FRAMES = FrameRegistry()
+
+
+def _column_position(frame: Any, name: Any) -> int:
+    if not isinstance(name, str):
+        raise RequestFailed("a column must be given by its name (a string)")
+    for position, column in enumerate(frame.columns):
+        if str(column) == name:
+            return position
+    listed = ", ".join(str(c) for c in list(frame.columns)[:20])
+    raise RequestFailed(f"this table has no column {name[:100]!r} (its columns: {listed})")
+
+
+def _filter_mask(frame: Any, spec: Json) -> Any:
+    if not isinstance(spec, dict):
+        raise RequestFailed("a filter must be an object {column, op, value}")
+    column = frame.iloc[:, _column_position(frame, spec.get("column"))]
+    op, value = spec.get("op"), spec.get("value")
+    if op not in FILTER_OPS:
+        raise RequestFailed(f"unknown filter op {str(op)[:20]!r} (one of {', '.join(FILTER_OPS)})")
+    if op == "is_null":
+        return column.isna()
+    if op == "not_null":
+        return column.notna()
+    if not (value is None or isinstance(value, str | int | float | bool)):
+        raise RequestFailed("a filter's value must be a string, a number, true, false or null")
+    if op in ("contains", "startswith"):
+        text = column.astype(str)
+        needle = str(value)
+        return (
+            text.str.contains(needle, regex=False)
+            if op == "contains"
+            else text.str.startswith(needle)
+        )
+    numeric = column.dtype.kind in "iufb"
+    if numeric and isinstance(value, str):
+        given = value
+        try:
+            value = float(given)
+        except ValueError:
+            raise RequestFailed(
+                f"{given[:40]!r} is not a number, and column {spec['column']!r} holds numbers"
+            ) from None
+    if not numeric and column.dtype.kind == "M" and isinstance(value, str):
+        pandas = sys.modules["pandas"]
+        try:
+            value = pandas.Timestamp(value)
+        except ValueError:
+            raise RequestFailed(f"{value[:40]!r} is not a date") from None
+    try:
+        if op == "==":
+            return column == value
+        if op == "!=":
+            return column != value
+        compare = {"<": column.lt, "<=": column.le, ">": column.gt, ">=": column.ge}[op]
+        return compare(value)
+    except TypeError as exc:
+        raise RequestFailed(
+            f"cannot compare column {spec['column']!r} with {value!r}: {exc}"
+        ) from None
+
+
+def _view_positions(frame: Any, sort: list[Json], filters: list[Json]) -> Any:
+    numpy = sys.modules["numpy"]
+    positions = numpy.arange(len(frame))
+    if filters:
+        mask = numpy.ones(len(frame), dtype=bool)
+        for spec in filters:
+            mask &= numpy.asarray(_filter_mask(frame, spec).fillna(False), dtype=bool)
+        positions = positions[mask]
+    if sort:
+        pandas = sys.modules["pandas"]
+        keys: dict[str, Any] = {}
+        ascending: list[bool] = []
+        for i, spec in enumerate(sort):
+            if not isinstance(spec, dict) or not isinstance(spec.get("descending", False), bool):
+                raise RequestFailed("a sort key must be an object {column, descending}")
+            column = frame.iloc[:, _column_position(frame, spec.get("column"))]
+            keys[f"k{i}"] = column.to_numpy()[positions]
+            ascending.append(not spec.get("descending", False))
+        if all(key.dtype.kind in "iufb" for key in keys.values()):
+            # Numbers: numpy's stable lexsort, several times faster than pandas' sort_values
+            # (NaN sorts last either way: negating keeps it NaN).
+            columns = [
+                key.astype(numpy.float64) if key.dtype.kind in "ub" else key
+                for key in keys.values()
+            ]
+            columns = [c if up else -c for c, up in zip(columns, ascending, strict=True)]
+            return positions[numpy.lexsort(columns[::-1])]
+        narrow = pandas.DataFrame(keys)
+        try:
+            order = narrow.sort_values(
+                list(keys), ascending=ascending, kind="stable", na_position="last"
+            ).index.to_numpy()
+        except TypeError as exc:
+            raise RequestFailed(f"this column cannot be sorted: {exc}") from None
+        positions = positions[order]
+    return positions
+
+
+def _frame_value(value: Any) -> Any:
+    safe = _json_safe(value, FRAME_VALUE_CHARS)
+    return safe if not isinstance(safe, dict | list) else _safe_repr(value, FRAME_VALUE_CHARS)
+
+
+def frame_page(frame: Any, positions: Any, offset: int, size: int) -> Json:
+    chosen = positions[offset : offset + size]
+    part = frame.iloc[chosen, :FRAME_COLUMNS_MAX]
+    return {
+        "offset": offset,
+        "total": len(positions),
+        "index": [_frame_value(v) for v in part.index],
+        "rows": [[_frame_value(v) for v in row] for row in part.itertuples(index=False, name=None)],
+    }
+
+
+def frame_columns(frame: Any) -> list[Json]:
+    """Each column's name, dtype and summary (nulls; min, max and mean of numbers and dates;
+    distinct values of other columns up to a size)."""
+    columns: list[Json] = []
+    for position in range(min(len(frame.columns), FRAME_COLUMNS_MAX)):
+        column = frame.iloc[:, position]
+        summary: Json = {"nulls": int(column.isna().sum())}
+        try:
+            if column.dtype.kind in "iuf":
+                summary.update(min=column.min(), max=column.max(), mean=column.mean())
+            elif column.dtype.kind == "M":
+                summary.update(min=column.min(), max=column.max())
+            elif len(column) <= 200_000:
+                summary["distinct"] = int(column.nunique())
+        except Exception:
+            pass
+        columns.append(
+            {
+                "name": str(frame.columns[position]),
+                "dtype": str(column.dtype),
+                "summary": _json_safe(summary, FRAME_VALUE_CHARS),
+            }
+        )
+    return columns
+
+
+def add_frame_output(obj: Any, data: Json) -> None:
+    """A DataFrame's output gets a grid (FRAME_MIME: its ref, shape, columns, first page); a
+    large one shows its shape instead of pandas' head/tail text and HTML."""
+    if not _is_frame(obj):
+        return
+    try:
+        rows, width = obj.shape
+        ref = FRAMES.add(obj)
+        import numpy
+
+        first = frame_page(obj, numpy.arange(rows), 0, FRAME_PAGE_ROWS)
+        data[FRAME_MIME] = {
+            "ref": ref,
+            "rows": rows,
+            "columns_total": width,
+            "columns": frame_columns(obj),
+            "index_name": _frame_value(obj.index.name),
+            "page_size": FRAME_PAGE_ROWS,
+            "page": first,
+        }
+    except Exception:
+        return
+    if rows > LARGE_FRAME_ROWS:
+        data.pop("text/html", None)
+        kinds = ", ".join(f"{c['name']}: {c['dtype']}" for c in data[FRAME_MIME]["columns"][:10])
+        data["text/plain"] = f"DataFrame: {rows:,} rows x {width:,} columns ({kinds})"
+
+
+def _visible_namespace(runner: Runner, visible: Any) -> dict[str, Any]:
+    """What a cell would see if it ran now: as Runner.run builds its globals."""
+    g: dict[str, Any] = {}
+    for cell in visible if isinstance(visible, list) else []:
+        g.update(runner.namespaces.get(str(cell), {}))
+    return g
+
+
+def _static_attr(obj: Any, name: str) -> Any:
+    """obj.name without running code: the stored value, a function (not bound), or a
+    DataFrame's column. A property or another descriptor is not followed."""
+    import inspect
+
+    try:
+        value = inspect.getattr_static(obj, name)
+    except AttributeError:
+        if _is_frame(obj) and name in {str(c) for c in obj.columns}:
+            return obj.iloc[:, _column_position(obj, name)]
+        raise RequestFailed(f"no attribute {name}") from None
+    if isinstance(value, staticmethod | classmethod):
+        return value.__func__
+    if inspect.isfunction(value) or inspect.isbuiltin(value) or isinstance(value, type):
+        return value
+    if inspect.ismethoddescriptor(value) or inspect.ismodule(value):
+        return value
+    if hasattr(type(value), "__get__") and not inspect.isclass(obj):
+        raise RequestFailed(f"{name} is computed when read")
+    return value
+
+
+def _resolve(g: dict[str, Any], chain: list[str]) -> Any:
+    head = chain[0]
+    if head in g:
+        obj = g[head]
+    elif head in builtins.__dict__:
+        obj = builtins.__dict__[head]
+    else:
+        raise RequestFailed(f"{head} is not visible to this cell")
+    for name in chain[1:]:
+        obj = _static_attr(obj, name)
+    return obj
+
+
+def _kind(value: Any) -> str:
+    import inspect
+
+    if inspect.isclass(value):
+        return "class"
+    if inspect.ismodule(value):
+        return "namespace"
+    if callable(value) or inspect.ismethoddescriptor(value):
+        return "function"
+    if isinstance(value, property) or inspect.isdatadescriptor(value):
+        return "property"
+    return "variable"
+
+
+def _detail(value: Any) -> str:
+    kind = type(value)
+    if _is_frame(value):
+        return f"DataFrame {value.shape[0]:,} x {value.shape[1]:,}"
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+
+
+def _item(label: str, value: Any) -> Json:
+    return {"label": label, "type": _kind(value), "detail": _detail(value)[:80]}
+
+
+def complete(runner: Runner, msg: Json) -> Json:
+    import keyword
+    import re
+
+    text = str(msg.get("code") or "")[-CODE_SCANNED:]
+    g = _visible_namespace(runner, msg.get("visible"))
+    line = text.rsplit("\n", 1)[-1][-EXPRESSION_SCANNED:]  # the regexes below are O(n^2)
+    items: list[Json] = []
+    if m := re.search(r"^\s*(?:import|from)\s+([\w]*)$", line):
+        import pkgutil
+
+        prefix = m.group(1)
+        names = {mod.name for mod in pkgutil.iter_modules()} | set(sys.builtin_module_names)
+        items = [
+            {"label": n, "type": "namespace", "detail": "module"}
+            for n in sorted(names)
+            if n.startswith(prefix) and not n.startswith("_")
+        ]
+    elif m := re.search(r"([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)\[(['\"])([^'\"]*)$", line):
+        prefix = m.group(3)
+        obj = _resolve(g, m.group(1).split("."))
+        keys = (
+            [str(c) for c in obj.columns]
+            if _is_frame(obj)
+            else ([k for k in obj if isinstance(k, str)] if isinstance(obj, dict) else [])
+        )
+        items = [
+            {"label": k, "type": "property", "detail": "column" if _is_frame(obj) else "key"}
+            for k in keys
+            if k.startswith(prefix)
+        ]
+    elif m := re.search(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.(\w*)$", line):
+        prefix = m.group(2)
+        obj = _resolve(g, m.group(1).split("."))
+        columns = {str(c) for c in obj.columns} if _is_frame(obj) else set()
+        ordered = [*sorted(columns), *sorted(set(dir(obj)) - columns)]
+        for name in ordered:
+            if not isinstance(name, str) or not name.startswith(prefix):
+                continue
+            if name.startswith("_") and not prefix.startswith("_"):
+                continue
+            if name in columns:
+                column = obj.iloc[:, _column_position(obj, name)]
+                items.append(
+                    {"label": name, "type": "property", "detail": f"column {column.dtype}"}
+                )
+                continue
+            try:
+                items.append(_item(name, _static_attr(obj, name)))
+            except RequestFailed:
+                items.append({"label": name, "type": "property", "detail": "computed when read"})
+    else:
+        prefix = m.group(0) if (m := re.search(r"[A-Za-z_]\w*$", line)) else ""
+        if prefix:
+            for name, value in g.items():
+                if name.startswith(prefix) and not _is_dunder(name):
+                    items.append(_item(name, value))
+            seen = set(g)
+            for name, value in builtins.__dict__.items():
+                if name.startswith(prefix) and not name.startswith("_") and name not in seen:
+                    items.append(_item(name, value))
+            items += [
+                {"label": k, "type": "keyword", "detail": "keyword"}
+                for k in keyword.kwlist
+                if k.startswith(prefix)
+            ]
+    return {
+        "prefix": prefix,
+        "items": items[:COMPLETIONS_MAX],
+        "more": len(items) > COMPLETIONS_MAX,
+    }
+
+
+def _open_call(text: str) -> tuple[str, int, str | None] | None:
+    """The innermost call the cursor is inside: (callee text, argument index, keyword being
+    given). Strings and comments are skipped; brackets are matched."""
+    import re
+
+    stack: list[tuple[str, int, int]] = []  # (bracket, position, commas)
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if ch in "'\"":
+            quote = text[i : i + 3] if text[i : i + 3] in ("'''", '"""') else ch
+            end = text.find(quote, i + len(quote))
+            while end > 0 and len(quote) == 1 and text[end - 1] == "\\":
+                end = text.find(quote, end + 1)
+            if end < 0:
+                return None  # the cursor is in a string
+            i = end + len(quote)
+            continue
+        if ch in "([{":
+            stack.append((ch, i, 0))
+        elif ch in ")]}" and stack:
+            stack.pop()
+        elif ch == "," and stack:
+            bracket, pos, commas = stack[-1]
+            stack[-1] = (bracket, pos, commas + 1)
+        i += 1
+    if not stack or stack[-1][0] != "(":
+        return None
+    _, pos, commas = stack[-1]
+    before = text[max(0, pos - EXPRESSION_SCANNED) : pos]
+    callee = re.search(r"([A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*)\s*$", before)
+    if callee is None or before[: callee.start()].rstrip().endswith("."):
+        return None  # `f().g(`: knowing g would mean calling f
+    argument = text[pos + 1 :].rsplit(",", 1)[-1][-EXPRESSION_SCANNED:]
+    named = re.match(r"\s*([A-Za-z_]\w*)\s*(=(?!=)|$)", argument)
+    if named is not None and not named.group(2):  # a bare word: maybe a keyword being typed
+        return re.sub(r"\s+", "", callee.group(1)), commas, "?" + named.group(1)
+    return re.sub(r"\s+", "", callee.group(1)), commas, named.group(1) if named else None
+
+
+def signature(runner: Runner, msg: Json) -> Json:
+    import inspect
+
+    text = str(msg.get("code") or "")[-CODE_SCANNED:]
+    call = _open_call(text)
+    if call is None:
+        return {"signature": None}
+    callee, argument, keyword_name = call
+    g = _visible_namespace(runner, msg.get("visible"))
+    chain = callee.split(".")
+    obj = _resolve(g, chain)
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        raise RequestFailed(f"{callee} has no signature Python can read") from None
+    params = list(sig.parameters.values())
+    if len(chain) > 1 and inspect.isfunction(obj) and params:
+        owner = _resolve(g, chain[:-1])  # a method looked up on an instance: self is bound
+        if not inspect.isclass(owner) and not inspect.ismodule(owner):
+            params = params[1:]
+    active: int | None = None
+    typing = keyword_name[1:] if keyword_name and keyword_name[0] == "?" else None
+    if typing is not None:
+        keyword_name = None
+    if keyword_name is not None:
+        active = next((i for i, p in enumerate(params) if p.name == keyword_name), None)
+    else:
+        positional = [
+            i
+            for i, p in enumerate(params)
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        if positional:
+            active = positional[min(argument, len(positional) - 1)]
+            if argument >= len(positional) and params[active].kind != params[active].VAR_POSITIONAL:
+                active = None
+    if active is None and typing is not None:  # past the positional ones: a keyword's start
+        active = next(
+            (
+                i
+                for i, p in enumerate(params)
+                if p.name.startswith(typing) and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ),
+            None,
+        )
+    doc = inspect.getdoc(obj) or ""
+    first = next((line.strip() for line in doc.splitlines() if line.strip()), "")
+    return {
+        "signature": {
+            "name": callee,
+            "params": [str(p)[:200] for p in params[:60]],
+            "active": active,
+            "returns": None
+            if sig.return_annotation is sig.empty
+            else inspect.formatannotation(sig.return_annotation)[:200],
+            "doc": first[:300],
+        }
+    }
+
+
+def _bounded(value: Any, name: str, low: int, high: int, default: int) -> int:
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise RequestFailed(f"'{name}' must be a whole number from {low} to {high}")
+    return value
+
+
+def page_frame(msg: Json) -> Json:
+    frame = FRAMES.get(str(msg.get("ref")))
+    sort, filters = msg.get("sort") or [], msg.get("filter") or []
+    if not isinstance(sort, list) or len(sort) > FRAME_SORT_KEYS:
+        raise RequestFailed(f"'sort' must be a list of at most {FRAME_SORT_KEYS} keys")
+    if not isinstance(filters, list) or len(filters) > FRAME_FILTERS:
+        raise RequestFailed(f"'filter' must be a list of at most {FRAME_FILTERS} filters")
+    size = _bounded(msg.get("page_size"), "page_size", 1, FRAME_PAGE_MAX, FRAME_PAGE_ROWS)
+    page = _bounded(msg.get("page"), "page", 0, 10**12, 0)
+    positions = FRAMES.positions(str(msg.get("ref")), frame, sort, filters)
+    return {**frame_page(frame, positions, page * size, size), "page": page, "page_size": size}
+
+
+def serve_request(runner: Runner, msg: Json) -> None:
+    """Answer one request with a `response`: its result, or an error that says why."""
+    request_id, kind = msg.get("request_id"), msg.get("kind")
+
+    def over_budget(signum: int, frame: Any) -> None:
+        raise _OverBudget
+
+    previous = signal.signal(signal.SIGALRM, over_budget)
+    signal.setitimer(signal.ITIMER_REAL, REQUEST_BUDGET_S)
+    try:
+        if kind in ("complete", "signature"):
+            try:
+                result = complete(runner, msg) if kind == "complete" else signature(runner, msg)
+            except RequestFailed as exc:  # a name that is not there yet, while typing
+                result = {"items": [], "prefix": "", "signature": None, "reason": str(exc)}
+        elif kind == "frame_page":
+            result = page_frame(msg)
+        else:
+            raise RequestFailed(f"unknown request kind {str(kind)[:40]!r}")
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        reply: Json = {"ok": True, "result": result}
+    except _OverBudget:
+        reply = {
+            "ok": False,
+            "error": f"the kernel took more than {REQUEST_BUDGET_S:g} s to answer",
+        }
+    except RequestFailed as exc:
+        reply = {"ok": False, "error": str(exc)}
+    except Exception as exc:  # the objects' own code (dir, comparisons) raised
+        reply = {"ok": False, "error": f"{type(exc).__name__}: {_safe_str(exc)[:300]}"}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    runner.streams.emit({"type": "response", "request_id": request_id, **reply})
+
+
 # ---------------------------------------------------------------------------- main loop
 
 
@@ -1232,6 +1816,8 @@ def main() -> int:
                     runner.run(msg)
                 elif kind == "forget":
                     runner.forget(list(msg.get("cell_ids") or []))
+                elif kind == "request":
+                    serve_request(runner, msg)
                 else:
                     streams.emit({"type": "protocol_error", "detail": f"unknown type {kind!r}"})
             except Exception as exc:  # a bug of ours: say so, and never leave a run hanging

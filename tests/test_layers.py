@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.import_graph import import_cycles
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("collab", "executor", "ai")
 # package -> the packages it may import
@@ -127,22 +129,5 @@ def test_no_import_cycles_within_a_package() -> None:
             for name in _top_level_imports(tree)
             if name in MODULES and name != module and name.split(".")[0] in PACKAGES
         }
-    cycles = []
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                cycles.append([*path[path.index(nxt) :], nxt])
-            elif nxt not in state:
-                visit(nxt)
-        path.pop()
-        state[node] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module)
+    cycles = import_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

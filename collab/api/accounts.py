@@ -15,7 +15,6 @@ from collab.api.http import (
     optional_uuid,
     path_uuid,
     read_body,
-    services_of,
 )
 from collab.auth.access import (
     SESSION_COOKIE,
@@ -27,11 +26,11 @@ from collab.auth.access import (
     require_notebook,
     require_workspace,
 )
-from collab.auth.access_watch import announce
 from collab.auth.accounts import Identity, clean_email, user_json
 from collab.auth.credentials import new_token
 from collab.auth.login_throttle import DEVICE_PREFIX, LoginSource
 from collab.errors import BadRequest, Forbidden, Unauthorized, UnsupportedMediaType
+from collab.services.container import services_of
 
 # A browser's mark that it signed in before (collab.auth.login_throttle): no credential.
 DEVICE_COOKIE = "weft_device"
@@ -151,7 +150,7 @@ async def logout(request: Request) -> Response:
     identity = await identify(request)
     services = services_of(request)
     await services.accounts.logout(identity)
-    await announce(services.pool, f"c:{identity.credential_id}")
+    await services.access.access_changed(f"c:{identity.credential_id}")
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -193,7 +192,7 @@ async def revoke_token(request: Request) -> Response:
     token_id = path_uuid(request, "token_id", "API token")
     services = services_of(request)
     await services.accounts.revoke_api_token(identity.user_id, token_id)
-    await announce(services.pool, f"c:{token_id}")
+    await services.access.access_changed(f"c:{token_id}")
     return Response(status_code=204)
 
 

@@ -1,4 +1,5 @@
-"""What every REST handler needs: the services, path ids, and bounded JSON bodies."""
+"""What every REST handler needs: path ids and bounded JSON bodies (the services:
+``collab.services.container.services_of``)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,8 @@ from starlette.requests import Request
 
 from collab.errors import BadRequest, NotFound, PayloadTooLarge
 from collab.ids import parse_uuid
-from collab.services.container import Services
 
 MAX_JSON_BYTES = 1024 * 1024
-
-
-def services_of(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 def path_uuid(request: Request, name: str, kind: str) -> uuid.UUID:

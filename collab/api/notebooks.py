@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collab.api.http import json_object, optional_uuid, path_uuid, read_body, services_of
+from collab.api.http import json_object, optional_uuid, path_uuid, read_body
 from collab.auth.access import (
     Role,
     files_role,
@@ -28,7 +28,7 @@ from collab.document.notebook import (
     seed_update,
     to_ipynb,
 )
-from collab.services.container import Services
+from collab.services.container import Services, services_of
 from collab.storage.catalog import clean_name
 
 log = logging.getLogger(__name__)
@@ -232,8 +232,7 @@ async def copy_workspace(request: Request) -> Response:
     try:
         for notebook in await services.catalog.list_notebooks(source):
             await _copy_into(services, uuid.UUID(notebook["id"]), copy_id, notebook["title"])
-        for hook in services.workspace_copied:
-            await hook(source, copy_id)
+        await services.extensions.workspace_copied(source, copy_id)
     except BaseException:
         # All or nothing: a half-made copy would look like a faithful one.
         await services.catalog.delete_workspace(copy_id)

@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from collab.api.http import services_of
 from collab.auth.access import current_principal
 from collab.errors import BadRequest
 from collab.search.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_CHARS, search
+from collab.services.container import services_of
 
 
 async def search_endpoint(request: Request) -> Response:

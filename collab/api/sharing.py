@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collab.api.http import path_uuid, services_of
+from collab.api.http import path_uuid
 from collab.auth.access import Role, identify, require_notebook, workspace_role
-from collab.auth.access_watch import announce
 from collab.errors import BadRequest, Forbidden, NotFound
+from collab.services.container import services_of
 
 KINDS = ("member", "grant", "guest")
 
@@ -160,7 +160,7 @@ async def remove_access(request: Request) -> Response:
             notebook_id,
             user_id,
         )
-        await announce(pool, f"w:{workspace_id}")
+        await services.access.access_changed(f"w:{workspace_id}")
     else:
         revoked = await pool.fetch(
             "UPDATE credentials c SET revoked_at = now() FROM share_links l"
@@ -172,7 +172,7 @@ async def remove_access(request: Request) -> Response:
             user_id,
         )
         for record in revoked:
-            await announce(pool, f"c:{record['id']}")
+            await services.access.access_changed(f"c:{record['id']}")
     return Response(status_code=204)
 
 

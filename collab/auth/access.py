@@ -15,15 +15,17 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import asyncpg
 from starlette.requests import HTTPConnection
 
+from collab.app_services import kept_services
 from collab.auth.credentials import token_hash
 from collab.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from collab.ids import parse_uuid
+from collab.settings import Settings
 
 if TYPE_CHECKING:
     from collab.auth.accounts import Accounts, Identity
@@ -50,6 +52,23 @@ class Role(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+class AccessServices(Protocol):
+    """What the access check reads from the server's services (collab.services.Services
+    is one): auth is a layer below them, so it names only these."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+    @property
+    def accounts(self) -> Accounts: ...
+
+
+def access_services(conn: HTTPConnection) -> AccessServices:
+    services: AccessServices = kept_services(conn)
+    return services
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +111,7 @@ def check_origin(conn: HTTPConnection) -> None:
     origin = conn.headers.get("origin")
     if origin is None:
         return  # not a browser (or a same-origin GET): nothing to check
-    settings = conn.app.state.services.settings
+    settings = access_services(conn).settings
     origin = origin.rstrip("/")
     if origin in settings.origins or origin == settings.public_origin:
         return
@@ -117,7 +136,7 @@ async def identify(conn: HTTPConnection) -> Identity:
         source == "cookie" and conn.scope.get("method") not in _SAFE_METHODS
     ):
         check_origin(conn)
-    accounts: Accounts = conn.app.state.services.accounts
+    accounts = access_services(conn).accounts
     if source == "ticket":
         notebook_id = parse_uuid(conn.path_params.get("notebook_id", ""))
         found_ticket = await accounts.resolve_ticket(token, notebook_id)
@@ -177,7 +196,7 @@ def _principal(
 async def current_principal(conn: HTTPConnection) -> Principal:
     """The signed-in caller, with no particular resource (role VIEWER). Raises Unauthorized."""
     identity = await identify(conn)
-    pool: asyncpg.Pool = conn.app.state.services.pool
+    pool = access_services(conn).pool
     return _principal(identity, Role.VIEWER, await _guest_scope(pool, identity))
 
 
@@ -276,7 +295,7 @@ async def require_notebook(
     """The caller, if they hold at least ``minimum`` on the notebook.
     Raises Unauthorized (401), Forbidden (403) or NotFound (404: also when not a member)."""
     identity = await identify(conn)
-    pool: asyncpg.Pool = conn.app.state.services.pool
+    pool = access_services(conn).pool
     workspace_id, role = await notebook_role(pool, identity, notebook_id)
     granted = _enforce(role, minimum, "notebook", notebook_id)
     return _principal(identity, granted, await _guest_scope(pool, identity), workspace_id)
@@ -287,7 +306,7 @@ async def require_workspace(
 ) -> Principal:
     """The caller, if they hold at least ``minimum`` on the workspace (see require_notebook)."""
     identity = await identify(conn)
-    pool: asyncpg.Pool = conn.app.state.services.pool
+    pool = access_services(conn).pool
     role = await workspace_role(pool, identity, workspace_id)
     granted = _enforce(role, minimum, "workspace", workspace_id)
     return _principal(identity, granted, await _guest_scope(pool, identity), workspace_id)
@@ -296,7 +315,7 @@ async def require_workspace(
 async def require_files(conn: HTTPConnection, workspace_id: uuid.UUID, minimum: Role) -> Principal:
     """The caller, if they hold at least ``minimum`` on the workspace's files (files_role)."""
     identity = await identify(conn)
-    pool: asyncpg.Pool = conn.app.state.services.pool
+    pool = access_services(conn).pool
     role = await files_role(pool, identity, workspace_id)
     granted = _enforce(role, minimum, "workspace", workspace_id)
     return _principal(identity, granted, await _guest_scope(pool, identity), workspace_id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,6 +20,7 @@ import asyncpg
 
 from collab.auth.access import Role, notebook_role
 from collab.auth.accounts import Accounts
+from collab.background import BackgroundService
 from collab.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -70,26 +70,36 @@ class LiveSockets:
         return []
 
 
-async def announce(pool: asyncpg.Pool, scope: str) -> None:
-    await pool.execute("SELECT pg_notify($1, $2)", CHANNEL, scope)
+class AccessHooks(Protocol):
+    """Told of every change that can take access away (collab.auth.members, links, the
+    logout and token handlers). ``AccessWatch`` announces it to every node."""
+
+    async def access_changed(self, scope: str) -> None:
+        """Access in ``scope`` ("w:<workspace id>" or "c:<credential id>") may have shrunk."""
 
 
-class AccessWatch:
+class AccessWatch(BackgroundService):
+    """Closes this node's sockets whose access was taken away anywhere in the cluster; its
+    ``access_changed`` (``AccessHooks``) tells every node, this one included.
+
+    >>> async with AccessWatch(pool, accounts, sockets) as watch:
+    ...     await watch.access_changed(f"w:{workspace_id}")  # every node checks its sockets
+    """
+
+    name = "access-watch"
+
     def __init__(self, pool: asyncpg.Pool, accounts: Accounts, sockets: LiveSockets) -> None:
         self._pool = pool
         self._accounts = accounts
         self._sockets = sockets
         self._send, self._receive = anyio.create_memory_object_stream[str](1024)
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[AccessWatch]:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._listen)
-            tg.start_soon(self._check_loop)
-            try:
-                yield self
-            finally:
-                tg.cancel_scope.cancel()
+    async def start(self) -> None:
+        self.loop(self._listen)
+        self.loop(self._check_loop)
+
+    async def access_changed(self, scope: str) -> None:
+        await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, scope)
 
     async def _listen(self) -> None:
         while True:

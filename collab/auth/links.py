@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 
 from collab.auth.access import Principal, Role
+from collab.auth.access_watch import AccessHooks
 from collab.auth.accounts import Accounts, Identity, user_json
 from collab.auth.credentials import new_token, token_hash
-from collab.auth.members import AccessChanged
 from collab.errors import BadRequest, Forbidden, Gone, NotFound
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,10 @@ def _positive(value: object, name: str, limit: int) -> int | None:
 
 
 class Links:
-    def __init__(
-        self, pool: asyncpg.Pool, accounts: Accounts, access_changed: AccessChanged
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, accounts: Accounts, access: AccessHooks) -> None:
         self._pool = pool
         self._accounts = accounts
-        self._access_changed = access_changed
+        self._access = access
 
     async def create(
         self,
@@ -115,7 +113,8 @@ class Links:
 
     async def revoke(self, link_id: uuid.UUID) -> None:
         """End the link and everything it granted: guest sessions, memberships and notebook
-        grants made through it. Sockets relying on them are closed (``access_changed``)."""
+        grants made through it. Sockets relying on them are closed
+        (``AccessHooks.access_changed``)."""
         async with self._pool.acquire() as conn, conn.transaction():
             workspace_id = await conn.fetchval(
                 "UPDATE share_links SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1"
@@ -132,7 +131,7 @@ class Links:
             await conn.execute("DELETE FROM workspace_members WHERE via_link = $1", link_id)
             await conn.execute("DELETE FROM notebook_grants WHERE via_link = $1", link_id)
         log.info("share link revoked", extra={"link_id": str(link_id)})
-        await self._access_changed(f"w:{workspace_id}")
+        await self._access.access_changed(f"w:{workspace_id}")
 
     async def _usable(self, conn: asyncpg.Connection, token: str) -> asyncpg.Record:
         record = await conn.fetchrow(

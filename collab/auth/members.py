@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
 from collab.auth.access import Role
+from collab.auth.access_watch import AccessHooks
 from collab.errors import Conflict, NotFound
-
-AccessChanged = Callable[[str], Awaitable[None]]
 
 
 def _member_json(record: asyncpg.Record) -> dict[str, Any]:
@@ -26,11 +24,11 @@ def _member_json(record: asyncpg.Record) -> dict[str, Any]:
 
 class Members:
     """Reads and changes roles. Every change that can take access away announces it
-    (``access_changed``), so open sockets are checked again on every node."""
+    (``AccessHooks.access_changed``), so open sockets are checked again on every node."""
 
-    def __init__(self, pool: asyncpg.Pool, access_changed: AccessChanged) -> None:
+    def __init__(self, pool: asyncpg.Pool, access: AccessHooks) -> None:
         self._pool = pool
-        self._access_changed = access_changed
+        self._access = access
 
     async def list(self, workspace_id: uuid.UUID) -> dict[str, Any]:
         members = await self._pool.fetch(
@@ -92,15 +90,6 @@ class Members:
             )
         return _member_json(record)
 
-    async def add_owner(
-        self, conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: uuid.UUID
-    ) -> None:
-        await conn.execute(
-            "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, 'owner')",
-            workspace_id,
-            user_id,
-        )
-
     async def set_role(self, workspace_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             current = await self._lock_member(conn, workspace_id, user_id)
@@ -113,7 +102,7 @@ class Members:
                 user_id,
                 role.label,
             )
-        await self._access_changed(f"w:{workspace_id}")
+        await self._access.access_changed(f"w:{workspace_id}")
 
     async def remove(self, workspace_id: uuid.UUID, user_id: uuid.UUID) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -132,7 +121,7 @@ class Members:
                 workspace_id,
                 user_id,
             )
-        await self._access_changed(f"w:{workspace_id}")
+        await self._access.access_changed(f"w:{workspace_id}")
 
     async def _lock_member(
         self, conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: uuid.UUID

@@ -1,11 +1,5 @@
-"""The notebook document schema (DESIGN.md "The document"), and .ipynb in and out.
-
-One Y.Doc per notebook, compatible with jupyter_ydoc's YNotebook:
-
-- ``cells``: Y.Array of Y.Map {id, cell_type, source: Y.Text, metadata: Y.Map,
-  outputs: Y.Array of Y.Map (a stream's ``text`` is a Y.Text), execution_count}
-- ``meta``: Y.Map {nbformat, nbformat_minor, metadata: Y.Map}
-- ``runs`` and ``symbols``: Y.Map keyed by cell id, owned by the executor.
+"""A notebook document built and read whole: deterministic seeding, .ipynb in and out,
+copies. The schema (keys, run states, shapes) is ``collab.document.schema``'s.
 
 Seeding is deterministic: the same notebook JSON seeded with the same notebook id always
 gives the same Yjs items under the same ids (a fixed client id and a fixed order of writes;
@@ -21,13 +15,13 @@ from typing import Any
 import nbformat
 from pycrdt import Array, Doc, Map, Text
 
+from collab.document.schema import CELL_TYPES, CELLS, META, SESSION_MAPS
 from collab.errors import BadRequest
 
 # The Yjs client id of seed content. Browsers pick random 32-bit ids, so a collision is as
 # unlikely as between any two clients; what matters is that it never changes.
 SEED_CLIENT_ID = 0x5EED
 
-CELL_TYPES = ("code", "markdown", "raw")
 NBFORMAT = 4
 NBFORMAT_MINOR = 5
 
@@ -140,8 +134,8 @@ def _write_cell(cells: Array[Any], cell: dict[str, JSON], cell_id: str) -> None:
 def seed_update(notebook: dict[str, JSON], notebook_id: uuid.UUID) -> bytes:
     """The whole notebook as one Yjs update whose item ids depend only on id and content."""
     doc: Doc[Any] = Doc(client_id=SEED_CLIENT_ID)
-    cells = doc.get("cells", type=Array)
-    meta = doc.get("meta", type=Map)
+    cells = doc.get(CELLS, type=Array)
+    meta = doc.get(META, type=Map)
     used: set[str] = set()
     with doc.transaction():
         meta["nbformat"] = NBFORMAT
@@ -204,12 +198,12 @@ def _export_output(output: dict[str, JSON], execution_count: int | None) -> dict
 
 def to_ipynb(doc: Doc[Any], title: str | None = None) -> dict[str, JSON]:
     """The document as an nbformat 4.5 notebook (valid for nbformat.validate)."""
-    meta = _json(doc.get("meta", type=Map))
+    meta = _json(doc.get(META, type=Map))
     metadata = dict(meta.get("metadata") or {})
     if title is not None:
         metadata["title"] = title
     cells = []
-    for raw in _json(doc.get("cells", type=Array)):
+    for raw in _json(doc.get(CELLS, type=Array)):
         cell_type = raw.get("cell_type", "code")
         cell: dict[str, JSON] = {
             "id": str(raw.get("id")),
@@ -234,16 +228,12 @@ def to_ipynb(doc: Doc[Any], title: str | None = None) -> dict[str, JSON]:
     }
 
 
-# Maps that describe a live session (its kernel, its runs, the names it holds), not content.
-SESSION_MAPS = ("runs", "symbols", "kernel")
-
-
 def copy_update(doc: Doc[Any], title: str) -> bytes:
     """A new notebook's document holding exactly this one's content (cells, sources, outputs,
     metadata) under ``title``, without the session state of the original's kernel."""
     copy: Doc[Any] = Doc()
     copy.apply_update(doc.get_update())
-    meta = copy.get("meta", type=Map)
+    meta = copy.get(META, type=Map)
     with copy.transaction():
         for name in SESSION_MAPS:
             session = copy.get(name, type=Map)
@@ -256,7 +246,7 @@ def copy_update(doc: Doc[Any], title: str) -> bytes:
 def rename_document(doc: Doc[Any], title: str) -> None:
     """Set the title in the document (one transaction), so open clients see a rename live."""
     with doc.transaction():
-        set_title(doc.get("meta", type=Map), title)
+        set_title(doc.get(META, type=Map), title)
 
 
 def set_title(meta: Map[Any], title: str) -> None:

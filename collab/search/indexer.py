@@ -19,12 +19,10 @@ import uuid
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
-from anyio.abc import TaskGroup
 from pycrdt import Array, Doc, Map, TransactionEvent
 
 if TYPE_CHECKING:
@@ -32,7 +30,9 @@ if TYPE_CHECKING:
     from collab.sync.room import Room
     from collab.sync.room_manager import RoomManager
 
+from collab.background import BackgroundService
 from collab.search.query import SEPARATOR
+from collab.sync.hooks import RoomHooks
 from collab.sync.room import is_binding_panic
 
 log = logging.getLogger(__name__)
@@ -268,12 +268,14 @@ async def reindex_all(
     return done
 
 
-class SearchIndexer:
+class SearchIndexer(BackgroundService, RoomHooks):
     """Keeps ``notebook_search`` current while the server runs.
 
     >>> async with SearchIndexer(pool, store, rooms):
     ...     ...
     """
+
+    name = "search-indexer"
 
     def __init__(
         self,
@@ -296,30 +298,16 @@ class SearchIndexer:
         # deadline order, as every deadline is "first change + delay".
         self._due: dict[uuid.UUID, tuple[float, Room]] = {}
         self._wake = anyio.Event()
-        self._tg: TaskGroup | None = None
-        self.writes = 0
 
-    async def __aenter__(self) -> SearchIndexer:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._flush_loop, name="search-flush")
-        self._tg.start_soon(self._poll_loop, name="search-poll")
-        self._rooms.on_load.append(self.attach)
-        for room in self._rooms.all():
-            self.attach(room)
-        return self
+    async def start(self) -> None:
+        self.loop(self._flush_loop)
+        self.loop(self._poll_loop)
+        self._rooms.hooks.add(self, loaded=self._rooms.all())
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        if self.attach in self._rooms.on_load:
-            self._rooms.on_load.remove(self.attach)
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
+    async def stopping(self) -> None:
+        self._rooms.hooks.remove(self)
+
+    async def stopped(self) -> None:
         # What was typed in the last moments before a shutdown.
         with anyio.move_on_after(5, shield=True):
             due, self._due = self._due, {}
@@ -327,9 +315,8 @@ class SearchIndexer:
                 await self._write_rooms([room for _, room in due.values()])
             except _DB_ERRORS as error:
                 log.warning("search: final flush failed: %s", error)
-        return None
 
-    def attach(self, room: Room) -> None:
+    def room_loaded(self, room: Room) -> None:
         """Watch the room's document; index it now too (it may have changed unobserved)."""
         ref = weakref.ref(room)
 
@@ -381,7 +368,6 @@ class SearchIndexer:
             return
         entries = [room_entry(room) for room in rooms]
         busy = await write_entries(self._pool, entries)
-        self.writes += len(entries) - len(busy)
         for room in rooms:
             if room.notebook_id in busy:
                 self.touch(room)
@@ -430,5 +416,4 @@ class SearchIndexer:
         ids = [r[0] for r in await self._pool.fetch(sql, *args)]
         entries = await _entries(self._store, self._rooms, ids)
         busy = await write_entries(self._pool, entries)
-        self.writes += len(entries) - len(busy)
         return len(entries) - len(busy)

@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from collab.api import accounts, notebooks, search, sharing
+from collab.app_services import keep_services
 from collab.errors import WeftError
 from collab.metrics import metrics_endpoint
 from collab.server.security_headers import SecurityHeaders
@@ -81,8 +82,11 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings) as services, contextlib.AsyncExitStack() as stack:
-            app.state.services = services
+        async with (
+            open_services(settings, extensions) as services,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            keep_services(app, services)
             for extension in extensions:
                 await stack.enter_async_context(extension.lifespan(services))
             log.info("server ready", extra={"state_dir": str(settings.state_dir)})

@@ -26,7 +26,10 @@ def load_extension(name: str, settings: Settings) -> Extension:
 
 
 async def run_headless(settings: Settings, extension: Extension) -> None:
-    async with open_services(settings) as services, contextlib.AsyncExitStack() as stack:
+    async with (
+        open_services(settings, [extension]) as services,
+        contextlib.AsyncExitStack() as stack,
+    ):
         await stack.enter_async_context(extension.lifespan(services))
         log.info("worker ready", extra={"extension": extension.name})
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

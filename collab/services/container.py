@@ -3,45 +3,38 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import asyncpg
+from starlette.requests import HTTPConnection
 
-from collab.auth.access_watch import AccessWatch, LiveSockets, announce
+from collab.app_services import kept_services
+from collab.auth.access import AccessServices
+from collab.auth.access_watch import AccessWatch, LiveSockets
 from collab.auth.accounts import Accounts
 from collab.auth.links import Links
 from collab.auth.members import Members
-from collab.metrics import Metrics
+from collab.metrics import Metrics, MetricsServices
 from collab.search.indexer import SearchIndexer
+from collab.services.extensions import Extension, Extensions
 from collab.settings import Settings
 from collab.storage.catalog import Catalog
 from collab.storage.database import open_pool
 from collab.storage.document_store import DocumentStore
 from collab.sync.replication import Replication
 from collab.sync.room_manager import RoomManager
-
-
-class WorkspaceFiles(Protocol):
-    """A workspace's file store as other extensions may read it (the executor owns it)."""
-
-    def list(
-        self, workspace_id: uuid.UUID, relative: str = "", schema: bool = False
-    ) -> list[dict[str, Any]]: ...
-
-
-@dataclass
-class Offered:
-    """What extensions offer each other through collab, typed (collab itself never reads it):
-    so the assistant reads the workspace's files without importing the executor."""
-
-    workspace_files: WorkspaceFiles | None = None
+from collab.sync.websocket import SocketServices
 
 
 @dataclass(frozen=True)
 class Services:
+    """What a running server holds; handlers reach it with ``services_of(request)``.
+
+    >>> services = services_of(request)
+    >>> await services.catalog.get_notebook(notebook_id)
+    """
+
     settings: Settings
     pool: asyncpg.Pool
     catalog: Catalog
@@ -52,17 +45,29 @@ class Services:
     members: Members
     links: Links
     sockets: LiveSockets
+    # Told of every change that can take access away; tells every node (AccessHooks).
+    access: AccessWatch
     replication: Replication
-    # Run when a workspace is copied (source id, copy's id): extensions copy what they own
-    # (the executor, the file store).
-    workspace_copied: list[Callable[[uuid.UUID, uuid.UUID], Awaitable[None]]]
-    # What extensions publish for their own routes (e.g. "executor"): collab never reads it.
-    extras: dict[str, Any] = field(default_factory=dict)
-    offered: Offered = field(default_factory=Offered)
+    # The hooks of every extension (Extension.workspace_copied, ...).
+    extensions: Extensions
+
+
+def services_of(conn: HTTPConnection) -> Services:
+    """The services of the server handling ``conn`` (the typed accessor for the layers
+    from here up; the layers below read their own view: collab.app_services)."""
+    services: Services = kept_services(conn)
+    return services
+
+
+def _views(services: Services) -> tuple[AccessServices, SocketServices, MetricsServices]:
+    """Not called: mypy checks here that Services is every lower layer's view of it."""
+    return services, services, services
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, extensions: Sequence[Extension] = ()
+) -> AsyncIterator[Services]:
     async with contextlib.AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool(settings))
         catalog = Catalog(pool)
@@ -80,12 +85,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         await stack.enter_async_context(SearchIndexer(pool, store, rooms))
         accounts = Accounts(pool, settings)
-
-        async def access_changed(scope: str) -> None:
-            await announce(pool, scope)
-
         sockets = LiveSockets()
-        await stack.enter_async_context(AccessWatch(pool, accounts, sockets).running())
+        access = await stack.enter_async_context(AccessWatch(pool, accounts, sockets))
         yield Services(
             settings=settings,
             pool=pool,
@@ -94,9 +95,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             rooms=rooms,
             metrics=metrics,
             accounts=accounts,
-            members=Members(pool, access_changed),
-            links=Links(pool, accounts, access_changed),
+            members=Members(pool, access),
+            links=Links(pool, accounts, access),
             sockets=sockets,
+            access=access,
             replication=replication,
-            workspace_copied=[],
+            extensions=Extensions(extensions),
         )

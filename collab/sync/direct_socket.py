@@ -107,6 +107,20 @@ class DirectSocket:
         self._protocol.transport.write(encode_binary_frames(payloads))
         return True
 
+    def pause_reading(self) -> None:
+        """Read no more from the socket (frames already read are still delivered), as
+        uvicorn does while its queue is full: the peer waits in TCP, not in our memory."""
+        protocol = self._protocol
+        if not protocol.read_paused and not protocol.transport.is_closing():
+            protocol.read_paused = True
+            protocol.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        protocol = self._protocol
+        if protocol.read_paused and not protocol.transport.is_closing():
+            protocol.read_paused = False
+            protocol.transport.resume_reading()
+
     def receive_with(self, handler: Callable[[bytes], None]) -> None:
         """Deliver every binary message to ``handler`` from now on, starting with those
         already waiting for the application. Text messages and the disconnect still

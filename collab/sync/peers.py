@@ -5,10 +5,17 @@ Peers never touch the CRDT binding: every write here is an ordinary transaction 
 room's document, so it is made durable and broadcast exactly like a person's edit
 (see ``Room._after_transaction``).
 
->>> async with open_notebook(services.rooms, notebook_id) as notebook:
+Durability and catch-up are the peer's too: ``await notebook.durable()`` returns once
+every write so far is in the log, ``await notebook.catch_up()`` applies what other servers
+appended (a write that must follow theirs goes after it). Keys and value shapes are
+``collab.document.schema``'s.
+
+>>> notebooks = NotebookPeers(services.rooms, services.replication)
+>>> async with notebooks.open(notebook_id) as notebook:
+...     await notebook.catch_up()
 ...     with notebook.batch():
-...         notebook.set_run(cell_id, {"state": "running"})
 ...         notebook.clear_outputs(cell_id)
+...         notebook.add_output(cell_id, {"output_type": "display_data", ...})
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ from typing import Any
 
 from pycrdt import Array, Map, Text
 
+from collab.document import schema
 from collab.document.notebook import _json as to_json
+from collab.document.schema import KernelStatus, RunRecord, Symbol, run_record
 from collab.sync import protocol
 from collab.sync.protocol import AwarenessEntry
+from collab.sync.replication import Replication
 from collab.sync.room import Room
 from collab.sync.room_manager import RoomManager
 
@@ -50,8 +60,12 @@ class CellSnapshot:
 
 
 class NotebookPeer:
-    def __init__(self, room: Room) -> None:
+    def __init__(
+        self, room: Room, rooms: RoomManager, replication: Replication | None = None
+    ) -> None:
         self._room = room
+        self._rooms = rooms
+        self._replication = replication
         self._doc = room.doc
         self._batching = False
 
@@ -59,10 +73,25 @@ class NotebookPeer:
     def notebook_id(self) -> uuid.UUID:
         return self._room.notebook_id
 
+    # -- durability -------------------------------------------------------------------
+
+    async def durable(self) -> None:
+        """Return once everything written so far (by this peer and everyone) is in the log."""
+        await self._rooms.writer.flushed()
+
+    async def catch_up(self) -> None:
+        """Apply what other servers appended to this notebook's log and this server lacks.
+        A write that must follow theirs (a run's "running" after the "queued" another
+        server wrote) goes after this: two writes to one key of a Y.Map that do not see
+        each other are settled by client id, and the older one could win for good."""
+        if self._replication is None:
+            raise RuntimeError("this peer was opened without replication: use NotebookPeers")
+        await self._replication.catch_up(self.notebook_id)
+
     # -- reading ----------------------------------------------------------------------
 
     def _cells(self) -> Array[Any]:
-        cells: Array[Any] = self._doc.get("cells", type=Array)
+        cells: Array[Any] = self._doc.get(schema.CELLS, type=Array)
         return cells
 
     def _map(self, name: str) -> Map[Any]:
@@ -74,15 +103,15 @@ class NotebookPeer:
         for index, cell in enumerate(self._cells()):
             if not isinstance(cell, Map):
                 continue  # anything else an editor put into `cells` is no cell
-            metadata = to_json(cell["metadata"]) if "metadata" in cell else {}
-            cell_type = str(cell["cell_type"]) if "cell_type" in cell else "code"
+            metadata = to_json(cell[schema.METADATA]) if schema.METADATA in cell else {}
+            cell_type = str(cell[schema.CELL_TYPE]) if schema.CELL_TYPE in cell else "code"
             snapshots.append(
                 CellSnapshot(
-                    id=str(cell["id"]),
+                    id=str(cell[schema.CELL_ID]),
                     index=index,
                     cell_type=cell_type,
-                    language=str(metadata.get("language") or "python"),
-                    source=str(cell["source"]) if "source" in cell else "",
+                    language=str(metadata.get(schema.LANGUAGE) or schema.DEFAULT_LANGUAGE),
+                    source=str(cell[schema.SOURCE]) if schema.SOURCE in cell else "",
                     metadata=metadata,
                 )
             )
@@ -92,35 +121,37 @@ class NotebookPeer:
         return next((c for c in self.cells() if c.id == cell_id), None)
 
     def _ycell(self, cell_id: str) -> Map[Any] | None:
-        cells = self._cells()
-        for index in range(len(cells)):
-            cell = cells[index]
-            if isinstance(cell, Map) and "id" in cell and str(cell["id"]) == cell_id:
-                return cell
-        return None
+        index = self.cell_index(cell_id)
+        if index is None:
+            return None
+        cell: Map[Any] = self._cells()[index]
+        return cell
 
     def metadata(self) -> dict[str, Any]:
-        meta = self._map("meta")
-        value = to_json(meta["metadata"]) if "metadata" in meta else {}
+        meta = self._map(schema.META)
+        value = to_json(meta[schema.METADATA]) if schema.METADATA in meta else {}
         return value if isinstance(value, dict) else {}
 
-    def run(self, cell_id: str) -> dict[str, Any] | None:
-        runs = self._map("runs")
-        return to_json(runs[cell_id]) if cell_id in runs else None
+    def run(self, cell_id: str) -> RunRecord | None:
+        """The cell's last run (None: none, or something that is no run record)."""
+        runs = self._map(schema.RUNS)
+        return run_record(to_json(runs[cell_id])) if cell_id in runs else None
 
-    def runs(self) -> dict[str, dict[str, Any]]:
-        value = to_json(self._map("runs"))
-        return value if isinstance(value, dict) else {}
+    def runs(self) -> dict[str, RunRecord]:
+        value = to_json(self._map(schema.RUNS))
+        if not isinstance(value, dict):
+            return {}
+        return {cell: record for cell, raw in value.items() if (record := run_record(raw))}
 
     def symbols(self) -> dict[str, list[dict[str, Any]]]:
-        value = to_json(self._map("symbols"))
+        value = to_json(self._map(schema.SYMBOLS))
         return value if isinstance(value, dict) else {}
 
     def outputs(self, cell_id: str) -> list[dict[str, Any]]:
         cell = self._ycell(cell_id)
-        if cell is None or "outputs" not in cell:
+        if cell is None or schema.OUTPUTS not in cell:
             return []
-        value = to_json(cell["outputs"])
+        value = to_json(cell[schema.OUTPUTS])
         return value if isinstance(value, list) else []
 
     # -- writing ----------------------------------------------------------------------
@@ -147,27 +178,30 @@ class NotebookPeer:
         with self._doc.transaction():
             action()
 
-    def set_run(self, cell_id: str, state: dict[str, Any]) -> None:
-        runs = self._map("runs")
-        self._write(lambda: runs.__setitem__(cell_id, state))
+    def set_run(self, cell_id: str, state: RunRecord) -> None:
+        """Replace the cell's run record (the executor's run_states module is its one writer,
+        which checks the state machine)."""
+        runs = self._map(schema.RUNS)
+        self._write(lambda: runs.__setitem__(cell_id, dict(state)))
 
-    def set_kernel(self, state: dict[str, Any]) -> None:
+    def set_kernel(self, state: KernelStatus) -> None:
         """The notebook's kernel status (starting, idle, busy, dead), for the status light."""
-        kernel = self._map("kernel")
+        kernel = self._map(schema.KERNEL)
+        values: dict[str, Any] = dict(state)
 
         def action() -> None:
             for key in list(kernel.keys()):
-                if key not in state:
+                if key not in values:
                     del kernel[key]
-            for key in sorted(state):
-                kernel[key] = state[key]
+            for key in sorted(values):
+                kernel[key] = values[key]
 
         self._write(action)
 
     def set_metadata(self, key: str, value: Any) -> None:
         """One entry of the notebook's metadata (``meta.metadata``: dependencies, the
         resolved environment), as an edit everyone sees."""
-        meta = self._map("meta")
+        meta = self._map(schema.META)
 
         def action() -> None:
             metadata = meta.get("metadata")
@@ -178,13 +212,13 @@ class NotebookPeer:
 
         self._write(action)
 
-    def set_symbols(self, cell_id: str, symbols: list[dict[str, Any]]) -> None:
-        table = self._map("symbols")
+    def set_symbols(self, cell_id: str, symbols: list[Symbol]) -> None:
+        table = self._map(schema.SYMBOLS)
         self._write(lambda: table.__setitem__(cell_id, symbols))
 
     def forget(self, cell_id: str) -> None:
         """Drop a deleted cell's run state and symbols."""
-        runs, table = self._map("runs"), self._map("symbols")
+        runs, table = self._map(schema.RUNS), self._map(schema.SYMBOLS)
 
         def action() -> None:
             if cell_id in runs:
@@ -197,14 +231,14 @@ class NotebookPeer:
     def set_execution_count(self, cell_id: str, count: int | None) -> None:
         cell = self._ycell(cell_id)
         if cell is not None:
-            self._write(lambda: cell.__setitem__("execution_count", count))
+            self._write(lambda: cell.__setitem__(schema.EXECUTION_COUNT, count))
 
     @staticmethod
     def _outputs(cell: Map[Any]) -> Array[Any]:
-        outputs = cell.get("outputs")
+        outputs = cell.get(schema.OUTPUTS)
         if not isinstance(outputs, Array):
             outputs = Array()
-            cell["outputs"] = outputs
+            cell[schema.OUTPUTS] = outputs
         return outputs
 
     def clear_outputs(self, cell_id: str) -> None:
@@ -232,14 +266,14 @@ class NotebookPeer:
                 stream = last.get("text") if isinstance(last, Map) else None
                 if (
                     isinstance(stream, Text)
-                    and last.get("output_type") == "stream"
+                    and last.get(schema.OUTPUT_TYPE) == "stream"
                     and last.get("name") == name
                 ):
                     stream += text
                     return
             added: Map[Any] = Map()
             outputs.append(added)
-            added["output_type"] = "stream"
+            added[schema.OUTPUT_TYPE] = "stream"
             added["name"] = name
             added["text"] = Text(text)
 
@@ -259,13 +293,27 @@ class NotebookPeer:
 
         self._write(action)
 
+    def set_output_field(self, cell_id: str, index: int, key: str, value: Any) -> None:
+        """Set one field of an output in place (a data grid's shared view, next to the
+        output it belongs to); outputs' own fields are not for this."""
+        if key in ("output_type", "data", "metadata", "text", "name", "execution_count"):
+            raise ValueError(f"{key!r} is an output's own field")
+        cell = self._ycell(cell_id)
+        if cell is None:
+            return
+        outputs = self._outputs(cell)
+        if not 0 <= index < len(outputs) or not isinstance(outputs[index], Map):
+            return
+        target: Map[Any] = outputs[index]
+        self._write(lambda: target.__setitem__(key, value))
+
     # -- text, in place (the assistant) ----------------------------------------------------
 
     def cell_text(self, cell_id: str) -> CellText | None:
         """A handle on one cell's source as it is now: writes through it are ordinary
         transactions, and it keeps pointing at the same text if the cell moves index."""
         cell = self._ycell(cell_id)
-        source = cell.get("source") if cell is not None else None
+        source = cell.get(schema.SOURCE) if cell is not None else None
         if not isinstance(source, Text):
             return None
         return CellText(self, cell_id, source)
@@ -279,7 +327,11 @@ class NotebookPeer:
         cells = self._cells()
         for index in range(len(cells)):
             cell = cells[index]
-            if isinstance(cell, Map) and "id" in cell and str(cell["id"]) == cell_id:
+            if (
+                isinstance(cell, Map)
+                and schema.CELL_ID in cell
+                and str(cell[schema.CELL_ID]) == cell_id
+            ):
                 return index
         return None
 
@@ -288,11 +340,11 @@ class NotebookPeer:
     def assist(self) -> dict[str, dict[str, Any]]:
         """The top-level ``assist`` map: cell id -> the assistant's work in that cell (a
         generation streaming, or a suggestion pending), for every collaborator to see."""
-        value = to_json(self._map("assist"))
+        value = to_json(self._map(schema.ASSIST))
         return value if isinstance(value, dict) else {}
 
     def set_assist(self, cell_id: str, value: dict[str, Any] | None) -> None:
-        table = self._map("assist")
+        table = self._map(schema.ASSIST)
 
         def action() -> None:
             if value is None:
@@ -397,6 +449,21 @@ def _observe(target: Any, callback: Callable[[Delta], None]) -> Callable[[], Non
 
 @contextlib.asynccontextmanager
 async def open_notebook(rooms: RoomManager, notebook_id: uuid.UUID) -> AsyncIterator[NotebookPeer]:
-    """Hold the notebook's room (loading it if needed) for as long as the block runs."""
+    """Hold the notebook's room (loading it if needed) for as long as the block runs
+    (a peer that never needs ``catch_up``; NotebookPeers opens those that do)."""
     async with rooms.use(notebook_id) as room:
-        yield NotebookPeer(room)
+        yield NotebookPeer(room, rooms)
+
+
+class NotebookPeers:
+    """Opens notebooks for a server-side writer that follows other servers' writes."""
+
+    def __init__(self, rooms: RoomManager, replication: Replication) -> None:
+        self.rooms = rooms
+        self._replication = replication
+
+    @contextlib.asynccontextmanager
+    async def open(self, notebook_id: uuid.UUID) -> AsyncIterator[NotebookPeer]:
+        """Hold the notebook's room (loading it if needed) for as long as the block runs."""
+        async with self.rooms.use(notebook_id) as room:
+            yield NotebookPeer(room, self.rooms, self._replication)

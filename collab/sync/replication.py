@@ -14,16 +14,16 @@ import contextlib
 import logging
 import time
 import uuid
-from types import TracebackType
 from typing import Any
 
 import anyio
 import asyncpg
-from anyio.abc import TaskGroup
 
+from collab.background import BackgroundService
 from collab.errors import ProtocolError
 from collab.metrics import Metrics
 from collab.storage.document_store import NOTIFY_CHANNEL, DocumentStore
+from collab.sync.hooks import RoomHooks
 from collab.sync.room import Room
 from collab.sync.room_manager import RoomManager
 
@@ -34,11 +34,13 @@ _MAX_AWARENESS_PAYLOAD = 7000
 log = logging.getLogger(__name__)
 
 
-class Replication:
+class Replication(BackgroundService, RoomHooks):
     """
     >>> async with Replication(pool, store, rooms, poll_seconds=2.0):
     ...     ...
     """
+
+    name = "replication"
 
     def __init__(
         self,
@@ -62,33 +64,17 @@ class Replication:
         self._wake = anyio.Event()
         self._listener: Any = None
         self._listener_lost = anyio.Event()
-        self._tg: TaskGroup | None = None
-        self.notices = 0
-        self.gaps_filled = 0
 
-    async def __aenter__(self) -> Replication:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._listen_loop, name="document-feed-listen")
-        self._tg.start_soon(self._catch_up_loop, name="document-feed-catch-up")
-        self._tg.start_soon(self._publish_loop, name="document-feed-presence")
-        self._rooms.on_load.append(self._attach)
-        for room in self._rooms.all():
-            self._attach(room)
-        return self
+    async def start(self) -> None:
+        self.loop(self._listen_loop)
+        self.loop(self._catch_up_loop)
+        self.loop(self._publish_loop)
+        self._rooms.hooks.add(self, loaded=self._rooms.all())
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(exc_type, exc, tb)
+    async def stopping(self) -> None:
+        self._rooms.hooks.remove(self)
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self.notices += 1
         notebook, seq, sent_ms, node = [*payload.split(":", 3), "", "", ""][:4]
         if node == self._node:
             return  # our own append: already in the room (no catch-up query needed)
@@ -103,9 +89,10 @@ class Replication:
             self._due.add(notebook_id)
             self._wake.set()
 
-    # -- presence across servers -------------------------------------------------------
+    # -- the room hooks ------------------------------------------------------------------
 
-    def _attach(self, room: Room) -> None:
+    def room_loaded(self, room: Room) -> None:
+        """Send the room's presence to the other servers."""
         notebook = str(room.notebook_id)
 
         def publish(payload: bytes) -> None:
@@ -115,6 +102,11 @@ class Replication:
                 self._send_wake.set()
 
         room.publish_awareness = publish
+
+    def room_unloaded(self, notebook_id: uuid.UUID) -> None:
+        self._sent_at.pop(notebook_id, None)
+
+    # -- presence across servers -------------------------------------------------------
 
     async def _publish_loop(self) -> None:
         while True:
@@ -214,7 +206,6 @@ class Replication:
         if room.synced_seq > since:
             if sent_at is not None:
                 self._metrics.notify_lag_seconds.observe(max(time.time() - sent_at, 0))
-            self.gaps_filled += 1
             log.debug(
                 "applied updates from the log",
                 extra={

@@ -18,12 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-from pycrdt import Array, Doc, TransactionEvent
+from pycrdt import Array, ArrayEvent, Doc, Map, TransactionEvent
 
 from collab.errors import ProtocolError
 from collab.sync import protocol
 from collab.sync.protocol import AwarenessEntry
-from collab.sync.update_check import check_update, decode_state_vector
+from collab.sync.update_check import (
+    UpdateFacts,
+    UpdateRefused,
+    check_update,
+    decode_state_vector,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +95,23 @@ _EMPTY_UPDATE = b"\x00\x00"
 SERVER_AWARENESS_ID = 0
 
 
+class OutboxHooks(Protocol):
+    """What the connection draining an outbox is told (collab.sync.websocket.Connection)."""
+
+    def frames_queued(self) -> None:
+        """A frame was queued, the first since the last ``take()``."""
+
+    def overflowed(self) -> None:
+        """The queue overflowed and the outbox closed: stop waiting for the socket now."""
+
+
 class Outbox:
     """One connection's place in a room: a bounded queue of frames waiting to be sent.
 
     The connection's sender task awaits ``wait()`` and drains ``take()``; the room only
-    ever calls ``send``, which never blocks.
+    ever calls ``send``, which never blocks. The connection ``attach``es itself as the
+    outbox's ``OutboxHooks``; until then (and for an outbox no socket drains), a queued
+    frame wakes ``wait()``.
     """
 
     def __init__(
@@ -118,12 +135,10 @@ class Outbox:
         self.awareness_ids: set[int] = set()
         self.close_code: int | None = None
         self.close_reason = ""
-        # Set by the connection: stops its tasks at once when waiting for the socket is futile.
-        self.abort: Callable[[], None] = lambda: None
-        # Called when a frame is queued and none was waiting (the queue was taken since):
-        # by default it wakes the sender task; a connection that writes to its socket
-        # directly schedules one write for the event-loop turn instead.
-        self.on_queued: Callable[[], None] = self._wake
+        self._hooks: OutboxHooks | None = None
+
+    def attach(self, hooks: OutboxHooks) -> None:
+        self._hooks = hooks
 
     @property
     def closing(self) -> bool:
@@ -136,14 +151,19 @@ class Outbox:
             self._queue.clear()
             self.close(CLOSE_TOO_SLOW, "send queue full: client too slow to keep up")
             # Its socket is not draining, so the sender may be stuck in a send: cut it off.
-            self.abort()
+            if self._hooks is not None:
+                self._hooks.overflowed()
             return
         self._queue.append(frame)
         if not self._signalled:
             self._signalled = True
-            self.on_queued()
+            if self._hooks is None:
+                self.wake()
+            else:
+                self._hooks.frames_queued()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Wake the sender task waiting in ``wait()``."""
         self._ready.set()
 
     def close(self, code: int, reason: str) -> None:
@@ -251,8 +271,12 @@ class Room:
         # Where accepted presence goes to reach other servers (the document feed sets it).
         self.publish_awareness: Callable[[bytes], None] = lambda payload: None
         self.users = 0  # holders of the room: connections and in-process peers
-        # The subscription lives exactly as long as the doc.
+        # The subscriptions live exactly as long as the doc.
         self._subscription = self.doc.observe(self._after_transaction)
+        self._cells_subscription = self.doc.get("cells", type=Array).observe(self._cells_changed)
+        # Set while a client's update is applied, and when it put a non-map into ``cells``.
+        self._watching_cells = False
+        self._foreign_cell = False
 
     # -- durability -------------------------------------------------------------------
 
@@ -266,15 +290,22 @@ class Room:
         if update != _EMPTY_UPDATE:
             self._record(None, update)
 
+    def _cells_changed(self, event: ArrayEvent) -> None:
+        # Entries of ``cells`` are maps (collab.notebook). The check refuses any other entry
+        # an update itself shows to be in ``cells``; one placed beside a cell that only the
+        # document has is seen here, as it is applied.
+        if self._watching_cells:
+            delta: list[dict[str, Any]] = event.delta  # type: ignore[attr-defined]  # slots
+            for change in delta:
+                for value in change.get("insert", ()):
+                    if not isinstance(value, Map):
+                        self._foreign_cell = True
+
     def _record(self, origin: Outbox | None, update: bytes) -> None:
         self.size += len(update)
         self._pending.append((origin, update))
         self._accepted += 1
         self._sink.schedule(self)
-
-    @property
-    def has_pending(self) -> bool:
-        return bool(self._pending)
 
     @property
     def is_durable(self) -> bool:
@@ -450,7 +481,10 @@ class Room:
 
     def receive(self, client: Outbox, frame: bytes) -> None:
         """Handle one frame from a client. Raises ProtocolError for anything malformed."""
-        message = protocol.parse_message(frame)
+        self.receive_message(client, protocol.parse_message(frame))
+
+    def receive_message(self, client: Outbox, message: protocol.Message) -> None:
+        """Handle one parsed message from a client (see ``receive``)."""
         if message.kind is protocol.MessageType.SYNC:
             if message.sync_type is protocol.SyncType.STEP1:
                 self._answer_step1(client, message.payload)
@@ -486,23 +520,31 @@ class Room:
             self._state = decode_state_vector(self.doc.get_state())
         return self._state
 
-    def apply_client_update(self, client: Outbox, update: bytes) -> None:
+    def apply_client_update(
+        self, client: Outbox, update: bytes, facts: UpdateFacts | None = None
+    ) -> None:
         """Check, apply and record one update from a client (see collab.sync.update_check).
 
+        ``facts`` are the check's answer when it was made elsewhere (collab.sync.check_pool)
+        against an earlier state of this document: an update complete against a state is
+        complete against every later one, as a state only grows.
+
         Raises ProtocolError (UpdateRefused) when the update is refused; the document is
-        then untouched.
+        then untouched (or, for a non-map put into ``cells`` beside a cell of the document,
+        rebuilt from the log, which never got the update).
         """
         if update == _EMPTY_UPDATE:
             return
         if self.broken:
             raise ProtocolError("the notebook is reloading")
         state = self.state()
-        facts = check_update(update, state)
+        if facts is None:
+            facts = check_update(update, state)
         if facts.empty:
             return
         self._check_limits(len(update), facts.new_list_maps)
         claimed = self._check_writers(client, facts.ends, state)
-        self._applying = True
+        self._applying = self._watching_cells = True
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
@@ -515,7 +557,12 @@ class Room:
             self.break_down(f"the CRDT binding failed on an update: {exc}")
             raise ProtocolError("update rejected by the CRDT decoder") from None
         finally:
-            self._applying = False
+            self._applying = self._watching_cells = False
+        if self._foreign_cell:
+            self._foreign_cell = False
+            self._state = None
+            self.break_down("an update put something other than a cell into 'cells'")
+            raise UpdateRefused("update puts something other than a cell in 'cells'")
         # Nothing is ever left pending (check_update), so the state is exactly this.
         for client_id, end in facts.ends.items():
             if end > state.get(client_id, 0):

@@ -7,31 +7,35 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from types import TracebackType
+from collections.abc import AsyncIterator
+from typing import Self
 
 import anyio
 import asyncpg
-from anyio.abc import TaskGroup
 
+from collab.background import BackgroundService
 from collab.errors import NotFound, Unavailable
 from collab.metrics import Metrics
 from collab.settings import Settings
 from collab.storage.catalog import Catalog
 from collab.storage.document_store import DocumentStore
+from collab.sync.check_pool import CheckPool
+from collab.sync.hooks import RoomHookList
 from collab.sync.room import DocumentLimits, Room, is_binding_panic
 from collab.sync.writer import UpdateWriter
 
 log = logging.getLogger(__name__)
 
 
-class RoomManager:
+class RoomManager(BackgroundService):
     """Owns every loaded room, the group-commit writer, and their background tasks.
 
     >>> async with RoomManager(settings, store, catalog) as rooms:
     ...     async with rooms.use(notebook_id) as room:
     ...         ...
     """
+
+    name = "rooms"
 
     def __init__(
         self, settings: Settings, store: DocumentStore, catalog: Catalog, metrics: Metrics
@@ -43,34 +47,28 @@ class RoomManager:
         self._loading: dict[uuid.UUID, anyio.Lock] = {}
         self._release_tokens: dict[uuid.UUID, int] = {}
         self._compacting: set[uuid.UUID] = set()
-        self.writer = UpdateWriter(
-            store, on_gone=self._gone, on_persisted=self._maybe_compact, metrics=metrics
-        )
-        self._tg: TaskGroup | None = None
-        # Called with every room as it loads (the document feed wires presence up here).
-        self.on_load: list[Callable[[Room], None]] = []
+        self.writer = UpdateWriter(store, hooks=self, metrics=metrics)
+        # Told as rooms load, persist and unload (the document feed, the search indexer).
+        self.hooks = RoomHookList()
+        # Where connections check large updates, off the event loop.
+        self.checks = CheckPool()
 
-    async def __aenter__(self) -> RoomManager:
+    async def __aenter__(self) -> Self:
+        # The writer outlives this service's tasks (they wait for it): it starts first.
         await self.writer.__aenter__()
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        return self
+        try:
+            return await super().__aenter__()
+        except BaseException:
+            await self.writer.__aexit__(None, None, None)
+            raise
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
-        await self.writer.__aexit__(exc_type, exc, tb)
+    async def stopped(self) -> None:
+        await self.writer.__aexit__(None, None, None)
+        self.checks.close()
         with anyio.move_on_after(10, shield=True):
             for room in list(self._rooms.values()):
                 await self._compact(room)
         self._rooms.clear()
-        return None
 
     def loaded(self, notebook_id: uuid.UUID) -> Room | None:
         return self._rooms.get(notebook_id)
@@ -114,14 +112,14 @@ class RoomManager:
         if room.users == 0 and self._rooms.get(room.notebook_id) is room:
             token = self._release_tokens.get(room.notebook_id, 0) + 1
             self._release_tokens[room.notebook_id] = token
-            assert self._tg is not None
-            self._tg.start_soon(self._unload_later, room, token)
+            self.task(self._unload_later, room, token)
 
     def evict(self, notebook_id: uuid.UUID, reason: str) -> None:
         """The notebook was deleted: close its clients and forget its room."""
         room = self._rooms.pop(notebook_id, None)
         if room is not None:
             room.drop_unpersisted(reason)
+            self.hooks.room_unloaded(notebook_id)
 
     async def _load(self, notebook_id: uuid.UUID) -> Room:
         extra = {"notebook_id": str(notebook_id)}
@@ -155,8 +153,7 @@ class RoomManager:
         )
         room.on_broken = self._broken
         self._maybe_compact(room)
-        for callback in self.on_load:
-            callback(room)
+        self.hooks.room_loaded(room)
         return room
 
     async def _unload_later(self, room: Room, token: int) -> None:
@@ -172,10 +169,10 @@ class RoomManager:
             del self._rooms[room.notebook_id]
             self._release_tokens.pop(room.notebook_id, None)
             log.info("room unloaded", extra={"notebook_id": str(room.notebook_id)})
+            self.hooks.room_unloaded(room.notebook_id)
 
     def _broken(self, room: Room) -> None:
-        assert self._tg is not None
-        self._tg.start_soon(self._rebuild, room)
+        self.task(self._rebuild, room)
 
     async def _rebuild(self, room: Room) -> None:
         """Forget a broken room once what it accepted is in the log; the next use loads the
@@ -187,22 +184,30 @@ class RoomManager:
         finally:
             if self._rooms.get(room.notebook_id) is room:
                 del self._rooms[room.notebook_id]
+                self.hooks.room_unloaded(room.notebook_id)
             log.warning("room rebuilt from the log", extra={"notebook_id": str(room.notebook_id)})
 
-    def _gone(self, notebook_id: uuid.UUID) -> None:
-        self._rooms.pop(notebook_id, None)
+    # -- the writer's hooks (PersistHooks) ---------------------------------------------
+
+    def update_persisted(self, room: Room) -> None:
+        self._maybe_compact(room)
+        self.hooks.update_persisted(room)
+
+    def notebook_gone(self, notebook_id: uuid.UUID) -> None:
+        if self._rooms.pop(notebook_id, None) is not None:
+            self.hooks.room_unloaded(notebook_id)
 
     def _maybe_compact(self, room: Room) -> None:
         if (
             room.tail_length >= self._settings.compact_after_updates
             and room.notebook_id not in self._compacting
-            and self._tg is not None
+            and self.started
         ):
             # The newest updates stay in the log: another server that is a few updates
             # behind (notices take a few milliseconds) catches up from the log, not from the
             # whole snapshot.
             keep = self._settings.compact_after_updates // 10
-            self._tg.start_soon(self._compact, room, keep)
+            self.task(self._compact, room, keep)
 
     async def _compact(self, room: Room, keep: int = 0) -> None:
         if room.tail_length == 0 or room.notebook_id in self._compacting:

@@ -7,21 +7,27 @@ frame, a y-py panic, a frame too large, a client too slow) closes that connectio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import anyio
+import anyio.abc
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from collab.app_services import kept_services
 from collab.auth.access import Principal, Role, credential_digest, require_notebook
-from collab.auth.access_watch import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED
+from collab.auth.access_watch import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, LiveSockets
 from collab.errors import Forbidden, NotFound, ProtocolError, Unauthorized, Unavailable
 from collab.ids import parse_uuid
 from collab.metrics import Metrics
 from collab.settings import Settings
 from collab.sync import protocol
+from collab.sync.check_pool import CheckPool
 from collab.sync.direct_socket import EXTENSION, DirectSocket
 from collab.sync.room import (
     CLOSE_TOO_LARGE,
@@ -60,8 +66,21 @@ def access_notice(role: Role, refused: int) -> bytes:
     return protocol.encode_awareness_message([entry])
 
 
+class SocketServices(Protocol):
+    """What the socket endpoint reads from the server's services (collab.services.Services)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def rooms(self) -> RoomManager: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def sockets(self) -> LiveSockets: ...
+
+
 class Connection:
-    """One client's WebSocket bound to a room."""
+    """One client's WebSocket bound to a room; it is its outbox's ``OutboxHooks``."""
 
     def __init__(
         self,
@@ -73,8 +92,15 @@ class Connection:
         *,
         principal: Principal,
         credential_digest: bytes,
+        checks: CheckPool | None = None,
     ):
         self.metrics = metrics
+        self.checks = checks or CheckPool()
+        # While a large update is checked in the worker (collab.sync.check_pool), this
+        # connection's later frames wait here, in order; reading is paused meanwhile.
+        self._waiting: deque[bytes] = deque()
+        self._checked: anyio.Event | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
         self.notebook_id = room.notebook_id
         assert principal.workspace_id is not None  # require_notebook sets it
         self.workspace_id = principal.workspace_id
@@ -91,6 +117,9 @@ class Connection:
         self.finished = False
         self.frames_in = 0
         self._flush: Callable[[], None] = lambda: None
+        # With weft.direct: schedules one write for the event-loop turn (see _attach).
+        self._flush_soon: Callable[[], None] | None = None
+        self._tasks: anyio.CancelScope | None = None
         direct = websocket.scope.get("extensions", {}).get(EXTENSION)
         self.direct = direct if isinstance(direct, DirectSocket) else None
         self.extra = {
@@ -105,10 +134,25 @@ class Connection:
         """Close because access changed (collab.auth.access_watch)."""
         self.client.close(code, reason)
 
+    # -- the outbox's hooks ---------------------------------------------------------------
+
+    def frames_queued(self) -> None:
+        if self._flush_soon is None:
+            self.client.wake()  # the sender task drains it
+        else:
+            self._flush_soon()
+
+    def overflowed(self) -> None:
+        # Waiting for the socket is futile: stop this connection's tasks at once.
+        if self._tasks is not None:
+            self._tasks.cancel()
+
     async def run(self) -> None:
         direct = self.direct
         async with anyio.create_task_group() as tg:
-            self.client.abort = tg.cancel_scope.cancel
+            self._tg = tg
+            self._tasks = tg.cancel_scope
+            self.client.attach(self)
             if direct is not None:
                 self._attach(direct, tg.cancel_scope)
                 tg.start_soon(self._direct_send_loop, tg.cancel_scope)
@@ -148,6 +192,9 @@ class Connection:
                 self._refuse(CLOSE_UNSUPPORTED_DATA, "text frames are not part of the protocol")
                 return
             self._handle(data)
+            checked = self._checked
+            if checked is not None:
+                await checked.wait()  # the next frame is read once this one is applied
 
     def _handle(self, data: bytes) -> None:
         """One binary frame from the client; anything wrong with it closes this connection."""
@@ -155,15 +202,53 @@ class Connection:
         if len(data) > limit:
             self._refuse(CLOSE_TOO_BIG, f"frame of {len(data)} bytes exceeds {limit}")
             return
+        if self._checked is not None:
+            self._waiting.append(data)
+            return
         self.frames_in += 1
-        try:
+        with self._closing_on_error():
             if self.role < Role.EDITOR and self._refused(data):
                 return
-            self.room.receive(self.client, data)
+            message = protocol.parse_message(data)
+            if (
+                message.kind is protocol.MessageType.SYNC
+                and message.sync_type is not protocol.SyncType.STEP1
+                and not self.checks.inline(message.payload)
+                and self._tg is not None
+            ):
+                self._checked = anyio.Event()
+                if self.direct is not None:
+                    self.direct.pause_reading()
+                self._tg.start_soon(self._check_elsewhere, message.payload)
+                return
+            self.room.receive_message(self.client, message)
+
+    async def _check_elsewhere(self, update: bytes) -> None:
+        """Check a large update in the worker, apply it, then handle the frames that came
+        after it (in order, until the next large one)."""
+        with self._closing_on_error():
+            facts = await self.checks.check(update, self.room.state())
+            if not self.client.closing:
+                self.room.apply_client_update(self.client, update, facts)
+        checked, self._checked = self._checked, None
+        if checked is not None:
+            checked.set()
+        while self._waiting and self._checked is None and not self.client.closing:
+            self._handle(self._waiting.popleft())
+        if self._checked is None and self.direct is not None:
+            self.direct.resume_reading()
+
+    @contextlib.contextmanager
+    def _closing_on_error(self) -> Iterator[None]:
+        """What a frame raises closes this connection alone, with a code naming why."""
+        try:
+            yield
         except DocumentFull as exc:
             self._refuse(CLOSE_TOO_LARGE, exc.message)
         except ProtocolError as exc:
             self._refuse(CLOSE_PROTOCOL_ERROR, exc.message)
+        except Unavailable as exc:
+            self._refuse(CLOSE_UNAVAILABLE, exc.message)
         except Exception:
             # A bug of ours, not the client's: this connection ends, the room goes on.
             log.exception("frame handling failed", extra=self.extra)
@@ -190,7 +275,7 @@ class Connection:
 
         self._flush = flush
         schedule_flush = direct.scheduler(flush)
-        self.client.on_queued = schedule_flush
+        self._flush_soon = schedule_flush
         direct.on_writable = schedule_flush
         direct.receive_with(on_frame)
         if self.client.pending:
@@ -241,9 +326,9 @@ class Connection:
 
 
 async def sync_endpoint(websocket: WebSocket) -> None:
-    services = websocket.app.state.services
-    rooms: RoomManager = services.rooms
-    settings: Settings = services.settings
+    services: SocketServices = kept_services(websocket)
+    rooms = services.rooms
+    settings = services.settings
     await websocket.accept()
     notebook_id = parse_uuid(websocket.path_params["notebook_id"])
     if notebook_id is None:
@@ -284,11 +369,13 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         services.metrics,
         principal=principal,
         credential_digest=credential_digest(websocket),
+        checks=rooms.checks,
     )
     log.info("client joined", extra={**connection.extra, "clients": len(room.clients) + 1})
     services.sockets.add(connection)
     try:
         room.join(client)
+        rooms.hooks.person_joined(room, principal)
         if principal.role < Role.EDITOR:
             client.send(access_notice(principal.role, 0))
         await connection.run()

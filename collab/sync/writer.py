@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from types import TracebackType
+from typing import Protocol
 
 import anyio
 import asyncpg
-from anyio.abc import TaskGroup
 
+from collab.background import BackgroundService
 from collab.metrics import Metrics
 from collab.storage.document_store import DocumentStore
 from collab.sync.room import Batch, Room
@@ -27,54 +26,47 @@ _RETRY_FIRST = 0.05
 _RETRY_MAX = 5.0
 
 
-class UpdateWriter:
+class PersistHooks(Protocol):
+    """What the writer tells the owner of the rooms (``RoomManager``) after a round."""
+
+    def update_persisted(self, room: Room) -> None:
+        """The room's batch is in the log and the room has broadcast it."""
+
+    def notebook_gone(self, notebook_id: uuid.UUID) -> None:
+        """The notebook was deleted while loaded; its unwritten updates were dropped."""
+
+
+class UpdateWriter(BackgroundService):
     """Owns the append loop. Rooms call ``schedule(room)`` whenever they accept updates.
 
-    >>> async with UpdateWriter(store, on_gone=rooms.notebook_gone) as writer:
+    >>> async with UpdateWriter(store, hooks=rooms) as writer:
     ...     room = Room(notebook_id, updates, last_seq, writer)
     """
 
+    name = "update-writer"
+
     def __init__(
-        self,
-        store: DocumentStore,
-        on_gone: Callable[[uuid.UUID], None],
-        on_persisted: Callable[[Room], None] | None = None,
-        metrics: Metrics | None = None,
+        self, store: DocumentStore, hooks: PersistHooks, metrics: Metrics | None = None
     ) -> None:
         self._metrics = metrics
         self._store = store
-        self._on_gone = on_gone
-        self._on_persisted = on_persisted
+        self._hooks = hooks
         self._dirty: dict[uuid.UUID, Room] = {}
         self._wake = anyio.Event()
         self._busy = False
         self._round_done = anyio.Event()
-        self._tg: TaskGroup | None = None
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None  # kept between rounds
-        self.rounds = 0
-        self.renumbered = 0  # batches numbered again after another server's appends
 
-    async def __aenter__(self) -> UpdateWriter:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._run, name="update-writer")
-        return self
+    async def start(self) -> None:
+        self.loop(self._run)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._tg is not None
+    async def stopping(self) -> None:
         # Write what is pending before stopping: a clean shutdown loses nothing.
         with anyio.move_on_after(10):
             await self.flushed()
-        self._tg.cancel_scope.cancel()
-        try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
-        finally:
-            await self._drop_connection()
+
+    async def stopped(self) -> None:
+        await self._drop_connection()
 
     async def _append(self, rows: list[tuple[uuid.UUID, int, bytes]]) -> set[uuid.UUID]:
         if self._conn is None:
@@ -122,11 +114,9 @@ class UpdateWriter:
                 self._metrics.persist_seconds.observe(time.perf_counter() - started)
                 self._metrics.persist_batch.observe(count)
                 self._metrics.updates.inc(count)
-            self.rounds += 1
             for room, batch in written:
                 room.persisted(batch)
-                if self._on_persisted is not None:
-                    self._on_persisted(room)
+                self._hooks.update_persisted(room)
             self._busy = False
             done, self._round_done = self._round_done, anyio.Event()
             done.set()
@@ -177,7 +167,7 @@ class UpdateWriter:
                     "notebook deleted while loaded", extra={"notebook_id": str(room.notebook_id)}
                 )
                 room.drop_unpersisted("notebook deleted")
-                self._on_gone(room.notebook_id)
+                self._hooks.notebook_gone(room.notebook_id)
                 return False
             except asyncpg.UniqueViolationError:
                 # Another server holds this notebook too and took these seqs: append after it.
@@ -194,7 +184,6 @@ class UpdateWriter:
     async def _renumber(self, room: Room, batch: Batch) -> None:
         last = await self._store.last_seq(room.notebook_id)
         room.renumber(batch, last)
-        self.renumbered += 1
         if self._metrics is not None:
             self._metrics.renumbered.inc()
         # Expected whenever two servers write one notebook at once: not worth a warning.

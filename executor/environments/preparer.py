@@ -25,6 +25,7 @@ import anyio
 import docker
 import docker.errors
 
+from collab.document.schema import KernelState
 from collab.settings import Settings, env_float
 from collab.sync.peers import NotebookPeer
 from executor.environments.errors import EnvironmentFailure
@@ -119,7 +120,7 @@ class _Status:
     def write(self) -> None:
         self.notebook.set_kernel(
             {
-                "state": "preparing",
+                "state": KernelState.PREPARING,
                 "since": self.since,
                 "environment": {**self.step, "request": self.request},
                 "log": "\n".join(self.log),
@@ -129,7 +130,7 @@ class _Status:
     def failed(self, failure: EnvironmentFailure) -> None:
         self.notebook.set_kernel(
             {
-                "state": "dead",
+                "state": KernelState.DEAD,
                 "since": datetime.now(UTC).isoformat(),
                 "error": failure.message,
                 "environment_error": failure.as_json(),

@@ -24,7 +24,9 @@ IMAGE = "weft-runtime:latest"
 EXECUTOR_ENV = {
     "WEFT_KERNEL_MEMORY_MB": "256",
     "WEFT_KERNEL_PIDS": "64",
-    "WEFT_CELL_TIMEOUT_SECONDS": "6",
+    # Long enough for `import matplotlib` on a busy 2-core machine; the containment tests
+    # wait for it to end runaway cells.
+    "WEFT_CELL_TIMEOUT_SECONDS": "10",
     "WEFT_INTERRUPT_GRACE_SECONDS": "2",
     "WEFT_RUN_LEASE_SECONDS": "3",
 }

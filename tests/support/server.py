@@ -42,7 +42,14 @@ class _Process:
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "WEFT_STATE_DIR": str(self.state_dir), **self.env}
+        # Test servers start a kernel only for a commit, unless a test asks for the product's
+        # default (tests/executor/test_prestart.py): opening a notebook starts none.
+        env = {
+            **os.environ,
+            "WEFT_KERNEL_PRESTART": "off",
+            "WEFT_STATE_DIR": str(self.state_dir),
+            **self.env,
+        }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "collab.server.cli", *args],

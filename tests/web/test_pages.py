@@ -185,3 +185,13 @@ async def test_the_server_serves_the_client_at_every_page_link(web: WebWeft) -> 
     assert api_miss.json()["error"]["code"] == "not_found"
     assert (await web.api.get("/assets/gone-1234.js")).status_code == 404
     assert (await web.api.post("/notebooks/x")).status_code in (404, 405)
+
+
+async def test_a_link_to_no_page_says_nothing_is_there(web: WebWeft) -> None:
+    context = await web.person("Ada Lovelace", "#e5484d")
+    page = await web.page(context, "/no/such/page")
+    await expect(page.locator("h1")).to_have_text("Nothing here")
+    await page.get_by_role("link", name="Go to your workspaces").click()
+    await page.wait_for_url(f"{web.url}/")
+    search = page.get_by_role("combobox", name="Search notebooks and workspaces")
+    await expect(search).to_be_visible()

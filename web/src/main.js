@@ -14,4 +14,4 @@ route('/signin', () => import('./pages/auth.js').then((m) => m.signinPage), { pu
 route('/signup', () => import('./pages/auth.js').then((m) => m.signupPage), { public: true })
 route('/links/:token', () => import('./pages/auth.js').then((m) => m.linkPage), { public: true })
 
-start(document.getElementById('app'))
+start(document.getElementById('app'), { notFound: () => import('./pages/notfound.js').then((m) => m.notFound) })

@@ -2,12 +2,15 @@
 // navigate without reloading. A page is a function (params, root, query) returning a cleanup.
 // Pages need a signed-in person (an account or a guest) unless routed with {public: true}:
 // without one the router goes to /signin?next=<the page>, which comes back after signing in.
+// The router knows no page (main.js passes them in): pages import the router to navigate,
+// so a page imported here would make a cycle (tests/web/test_module_imports.py).
 import { loadMe } from './session.js'
 
 const routes = []
 let current = null
 let root = null
 let generation = 0
+let loadNotFound = null
 
 export function route (pattern, load, { public: open = false } = {}) {
   const keys = []
@@ -63,12 +66,14 @@ async function render () {
   }
   leave()
   root.replaceChildren()
-  const { notFound } = await import('./pages/notfound.js')
+  const notFound = await loadNotFound()
   if (mine === generation) current = notFound(root)
 }
 
-export function start (element) {
+/** Route from now on into `element`; `notFound` loads the page for a path no route matches. */
+export function start (element, { notFound }) {
   root = element
+  loadNotFound = notFound
   window.addEventListener('popstate', render)
   document.addEventListener('click', (event) => {
     if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return

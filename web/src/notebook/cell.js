@@ -12,6 +12,7 @@ import { LANGUAGES } from './model.js'
 import { avatar, colourOf } from './presence.js'
 import { visibleSymbols, shortType } from './symbols.js'
 import { AssistPanel } from './assist.js'
+import { pythonWithKernel, parameterHints, closeParameterHint } from './completions.js'
 
 const COMPLETION_TYPES = { function: 'function', class: 'class', module: 'namespace' }
 
@@ -40,6 +41,12 @@ export class CellView {
       cellLabel: (id) => this.nb.cellLabel(id),
       onCellRef: (id) => this.nb.select(id, { scroll: true }),
       onRender: () => this.updateErrorLines(),
+      grid: {
+        notebookId: nb.notebookId,
+        cellId: this.id,
+        // The frame lives in the kernel the cell last ran in: gone with it.
+        kernelGone: () => { const run = this.model.run(this.id); return !run || Boolean(run.previous_kernel) },
+      },
     })
     this.presence = h('div.cell-presence')
     this.element = h('div.cell', { dataset: { cellId: this.id }, tabIndex: -1 },
@@ -186,6 +193,8 @@ export class CellView {
       placeholder: this.placeholderText(),
       keys: this.keys(),
       completions: this.type === 'code' ? (context) => this.complete(context) : null,
+      python: () => pythonWithKernel(this, (context) => this.complete(context)),
+      extensions: this.type === 'code' ? parameterHints(this) : [],
       onFocus: () => {
         this.editorTouched = true
         this.nb.select(this.id)
@@ -203,9 +212,9 @@ export class CellView {
     const nb = this.nb
     // Running closes the completion popup: it belongs to the text just committed.
     return [
-      { key: 'Shift-Enter', run: (view) => { closeCompletion(view); nb.run(this.id, { advance: true }); return true } },
-      { key: 'Mod-Enter', run: (view) => { closeCompletion(view); nb.run(this.id); return true } },
-      { key: 'Alt-Enter', run: (view) => { closeCompletion(view); nb.run(this.id, { insertBelow: true }); return true } },
+      { key: 'Shift-Enter', run: (view) => { closeCompletion(view); closeParameterHint(view); nb.run(this.id, { advance: true }); return true } },
+      { key: 'Mod-Enter', run: (view) => { closeCompletion(view); closeParameterHint(view); nb.run(this.id); return true } },
+      { key: 'Alt-Enter', run: (view) => { closeCompletion(view); closeParameterHint(view); nb.run(this.id, { insertBelow: true }); return true } },
       { key: 'Mod-k', run: () => { if (this.assist.canAsk) this.assist.openBox(); return true } },
       { key: 'Escape', run: (view) => { view.contentDOM.blur(); nb.select(this.id); this.element.focus(); return true } },
       { key: 'ArrowUp', run: (view) => view.state.selection.main.empty && cursorAtFirstLine(view) ? nb.focusNeighbour(this.id, -1) : false },
@@ -378,6 +387,10 @@ export class CellView {
   /** Gutter, run state line and presence: cheap, called on every tick while running. */
   update () {
     const run = this.type === 'code' ? this.model.run(this.id) : null
+    if (run?.previous_kernel !== this._previousKernel) {
+      this._previousKernel = run?.previous_kernel
+      this.outputs.updateGrids()
+    }
     const info = describeRun(run, this.model.sourceText(this.ycell), {
       who: (by) => this.nb.presence.nameOf(by),
       cellLabel: (id) => this.nb.cellLabel(id),

@@ -45,10 +45,11 @@ export const highlightStyle = HighlightStyle.define([
   { tag: t.invalid, color: '#e03131' },
 ])
 
-function languageSupport (cellType, language, completions) {
+function languageSupport (cellType, language, completions, python3) {
   if (cellType === 'markdown') return markdown()
   if (cellType !== 'code') return []
   if (language === 'sql') return sql({ dialect: PostgreSQL, upperCaseKeywords: true })
+  if (python3) return python3() // the cell's own Python support (completions from the kernel)
   // python() completes keywords, builtins and names in this cell; `completions` adds the
   // names the cells above defined (from the symbol table).
   const support = python()
@@ -59,7 +60,8 @@ function languageSupport (cellType, language, completions) {
  * @param {{
  *   ytext: Y.Text, awareness: any, cellType: string, language: string, readOnly: boolean,
  *   keys: import('@codemirror/view').KeyBinding[], completions?: Function,
- *   onFocus?: Function, onBlur?: Function, placeholder?: string
+ *   onFocus?: Function, onBlur?: Function, placeholder?: string,
+ *   python?: Function, extensions?: any[]
  * }} options
  */
 export function createEditor (options) {
@@ -87,10 +89,11 @@ export function createEditor (options) {
       EditorState.tabSize.of(4),
       EditorView.lineWrapping,
       keymap.of([...closeBracketsKeymap, ...completionKeymap, ...yUndoManagerKeymap, ...searchKeymap, indentWithTab, ...defaultKeymap]),
-      languageConf.of(languageSupport(options.cellType, options.language, options.completions)),
+      languageConf.of(languageSupport(options.cellType, options.language, options.completions, options.python)),
       readOnlyConf.of(readOnlyExtension(options.readOnly)),
       placeholderConf.of(options.placeholder ? placeholderExt(options.placeholder) : []),
       errorConf.of([]),
+      options.extensions || [],
       yCollab(options.ytext, options.awareness, { undoManager }),
       EditorView.domEventHandlers({
         focus: () => { options.onFocus?.() },
@@ -103,7 +106,7 @@ export function createEditor (options) {
     view,
     undoManager,
     setLanguage (cellType, language) {
-      view.dispatch({ effects: languageConf.reconfigure(languageSupport(cellType, language, options.completions)) })
+      view.dispatch({ effects: languageConf.reconfigure(languageSupport(cellType, language, options.completions, options.python)) })
     },
     setReadOnly (readOnly) {
       view.dispatch({ effects: readOnlyConf.reconfigure(readOnlyExtension(readOnly)) })

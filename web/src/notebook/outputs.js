@@ -8,6 +8,7 @@ import * as Y from 'yjs'
 import { AnsiUp } from 'ansi_up'
 import { h } from '../ui/dom.js'
 import { renderMarkdown, renderLatex, escapeHtml } from './markdown.js'
+import { FrameGrid, FRAME_MIME } from './grid.js'
 
 const ansi = new AnsiUp()
 ansi.use_classes = true
@@ -42,6 +43,7 @@ export class OutputsView {
     this.element = h('div.outputs.empty', { 'aria-live': 'polite' })
     this.outputs = null
     this.cache = new WeakMap()
+    this.grids = new Set()
     this._observer = (events) => this._changed(events)
     this.element.addEventListener('click', (event) => {
       const ref = event.target.closest('.cell-ref')
@@ -67,6 +69,8 @@ export class OutputsView {
         const entry = this.cache.get(event.target.parent)
         if (entry?.update) entry.update()
         else structural = true
+      } else if (event.target instanceof Y.Map && this.cache.get(event.target)?.grid) {
+        this.cache.get(event.target).update() // a data grid's shared view changed
       } else {
         structural = true
       }
@@ -74,8 +78,14 @@ export class OutputsView {
     if (structural) this.render()
   }
 
+  /** The cell's run state changed: grids check whether the kernel still holds their frame. */
+  updateGrids () {
+    for (const grid of this.grids) if (grid.element.isConnected) grid.update()
+  }
+
   render () {
     const items = this.outputs ? this.outputs.toArray() : []
+    for (const grid of this.grids) if (!items.includes(grid.output)) this.grids.delete(grid)
     const nodes = items.map((output) => {
       let entry = this.cache.get(output)
       if (!entry) {
@@ -99,6 +109,13 @@ export class OutputsView {
       const data = plainJson(get(output, 'data')) || {}
       const metadata = plainJson(get(output, 'metadata')) || {}
       const element = h(`div.output.output-${kind === 'execute_result' ? 'result' : 'display'}`)
+      const frame = data[FRAME_MIME]
+      if (frame && typeof frame === 'object' && frame.page && this.hooks.grid) {
+        const grid = new FrameGrid(output, frame, this.hooks.grid)
+        element.append(grid.element)
+        this.grids.add(grid)
+        return { element, grid, update: () => grid.update() }
+      }
       element.append(renderBundle(data, metadata))
       return { element }
     }

@@ -1,0 +1,107 @@
+"""A notebook's kernel starts when a person who may run code opens it, so the first commit
+finds it ready (executor.prestart); a viewer's visit starts nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import docker
+import httpx
+import pytest
+from pycrdt import Map
+
+from tests.conftest import PASSWORD, StartServer
+from tests.executor.conftest import EXECUTOR_ENV, Weft, remove_kernels, text_of, unmount_workspaces
+from tests.support.pyclient import py_client
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def weft(
+    docker_engine: docker.DockerClient, start_server: StartServer
+) -> AsyncIterator[Weft]:
+    """A server with the product's default: kernels start when an editor opens a notebook."""
+    instance = f"weft-test-{uuid.uuid4().hex[:8]}"
+    server = await start_server(**EXECUTOR_ENV, WEFT_INSTANCE=instance, WEFT_KERNEL_PRESTART="on")
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
+            yield Weft(server, api)
+    finally:
+        server.stop()
+        remove_kernels(docker_engine, instance)
+        unmount_workspaces(server.state_dir)
+
+
+def kernels_of(client: docker.DockerClient, notebook_id: str) -> list[Any]:
+    return client.containers.list(filters={"label": f"weft.notebook={notebook_id}"})
+
+
+async def test_an_editor_opening_a_notebook_starts_its_kernel_before_any_commit(
+    weft: Weft, docker_engine: docker.DockerClient
+) -> None:
+    notebook_id, (cell,) = await weft.notebook("import os\nprint(os.getpid())")
+    assert kernels_of(docker_engine, notebook_id) == []  # nobody has opened it yet
+    async with py_client(weft.server.ws_base, notebook_id, token=weft.server.token) as person:
+        kernel = person.doc.get("kernel", type=Map)
+        with anyio.fail_after(60):
+            while kernel.get("state") != "idle":
+                await anyio.sleep(0.05)
+        (container,) = kernels_of(docker_engine, notebook_id)
+        assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+        run = await weft.run_and_wait(notebook_id, cell)
+        assert run["state"] == "done", run
+        # The commit ran in the kernel that was started on open, not in a new one.
+        (same,) = kernels_of(docker_engine, notebook_id)
+        assert same.id == container.id
+        assert text_of(run).strip().isdigit()
+
+
+async def test_a_viewer_opening_a_notebook_starts_no_kernel(
+    weft: Weft, docker_engine: docker.DockerClient
+) -> None:
+    workspace = await weft.workspace()
+    notebook_id, (cell,) = await weft.notebook("1 + 1", workspace_id=workspace)
+    email = f"viewer-{uuid.uuid4().hex[:6]}@example.org"
+    signed = await weft.api.post(
+        "/api/auth/signup", json={"email": email, "name": "Vera", "password": PASSWORD}
+    )
+    assert signed.status_code == 201, signed.text
+    added = await weft.api.post(
+        f"/api/workspaces/{workspace}/members", json={"email": email, "role": "viewer"}
+    )
+    assert added.status_code in (200, 201), added.text
+    token = signed.json()["token"]
+    async with py_client(weft.server.ws_base, notebook_id, token=token) as viewer:
+        await anyio.sleep(3)  # long enough for a start on open to show (the test above)
+        assert kernels_of(docker_engine, notebook_id) == []
+        assert viewer.doc.get("kernel", type=Map).get("state") is None
+    # The owner's first commit still starts one.
+    run = await weft.run_and_wait(notebook_id, cell)
+    assert text_of(run) == "2"
+
+
+async def test_opening_a_notebook_while_every_kernel_slot_is_taken_evicts_nobody(
+    docker_engine: docker.DockerClient, start_server: StartServer
+) -> None:
+    instance = f"weft-test-{uuid.uuid4().hex[:8]}"
+    env = {**EXECUTOR_ENV, "WEFT_MAX_KERNELS": "1", "WEFT_KERNEL_PRESTART": "on"}
+    server = await start_server(**env, WEFT_INSTANCE=instance)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
+            weft = Weft(server, api)
+            first, (a,) = await weft.notebook("x = 1")
+            second, _ = await weft.notebook("y = 2")
+            assert (await weft.run_and_wait(first, a))["state"] == "done"
+            (held,) = kernels_of(docker_engine, first)
+            async with py_client(server.ws_base, second, token=server.token):
+                await anyio.sleep(3)
+                assert kernels_of(docker_engine, second) == []
+                assert [c.id for c in kernels_of(docker_engine, first)] == [held.id]
+    finally:
+        server.stop()
+        remove_kernels(docker_engine, instance)
+        unmount_workspaces(server.state_dir)
