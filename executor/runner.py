@@ -377,8 +377,9 @@ def mime_bundle(obj: Any) -> tuple[Json, Json]:
 class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Adjusts a few modules right after a cell first imports them: plt.show() displays and
     closes the open figures (as Jupyter's inline backend does) instead of warning under Agg,
-    and IPython's display()/clear_output() talk to this runner (IPython without a shell
-    would print reprs instead), so HTML, Markdown, Image and JSON objects become outputs."""
+    IPython's display()/clear_output() talk to this runner (IPython without a shell
+    would print reprs instead), so HTML, Markdown, Image and JSON objects become outputs,
+    and altair charts are sent as Vega-Lite specs."""
 
     def __init__(self, patches: dict[str, Callable[[ModuleType], None]]) -> None:
         self._patches = patches
@@ -417,7 +418,19 @@ def import_patches(runner: Runner) -> dict[str, Callable[[ModuleType], None]]:
         setattr(module, "update_display", display)  # noqa: B010
         setattr(module, "clear_output", lambda *args, **kwargs: None)  # noqa: B010
 
-    return {"matplotlib.pyplot": pyplot, "IPython.core.display_functions": ipython_display}
+    def altair(module: ModuleType) -> None:
+        # Its default renderer writes HTML that loads Vega from a CDN (which an output frame
+        # may not); the mimetype one sends the Vega-Lite spec, drawn by the client's Vega.
+        try:
+            module.renderers.enable("mimetype")
+        except Exception:
+            pass
+
+    return {
+        "matplotlib.pyplot": pyplot,
+        "IPython.core.display_functions": ipython_display,
+        "altair": altair,
+    }
 
 
 # ---------------------------------------------------------------------------- magics
