@@ -4,6 +4,7 @@ these tests fail loudly, naming the script that provides them (they never skip).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,10 +20,24 @@ from executor.volumes import mounts_under, unmount
 from tests.conftest import StartServer, import_code_notebook
 from tests.support.server import ServerProcess
 
-IMAGE = "weft-runtime:latest"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def runtime_image() -> str:
+    """The runtime image built from this checkout's runner (the tag infra/runtime/
+    build-offline.sh gives it), not whatever `latest` another checkout built last."""
+    inputs = ("requirements.txt", "build-offline.sh", "Dockerfile")
+    paths = [ROOT / "infra" / "runtime" / name for name in inputs]
+    paths.append(ROOT / "executor" / "runner.py")
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in paths)).hexdigest()
+    return f"weft-runtime:{digest[:12]}"
+
+
+IMAGE = runtime_image()
 
 # Small limits so containment tests are quick.
 EXECUTOR_ENV = {
+    "WEFT_KERNEL_IMAGE": IMAGE,
     "WEFT_KERNEL_MEMORY_MB": "256",
     "WEFT_KERNEL_PIDS": "64",
     # Long enough for `import matplotlib` on a busy 2-core machine; the containment tests
