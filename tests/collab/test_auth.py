@@ -197,7 +197,12 @@ async def test_the_last_owner_cannot_leave_or_be_demoted(server: ServerProcess, 
 # -- the route table: no route can forget its check -----------------------------------
 
 # Writes a viewer may make: copying a workspace makes a new one of their own.
-VIEWER_MAY = {("POST", "/api/workspaces/{workspace_id}/copy")}
+VIEWER_MAY = {
+    ("POST", "/api/workspaces/{workspace_id}/copy"),
+    # A page of a table every viewer already sees in an output (executor.cell_requests:
+    # only frames the cell's outputs show, rate-limited per person).
+    ("POST", "/api/notebooks/{notebook_id}/cells/{cell_id}/frame"),
+}
 # Reads that are open to anyone (load balancers, the scraper on this machine).
 OPEN = {("GET", "/healthz"), ("GET", "/metrics")}
 # Path parameters the test fills with real ids; other ids are made up (403 or 404 then).
