@@ -4,10 +4,10 @@ A request (`{"type": "request", "request_id", "kind", ...}`) is a line on the ru
 like a run, so the runner answers it when the cell in progress (if any) has finished, as
 Jupyter's shell channel queues requests behind execution. Only one request at a time is in
 the runner's input (the others wait here), so a run is never queued behind more than one;
-each kernel has a few requests waiting at most, each waits a bounded time, and all of
-them fail at once, with the reason, when the kernel stops. A `response` is hostile input
-like everything a kernel sends: its shape is checked by executor.protocol, and one for a
-request nobody waits for (it timed out, or cell code wrote it) is dropped.
+each kernel has a few requests waiting at most, each waits a bounded time, and all of them
+fail at once, with the reason, when the kernel stops. A `response` is hostile input like
+everything a kernel sends: its shape is checked by executor.protocol, and one for a request
+nobody waits for (it timed out, or cell code wrote it) is dropped.
 
 >>> answer = await kernel.requests.ask(kernel.send, "complete", {"code": "df.", ...}, 5.0)
 """
@@ -19,8 +19,12 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from executor.outputs import size_of
+
 # Requests one kernel may have waiting (each user is held to fewer by the rate limits).
 MAX_WAITING = 4
+# What one answer may carry to a browser (cell code can write the runner's channel).
+MAX_ANSWER_BYTES = 4_000_000
 
 
 class KernelRequestError(Exception):
@@ -93,6 +97,8 @@ class PendingRequests:
         if not message["ok"]:
             raise KernelRefused(message["error"][:1000])
         result: dict[str, Any] = message["result"]
+        if size_of(result) > MAX_ANSWER_BYTES:  # the runner's own stay far below (a page: ~1 MB)
+            raise KernelRefused(f"the kernel's answer was larger than {MAX_ANSWER_BYTES:,} bytes")
         return result
 
     def deliver(self, message: dict[str, Any]) -> None:

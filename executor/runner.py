@@ -377,8 +377,9 @@ def mime_bundle(obj: Any) -> tuple[Json, Json]:
 class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Adjusts a few modules right after a cell first imports them: plt.show() displays and
     closes the open figures (as Jupyter's inline backend does) instead of warning under Agg,
-    and IPython's display()/clear_output() talk to this runner (IPython without a shell
-    would print reprs instead), so HTML, Markdown, Image and JSON objects become outputs."""
+    IPython's display()/clear_output() talk to this runner (IPython without a shell
+    would print reprs instead), so HTML, Markdown, Image and JSON objects become outputs,
+    and altair charts are sent as Vega-Lite specs."""
 
     def __init__(self, patches: dict[str, Callable[[ModuleType], None]]) -> None:
         self._patches = patches
@@ -417,7 +418,19 @@ def import_patches(runner: Runner) -> dict[str, Callable[[ModuleType], None]]:
         setattr(module, "update_display", display)  # noqa: B010
         setattr(module, "clear_output", lambda *args, **kwargs: None)  # noqa: B010
 
-    return {"matplotlib.pyplot": pyplot, "IPython.core.display_functions": ipython_display}
+    def altair(module: ModuleType) -> None:
+        # Its default renderer writes HTML that loads Vega from a CDN (which an output frame
+        # may not); the mimetype one sends the Vega-Lite spec, drawn by the client's Vega.
+        try:
+            module.renderers.enable("mimetype")
+        except Exception:
+            pass
+
+    return {
+        "matplotlib.pyplot": pyplot,
+        "IPython.core.display_functions": ipython_display,
+        "altair": altair,
+    }
 
 
 # ---------------------------------------------------------------------------- magics
@@ -1212,6 +1225,9 @@ CODE_SCANNED = 10_000  # characters before the cursor a signature looks back thr
 EXPRESSION_SCANNED = 400  # characters of the expression being completed
 FRAME_MIME = "application/vnd.weft.frame+json"
 FRAMES_KEPT = 16  # frames held for paging, per kernel (a cell's re-run drops its own)
+FRAMES_BYTES = 256 * 2**20  # ... and their size (the newest is kept whatever its size)
+FRAMES_REMEMBERED = 256  # frames pageable while something else holds them (a namespace)
+FRAME_VIEWS_KEPT = 4  # sorted/filtered row positions kept, for the frames paged last
 FRAME_PAGE_ROWS = 50  # rows of the first page, in the output
 FRAME_PAGE_MAX = 200
 FRAME_COLUMNS_MAX = 100
@@ -1235,11 +1251,16 @@ def _is_frame(value: Any) -> bool:
 
 
 class FrameRegistry:
-    """DataFrames shown in outputs, by ref, so a grid can page, sort and filter them. Bounded
-    (FRAMES_KEPT, oldest dropped): a ref the kernel no longer holds says so."""
+    """DataFrames shown in outputs, by ref, so a grid can page, sort and filter them.
+
+    Each is held weakly (a frame that lives on in a namespace stays pageable), and the most
+    recent ones strongly too (a displayed `df.sort_values(...)` has no other reference), up
+    to FRAMES_KEPT frames and FRAMES_BYTES: frames shown must not use up the kernel's
+    memory. A ref the kernel no longer holds says so."""
 
     def __init__(self) -> None:
-        self._frames: dict[str, tuple[str | None, Any]] = {}  # insertion order = age
+        self._frames: dict[str, tuple[str | None, Any]] = {}  # ref -> (cell, weakref)
+        self._strong: dict[str, tuple[Any, int]] = {}  # insertion order = age; with bytes
         self._views: dict[str, tuple[str, Any]] = {}  # ref -> (view key, row positions)
         self.cell: str | None = None
 
@@ -1251,25 +1272,38 @@ class FrameRegistry:
 
     def add(self, frame: Any) -> str:
         import secrets
+        import weakref
 
         ref = secrets.token_hex(8)
-        self._frames[ref] = (self.cell, frame)
-        while len(self._frames) > FRAMES_KEPT:
+        self._frames[ref] = (self.cell, weakref.ref(frame))
+        try:
+            size = int(frame.memory_usage(index=True, deep=False).sum())
+        except Exception:
+            size = 0
+        self._strong[ref] = (frame, size)
+        while len(self._strong) > 1 and (
+            len(self._strong) > FRAMES_KEPT
+            or sum(size for _, size in self._strong.values()) > FRAMES_BYTES
+        ):
+            self._strong.pop(next(iter(self._strong)))
+        while len(self._frames) > FRAMES_REMEMBERED:
             self.drop(next(iter(self._frames)))
         return ref
 
     def drop(self, ref: str) -> None:
         self._frames.pop(ref, None)
+        self._strong.pop(ref, None)
         self._views.pop(ref, None)
 
     def get(self, ref: str) -> Any:
         entry = self._frames.get(ref)
-        if entry is None:
+        frame = entry[1]() if entry is not None else None
+        if frame is None:
             raise RequestFailed(
                 "the kernel no longer holds this table (it was re-run, or too many tables were "
                 "shown since); run its cell again to page it"
             )
-        return entry[1]
+        return frame
 
     def positions(self, ref: str, frame: Any, sort: list[Json], filters: list[Json]) -> Any:
         """Row positions of the frame in this view, kept for the last view of each ref so
@@ -1279,7 +1313,10 @@ class FrameRegistry:
         if cached is not None and cached[0] == key:
             return cached[1]
         positions = _view_positions(frame, sort, filters)
+        self._views.pop(ref, None)
         self._views[ref] = (key, positions)
+        while len(self._views) > FRAME_VIEWS_KEPT:  # 8 bytes a row each
+            self._views.pop(next(iter(self._views)))
         return positions
 
 
@@ -1355,31 +1392,27 @@ def _view_positions(frame: Any, sort: list[Json], filters: list[Json]) -> Any:
         positions = positions[mask]
     if sort:
         pandas = sys.modules["pandas"]
-        keys: dict[str, Any] = {}
-        ascending: list[bool] = []
-        for i, spec in enumerate(sort):
+        columns: list[Any] = []
+        for spec in sort:
             if not isinstance(spec, dict) or not isinstance(spec.get("descending", False), bool):
                 raise RequestFailed("a sort key must be an object {column, descending}")
             column = frame.iloc[:, _column_position(frame, spec.get("column"))]
-            keys[f"k{i}"] = column.to_numpy()[positions]
-            ascending.append(not spec.get("descending", False))
-        if all(key.dtype.kind in "iufb" for key in keys.values()):
-            # Numbers: numpy's stable lexsort, several times faster than pandas' sort_values
-            # (NaN sorts last either way: negating keeps it NaN).
-            columns = [
-                key.astype(numpy.float64) if key.dtype.kind in "ub" else key
-                for key in keys.values()
-            ]
-            columns = [c if up else -c for c, up in zip(columns, ascending, strict=True)]
-            return positions[numpy.lexsort(columns[::-1])]
-        narrow = pandas.DataFrame(keys)
-        try:
-            order = narrow.sort_values(
-                list(keys), ascending=ascending, kind="stable", na_position="last"
-            ).index.to_numpy()
-        except TypeError as exc:
-            raise RequestFailed(f"this column cannot be sorted: {exc}") from None
-        positions = positions[order]
+            if column.dtype.kind in "ifub":
+                key = column.to_numpy(dtype=numpy.float64 if column.dtype.kind in "ub" else None)
+            else:
+                # Text, dates, categories: their rank among the sorted distinct values (one
+                # hash pass and a sort of the distinct values, not of a million strings);
+                # missing values are NaN, last either way.
+                try:
+                    codes, _ = pandas.factorize(column, sort=True)
+                except TypeError as exc:
+                    raise RequestFailed(f"this column cannot be sorted: {exc}") from None
+                key = numpy.where(codes < 0, numpy.nan, codes)
+            key = key[positions]
+            # Negating a number sorts it descending; NaN stays NaN, so missing values stay last.
+            columns.append(-key if spec.get("descending", False) else key)
+        # numpy's lexsort is stable: rows that tie keep the frame's order, as pandas' does.
+        positions = positions[numpy.lexsort(columns[::-1])]
     return positions
 
 

@@ -22,7 +22,8 @@ state=${WEFT_STATE_DIR:-.state}
 mkdir -p "$state"
 log="$(cd "$state" && pwd)/dockerd.log"
 say "starting dockerd (log: $log)"
-nohup dockerd >"$log" 2>&1 &
+# Its own session: the engine outlives the shell (and the process group) that started it.
+setsid nohup dockerd >"$log" 2>&1 < /dev/null &
 for _ in $(seq 1 120); do
   if docker_answers; then
     say "engine ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"

@@ -3,6 +3,8 @@ these tests fail loudly, naming the script that provides them (they never skip).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,10 +20,24 @@ from executor.volumes import mounts_under, unmount
 from tests.conftest import StartServer, import_code_notebook
 from tests.support.server import ServerProcess
 
-IMAGE = "weft-runtime:latest"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def runtime_image() -> str:
+    """The runtime image built from this checkout's runner (the tag infra/runtime/
+    build-offline.sh gives it), not whatever `latest` another checkout built last."""
+    inputs = ("requirements.txt", "build-offline.sh", "Dockerfile")
+    paths = [ROOT / "infra" / "runtime" / name for name in inputs]
+    paths.append(ROOT / "executor" / "runner.py")
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in paths)).hexdigest()
+    return f"weft-runtime:{digest[:12]}"
+
+
+IMAGE = runtime_image()
 
 # Small limits so containment tests are quick.
 EXECUTOR_ENV = {
+    "WEFT_KERNEL_IMAGE": IMAGE,
     "WEFT_KERNEL_MEMORY_MB": "256",
     "WEFT_KERNEL_PIDS": "64",
     # Long enough for `import matplotlib` on a busy 2-core machine; the containment tests
@@ -110,12 +126,13 @@ def remove_kernels(client: docker.DockerClient, instance: str) -> None:
         container.remove(force=True)
 
 
-@pytest.fixture
-async def weft(
-    docker_engine: docker.DockerClient, start_server: StartServer
+@contextlib.asynccontextmanager
+async def running_weft(
+    docker_engine: docker.DockerClient, start_server: StartServer, **env: str
 ) -> AsyncIterator[Weft]:
+    """A server with the executor (EXECUTOR_ENV, then ``env``); its kernels go with it."""
     instance = f"weft-test-{uuid.uuid4().hex[:8]}"
-    server = await start_server(**EXECUTOR_ENV, WEFT_INSTANCE=instance)
+    server = await start_server(**{**EXECUTOR_ENV, **env}, WEFT_INSTANCE=instance)
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
             yield Weft(server, api)
@@ -123,6 +140,14 @@ async def weft(
         server.stop()
         remove_kernels(docker_engine, instance)
         unmount_workspaces(server.state_dir)
+
+
+@pytest.fixture
+async def weft(
+    docker_engine: docker.DockerClient, start_server: StartServer
+) -> AsyncIterator[Weft]:
+    async with running_weft(docker_engine, start_server) as weft:
+        yield weft
 
 
 @pytest.fixture(autouse=True)

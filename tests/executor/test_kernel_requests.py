@@ -236,7 +236,7 @@ def test_a_request_waits_for_the_running_cell(kernel: Kernel) -> None:
     kernel.send(
         {"type": "request", "request_id": "w", "kind": "complete", "code": "la", "visible": ["b"]}
     )
-    order = []
+    order: list[Msg] = []
     while len(order) < 2:
         msg = kernel.next()
         if msg["type"] in ("done", "response"):
@@ -256,16 +256,23 @@ def test_sorting_agrees_with_pandas_for_numbers_ties_missing_values_and_text(
         "                  'u': rng.integers(0, 3, 3000).astype('uint8'),\n"
         "                  's': rng.choice(['x', 'y', 'z'], 3000)})\n"
         "f.loc[::7, 'b'] = np.nan\n"
+        "f.loc[::11, 's'] = None\n"
+        "f['t'] = pd.Timestamp('2024-01-01') + pd.to_timedelta(rng.integers(0, 9, 3000), 'D')\n"
+        "f.loc[::13, 't'] = pd.NaT\n"
         "f",
         cell="a",
     )
     ref = run.of("result")[0]["data"][FRAME]["ref"]
-    for sort in (
+    sorts: list[list[dict[str, Any]]] = [
         [{"column": "b", "descending": True}],
         [{"column": "a"}, {"column": "b", "descending": True}],
         [{"column": "u", "descending": True}, {"column": "a"}],
         [{"column": "s", "descending": True}, {"column": "a"}],
-    ):
+        [{"column": "s"}, {"column": "b", "descending": True}],
+        [{"column": "t", "descending": True}],
+        [{"column": "t"}, {"column": "s", "descending": True}],
+    ]
+    for sort in sorts:
         page = result(kernel, "frame_page", ref=ref, sort=sort, page_size=200, page=3)
         expected = kernel.run(
             "f.sort_values("
@@ -277,3 +284,19 @@ def test_sorting_agrees_with_pandas_for_numbers_ties_missing_values_and_text(
             visible=["a"],
         )
         assert page["index"] == json.loads(expected.of("result")[0]["data"]["text/plain"]), sort
+
+
+def test_frames_shown_are_held_within_a_budget_and_those_in_a_namespace_stay(
+    kernel: Kernel,
+) -> None:
+    """The 16 newest frames shown are held; older ones only while a namespace holds them."""
+    kept = _frame(kernel, 100)[FRAME]["ref"]  # `df` in cell a's namespace
+    shown = []
+    for k in range(20):  # frames nothing else refers to
+        run = kernel.run(f"df.head({k + 1})", cell=f"h{k}", visible=["a"])
+        shown.append(run.of("result")[0]["data"][FRAME]["ref"])
+    assert ask(kernel, "frame_page", ref=kept)["ok"]
+    assert all(ask(kernel, "frame_page", ref=ref)["ok"] for ref in shown[-16:])
+    gone = ask(kernel, "frame_page", ref=shown[0])
+    assert not gone["ok"]
+    assert "no longer holds" in gone["error"]

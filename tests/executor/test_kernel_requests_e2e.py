@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import StartServer
-from tests.executor.conftest import EXECUTOR_ENV, Weft, remove_kernels, unmount_workspaces
+from tests.executor.conftest import Weft, running_weft
 from tests.executor.test_hostile import doc_state
 
 pytestmark = pytest.mark.anyio
@@ -25,16 +24,8 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 async def weft(docker_engine: Any, start_server: StartServer) -> AsyncIterator[Weft]:
     """The executor's server, with time for a million-row frame on a busy machine."""
-    instance = f"weft-test-{uuid.uuid4().hex[:8]}"
-    env = {**EXECUTOR_ENV, "WEFT_CELL_TIMEOUT_SECONDS": "120"}
-    server = await start_server(**env, WEFT_INSTANCE=instance)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
-            yield Weft(server, api)
-    finally:
-        server.stop()
-        remove_kernels(docker_engine, instance)
-        unmount_workspaces(server.state_dir)
+    async with running_weft(docker_engine, start_server, WEFT_CELL_TIMEOUT_SECONDS="120") as weft:
+        yield weft
 
 
 FRAME = "application/vnd.weft.frame+json"
@@ -90,7 +81,7 @@ async def test_completions_and_a_million_row_grid_through_a_real_kernel(weft: We
     assert "alpha_above" in labels
     assert "alpha_below" not in labels
     columns = (await api.post(f"{cell}/{c}/complete", json={"code": "df."})).json()
-    assert {"i", "name", "sort_values"} <= {i["label"] for i in columns["items"]}  # TEMP
+    assert {"i", "v", "name", "sort_values"} <= {i["label"] for i in columns["items"]}
     hint = (await api.post(f"{cell}/{c}/signature", json={"code": "df.head("})).json()
     assert hint["signature"]["params"][0].startswith("n")
 
@@ -204,4 +195,4 @@ async def test_who_may_ask_and_hostile_requests(weft: Weft) -> None:
         assert statuses.count(429) >= 40, statuses  # the rate limit and the waiting cap
         assert statuses.count(200) <= 16, statuses
         print(f"run alone {alone:.2f} s, during a viewer's flood {during:.2f} s")
-        assert during < alone + 5
+        assert during < alone + 3  # the one request the runner was answering, on a busy machine

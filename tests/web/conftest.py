@@ -4,6 +4,7 @@ tests fail loudly, naming the script that installs it; they never skip."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -233,8 +234,17 @@ async def web_kernel(
     docker_engine: Any, start_server: StartServer, web_dist: Path, browser: Browser
 ) -> AsyncIterator[WebWeft]:
     """The server and client, with a Docker engine and the runtime image to run cells."""
+    async with kernel_web(docker_engine, start_server, web_dist, browser) as weft:
+        yield weft
+
+
+@contextlib.asynccontextmanager
+async def kernel_web(
+    docker_engine: Any, start_server: StartServer, web_dist: Path, browser: Browser, **env: str
+) -> AsyncIterator[WebWeft]:
+    """``web_kernel`` with more settings (``env``)."""
     instance = f"weft-web-{uuid.uuid4().hex[:8]}"
-    server = await _web_server(start_server, web_dist, instance)
+    server = await _web_server(start_server, web_dist, instance, **env)
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
             weft = WebWeft(server, api, browser)

@@ -1,7 +1,8 @@
 """The Configuration panel: an editor adds a dependency, everyone sees the environment being
 prepared (which package, how far) and what it resolved to; a viewer sees it read-only; a cell
 then imports the package (and a plotly figure from the default runtime is drawn); a bad
-requirement shows its named error. A real package index on
+requirement shows its named error. And a workspace owner switches its kernels' network, which
+others see read-only. A real package index on
 127.0.0.1 (slowed down, so the progress can be watched) holds a real wheel."""
 
 from __future__ import annotations
@@ -45,7 +46,13 @@ async def web_env(
     index: PackageIndex,
 ) -> AsyncIterator[WebWeft]:
     instance = f"weft-web-{uuid.uuid4().hex[:8]}"
-    server = await _web_server(start_server, web_dist, instance, WEFT_PACKAGE_INDEX_URL=index.url)
+    server = await _web_server(
+        start_server,
+        web_dist,
+        instance,
+        WEFT_PACKAGE_INDEX_URL=index.url,
+        WEFT_CELL_TIMEOUT_SECONDS="120",  # importing plotly takes seconds on a busy machine
+    )
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
             weft = WebWeft(server, api, browser)
@@ -118,3 +125,31 @@ async def test_an_editor_adds_a_dependency_and_everyone_sees_it_prepared(
         )
     await ada.locator('.dep[data-requirement="nosuchpackage"] .dep-remove').click()
     await expect(grace.locator(".env-ready")).to_be_visible(timeout=60_000)
+
+
+async def test_an_owner_switches_kernel_network_and_others_see_it(web: WebWeft) -> None:
+    workspace = await web.workspace("Network")
+    olive = await web.page(
+        await web.person("Olive Owner", "#30a46c", role="owner"),
+        f"/workspaces/{workspace}?tab=members",
+    )
+    ed = await web.page(
+        await web.person("Ed Editor", "#e5484d", role="editor"),
+        f"/workspaces/{workspace}?tab=members",
+    )
+    switch = olive.get_by_label("Kernels may reach the network")
+    await expect(switch).to_be_enabled()
+    await expect(switch).not_to_be_checked()
+    await switch.check()
+    await expect(olive.locator(".kernel-network-note")).to_contain_text("open connections")
+    response = await web.api.get(f"/api/workspaces/{workspace}/executor")
+    assert response.json() == {"network": True}
+    await ed.reload()
+    their = ed.get_by_label("Kernels may reach the network")
+    await expect(their).to_be_checked()
+    await expect(their).to_be_disabled()
+    await expect(ed.locator(".kernel-network-note")).to_contain_text("Only an owner can change")
+    await switch.uncheck()
+    await expect(olive.locator(".kernel-network-note")).to_contain_text("run without network")
+    response = await web.api.get(f"/api/workspaces/{workspace}/executor")
+    assert response.json() == {"network": False}

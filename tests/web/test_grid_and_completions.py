@@ -7,11 +7,15 @@ included), never a name defined below, and a call shows its signature."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext, Page, WebSocket, expect
+from playwright.async_api import Browser, BrowserContext, Page, WebSocket, expect
 
-from tests.web.conftest import WebWeft, artifact
+from tests.conftest import StartServer
+from tests.web.conftest import WebWeft, artifact, kernel_web
 from tests.web.ui import cell
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser, pytest.mark.docker]
@@ -29,6 +33,16 @@ MILLION = (
 )
 
 
+@pytest.fixture
+async def web_kernel(
+    docker_engine: Any, start_server: StartServer, web_dist: Path, browser: Browser
+) -> AsyncIterator[WebWeft]:
+    """With time to build a million-row frame on a busy machine (cells otherwise stop at 6 s)."""
+    env = {"WEFT_CELL_TIMEOUT_SECONDS": "120"}
+    async with kernel_web(docker_engine, start_server, web_dist, browser, **env) as weft:
+        yield weft
+
+
 def traffic(context: BrowserContext) -> list[int]:
     """Bytes of every WebSocket frame the context's pages receive (the document's sync)."""
     sizes: list[int] = []
@@ -40,14 +54,10 @@ def traffic(context: BrowserContext) -> list[int]:
     return sizes
 
 
-async def first_cell_text(page: Page, column: int) -> str:
-    return (
-        await cell(page, "c0")
-        .locator(".grid-table tbody tr")
-        .first.locator("td")
-        .nth(column)
-        .inner_text()
-    )
+def first_row_value(page: Page, column: int) -> Any:
+    """The first row's value in ``column`` (0: the first column after the index)."""
+    row = cell(page, "c0").locator(".grid-table tbody tr").first
+    return expect(row.locator("td").nth(column))
 
 
 async def test_the_grid_pages_a_million_rows_without_shipping_them(web_kernel: WebWeft) -> None:
@@ -80,7 +90,7 @@ async def test_the_grid_pages_a_million_rows_without_shipping_them(web_kernel: W
         await expect(cell(page, "c0").locator("th[aria-sort=descending]")).to_contain_text(
             "minutes"
         )
-        await expect.poll(lambda p=page: first_cell_text(p, 1)).to_be("999")
+        await first_row_value(page, 1).to_have_text("999")
     await expect(cell(vera, "c0").locator(".grid-by")).to_have_text("view by Ada Lovelace")
 
     # Ada filters to one region; Vera (a viewer) pages on, and Ada follows her.
@@ -110,7 +120,7 @@ async def test_the_grid_pages_a_million_rows_without_shipping_them(web_kernel: W
         gone = cell(page, "c0").locator(".grid-gone")
         await expect(gone).to_contain_text("no longer holds this table", timeout=20_000)
         await expect(cell(page, "c0").locator(".grid-page")).to_have_text("Page 1 of 20,000")
-        await expect.poll(lambda p=page: first_cell_text(p, 0)).to_be("0")
+        await first_row_value(page, 0).to_have_text("0")
         await expect(cell(page, "c0").get_by_role("button", name="Next page")).to_be_disabled()
     await cell(vera, "c0").locator(".output-grid").screenshot(path=artifact("data-grid-gone.png"))
 
@@ -160,7 +170,12 @@ async def test_kernel_completions_see_only_cells_above_and_calls_show_their_sign
     await expect(hint).to_contain_text("sales.head(n")
     await expect(hint.locator(".sig-param.active")).to_have_text(re.compile(r"^n\b"))
     await expect(hint.locator(".sig-doc")).to_contain_text("Return the first `n` rows")
-    await cell(ada, "c1").screenshot(path=artifact("parameter-hint.png"))
+    box = await cell(ada, "c1").bounding_box()
+    assert box is not None
+    await ada.screenshot(  # the hint is drawn above the line, over the cell's toolbar
+        path=artifact("parameter-hint.png"),
+        clip={"x": box["x"], "y": box["y"] - 50, "width": box["width"], "height": 150},
+    )
     await ada.keyboard.press("Control+Enter")  # running closes the hint
     await expect(hint).to_have_count(0)
     await expect(cell(ada, "c1")).to_have_attribute("data-state", "done", timeout=30_000)

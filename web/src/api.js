@@ -121,6 +121,8 @@ export const api = {
   runStale: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/run-stale`),
   interrupt: (notebookId, kill = false) => post(`/api/notebooks/${enc(notebookId)}/interrupt`, kill ? { kill: true } : {}),
   restart: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/restart`),
+  executorSettings: (workspaceId) => get(`/api/workspaces/${enc(workspaceId)}/executor`),
+  setKernelNetwork: (workspaceId, network) => patch(`/api/workspaces/${enc(workspaceId)}/executor`, { network }),
   prepareEnvironment: (notebookId, update = false) => post(`/api/notebooks/${enc(notebookId)}/environment`, update ? { update: true } : {}),
   runs: (notebookId) => get(`/api/notebooks/${enc(notebookId)}/runs`),
 

@@ -2,7 +2,7 @@
 // its outputs. Markdown cells show their rendering (with LaTeX) unless someone here is
 // editing them. Everything is driven by the cell's Y.Map, so a change made by anyone shows.
 import * as Y from 'yjs'
-import { closeCompletion } from '@codemirror/autocomplete'
+import { closeCompletion, completionStatus } from '@codemirror/autocomplete'
 import { h, icon, iconButton, replace, append } from '../ui/dom.js'
 import { createEditor, cursorAtFirstLine, cursorAtLastLine } from './editor.js'
 import { OutputsView } from './outputs.js'
@@ -216,7 +216,8 @@ export class CellView {
       { key: 'Mod-Enter', run: (view) => { closeCompletion(view); closeParameterHint(view); nb.run(this.id); return true } },
       { key: 'Alt-Enter', run: (view) => { closeCompletion(view); closeParameterHint(view); nb.run(this.id, { insertBelow: true }); return true } },
       { key: 'Mod-k', run: () => { if (this.assist.canAsk) this.assist.openBox(); return true } },
-      { key: 'Escape', run: (view) => { view.contentDOM.blur(); nb.select(this.id); this.element.focus(); return true } },
+      // Escape closes an open completion popup or parameter hint first, then leaves the editor.
+      { key: 'Escape', run: (view) => { if (completionStatus(view.state) || closeParameterHint(view)) { closeCompletion(view); return true } view.contentDOM.blur(); nb.select(this.id); this.element.focus(); return true } },
       { key: 'ArrowUp', run: (view) => view.state.selection.main.empty && cursorAtFirstLine(view) ? nb.focusNeighbour(this.id, -1) : false },
       { key: 'ArrowDown', run: (view) => view.state.selection.main.empty && cursorAtLastLine(view) ? nb.focusNeighbour(this.id, 1) : false },
     ]

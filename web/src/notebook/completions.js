@@ -134,14 +134,17 @@ export function parameterHints (cell) {
       if (!update.docChanged || cell.readOnly || cell.language !== 'python' || !kernelUp(cell)) return
       let typed = ''
       update.transactions.forEach((tr) => tr.changes.iterChanges((a, b, c, d, text) => { typed += text.toString() }))
-      if (/[(,]$/.test(typed) || (inCall && typed)) refresh(update.view)
-      else if (/\)$/.test(typed)) close(update.view)
+      // closeBrackets types "(" as "()": an opening bracket anywhere in what was typed.
+      if (/[(,]/.test(typed) || (inCall && typed && typed !== ')')) refresh(update.view)
+      else if (typed === ')') close(update.view)
     }),
     EditorView.domEventHandlers({ blur: (event, view) => { close(view) } }),
   ]
 }
 
-/** Closes the hint (running the cell). */
+/** Closes the hint (running the cell, Escape); whether one was open. */
 export function closeParameterHint (view) {
-  if (view.state.field(hintField, false)) view.dispatch({ effects: setHint.of(null) })
+  if (!view.state.field(hintField, false)) return false
+  view.dispatch({ effects: setHint.of(null) })
+  return true
 }

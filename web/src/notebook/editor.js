@@ -45,11 +45,11 @@ export const highlightStyle = HighlightStyle.define([
   { tag: t.invalid, color: '#e03131' },
 ])
 
-function languageSupport (cellType, language, completions, python3) {
+function languageSupport (cellType, language, completions, cellPython) {
   if (cellType === 'markdown') return markdown()
   if (cellType !== 'code') return []
   if (language === 'sql') return sql({ dialect: PostgreSQL, upperCaseKeywords: true })
-  if (python3) return python3() // the cell's own Python support (completions from the kernel)
+  if (cellPython) return cellPython() // the cell's own Python support (completions from the kernel)
   // python() completes keywords, builtins and names in this cell; `completions` adds the
   // names the cells above defined (from the symbol table).
   const support = python()

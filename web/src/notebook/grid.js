@@ -145,12 +145,13 @@ export class FrameGrid {
     const body = h('tbody', ...(this.rows?.rows || []).map((row, i) => h('tr',
       h('th.grid-index', cellText(this.rows.index?.[i])),
       ...row.map((value, j) => h(NUMERIC.test(columns[j]?.dtype || '') ? 'td.num' : 'td', cellText(value))))))
-    const shape = `${fmt(frame.rows)} rows × ${fmt(frame.columns_total ?? columns.length)} columns`
+    const width = frame.columns_total ?? columns.length
+    const shape = `${fmt(frame.rows)} ${frame.rows === 1 ? 'row' : 'rows'} × ${fmt(width)} ${width === 1 ? 'column' : 'columns'}`
     const filtered = this.shown.filter.length ? ` · ${fmt(total)} match` : ''
     const status = this.gone
       ? h('div.grid-gone', { role: 'status' }, 'The kernel no longer holds this table (it was restarted or the cell re-ran): run the cell again to sort, filter or page it. Showing the first page.')
       : this.error ? h('div.grid-error', { role: 'alert' }, this.error) : null
-    this.element.replaceChildren(
+    this.element.replaceChildren(...[
       h('div.grid-head',
         h('span.grid-shape', `DataFrame · ${shape}${filtered}`),
         this.byName && !this.gone ? h('span.grid-by', `view by ${this.byName}`) : null,
@@ -161,7 +162,8 @@ export class FrameGrid {
       h('div.grid-pager',
         h('button.grid-prev', { type: 'button', disabled: this.gone || page <= 0, onclick: () => this.change({ page: page - 1 }), 'aria-label': 'Previous page' }, '‹ Previous'),
         h('span.grid-page', `Page ${fmt(page + 1)} of ${fmt(pages)}`),
-        h('button.grid-next', { type: 'button', disabled: this.gone || page + 1 >= pages, onclick: () => this.change({ page: page + 1 }), 'aria-label': 'Next page' }, 'Next ›')))
+        h('button.grid-next', { type: 'button', disabled: this.gone || page + 1 >= pages, onclick: () => this.change({ page: page + 1 }), 'aria-label': 'Next page' }, 'Next ›')),
+    ].filter(Boolean))
   }
 
   filterBar (columns) {

@@ -10,6 +10,7 @@ import { filesPanel } from '../files/panel.js'
 import { highlight } from './workspaces.js'
 import { shareDialog } from '../ui/share.js'
 import { membersPanel } from './members.js'
+import { kernelSettings } from './kernel_settings.js'
 
 export async function workspacePage ({ id }, root, query) {
   let workspace
@@ -60,7 +61,7 @@ export async function workspacePage ({ id }, root, query) {
     return
   }
   if (tab === 'members') {
-    body.append(membersPanel(id, role))
+    body.append(membersPanel(id, role), kernelSettings(id, role))
     return
   }
   await notebooksTab(id, body, role)
