@@ -22,6 +22,7 @@ from collab.auth.access import Role, notebook_role
 from collab.auth.accounts import Accounts
 from collab.background import BackgroundService
 from collab.errors import NotFound
+from collab.storage.database import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class AccessWatch(BackgroundService):
                 # Anything announced while we were not listening: check everything.
                 self._send.send_nowait("*:")
                 await lost.wait()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DATABASE_ERRORS:
                 pass
             finally:
                 # Shielded: on shutdown the cancellation must not skip the release, or the

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 from collab.background import BackgroundService
 from collab.search.query import SEPARATOR
+from collab.storage.database import DATABASE_ERRORS
 from collab.sync.hooks import RoomHooks
 from collab.sync.room import is_binding_panic
 
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_CHARS = 200_000
 _EMPTY_DELETE_SET = b"\x00"
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 # Write many notebooks' text at once; rows always exist (the trigger on notebooks makes
 # them). Rows another transaction holds are skipped, never waited for (so the indexer is in
@@ -315,7 +315,7 @@ class SearchIndexer(BackgroundService, RoomHooks):
             due, self._due = self._due, {}
             try:
                 await self._write_rooms([room for _, room in due.values()])
-            except _DB_ERRORS as error:
+            except DATABASE_ERRORS as error:
                 log.warning("search: final flush failed: %s", error)
 
     def room_loaded(self, room: Room) -> None:
@@ -356,7 +356,7 @@ class SearchIndexer(BackgroundService, RoomHooks):
                 rooms = [self._due.pop(nid)[1] for nid in ready]
                 try:
                     await self._write_rooms(rooms)
-                except _DB_ERRORS as exc:
+                except DATABASE_ERRORS as exc:
                     log.warning("search: index write failed; retrying: %s", exc)
                     for room in rooms:
                         self.touch(room)
@@ -384,7 +384,7 @@ class SearchIndexer(BackgroundService, RoomHooks):
                     last_sweep = anyio.current_time()
                 await self.catch_up(sweep=sweep)
                 await update_lexicon(self._pool)
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("search: catching up the index failed: %s", exc)
             except Exception:
                 log.exception("search: catching up the index failed")
@@ -408,7 +408,7 @@ class SearchIndexer(BackgroundService, RoomHooks):
                 with anyio.CancelScope(shield=True):
                     try:
                         await holder.execute("SELECT pg_advisory_unlock($1)", _CATCH_UP_LOCK)
-                    except _DB_ERRORS:
+                    except DATABASE_ERRORS:
                         holder.terminate()  # the session ends, and its lock with it
         return total
 

@@ -17,6 +17,10 @@ from collab.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# What a database call raises when PostgreSQL is unreachable, failed or the connection broke:
+# every caller that degrades instead of failing catches exactly these.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "infra" / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Any constant works; it only has to be the same in every Weft process.

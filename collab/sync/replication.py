@@ -22,6 +22,7 @@ import asyncpg
 from collab.background import BackgroundService
 from collab.errors import ProtocolError
 from collab.metrics import Metrics
+from collab.storage.database import DATABASE_ERRORS
 from collab.storage.document_store import NOTIFY_CHANNEL, DocumentStore
 from collab.sync.hooks import RoomHooks
 from collab.sync.room import Room
@@ -119,7 +120,7 @@ class Replication(BackgroundService, RoomHooks):
                     AWARENESS_CHANNEL,
                     outgoing,
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("presence could not be sent to other servers: %s", exc)
 
     def _presence(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -155,13 +156,11 @@ class Replication(BackgroundService, RoomHooks):
                         conn.remove_termination_listener(self._lost)
                         with (
                             anyio.CancelScope(shield=True),
-                            contextlib.suppress(
-                                OSError, asyncpg.PostgresError, asyncpg.InterfaceError
-                            ),
+                            contextlib.suppress(*DATABASE_ERRORS),
                         ):
                             await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
                             await conn.remove_listener(AWARENESS_CHANNEL, self._presence)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("document feed cannot listen: %s", exc)
             await anyio.sleep(0.5)
 
@@ -176,7 +175,7 @@ class Replication(BackgroundService, RoomHooks):
                 due, self._due = self._due, set()
                 for notebook_id in due:
                     await self.catch_up(notebook_id)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("document feed could not catch up: %s", exc)
 
     async def _find_gaps(self) -> None:

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Self
 
 import anyio
-import asyncpg
 
 from collab.background import BackgroundService
 from collab.errors import NotFound, Unavailable
 from collab.metrics import Metrics
 from collab.settings import Settings
 from collab.storage.catalog import Catalog
+from collab.storage.database import DATABASE_ERRORS
 from collab.storage.document_store import DocumentStore
 from collab.sync.check_pool import CheckPool
 from collab.sync.hooks import RoomHookList
@@ -127,7 +127,7 @@ class RoomManager(BackgroundService):
             if not await self._catalog.notebook_exists(notebook_id):
                 raise NotFound(f"no notebook {notebook_id}")
             stored = await self._store.load(notebook_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.error("loading document failed", extra={**extra, "error": str(exc)})
             raise Unavailable("notebook unavailable: storage did not answer; retry later") from exc
         try:
@@ -239,7 +239,7 @@ class RoomManager(BackgroundService):
                     "ms": round((time.perf_counter() - started) * 1000, 1),
                 },
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning(
                 "compaction failed; the log stays as it is", extra={**extra, "error": str(exc)}
             )

@@ -247,20 +247,8 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
     for _ in range(n_groups):
         structs, pos = _count(buf, pos)
         changes += structs
-        if changes > MAX_UPDATE_CHANGES:
-            raise UpdateRefused(
-                f"update holds more than {MAX_UPDATE_CHANGES} changes: send it in smaller edits"
-            )
-        client = buf[pos]
-        pos += 1
-        if client >= 0x80:
-            client, pos = _var_uint_tail(buf, pos, client)
-        clock = buf[pos]
-        pos += 1
-        if clock >= 0x80:
-            clock, pos = _var_uint_tail(buf, pos, clock)
-        if client > MAX_CLIENT or clock > MAX_CLOCK:
-            raise UpdateRefused("an id in the update is out of range")
+        _within_changes(changes)
+        (client, clock), pos = _id(buf, pos)
         if client in groups:
             raise UpdateRefused("update lists one client twice")
         if structs == 0:
@@ -409,26 +397,14 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
 
     ranges, pos = _count(buf, pos)
     for _ in range(ranges):
-        client = buf[pos]
-        pos += 1
-        if client >= 0x80:
-            client, pos = _var_uint_tail(buf, pos, client)
+        client, pos = _uint(buf, pos)
         count, pos = _count(buf, pos)
         changes += count
-        if changes > MAX_UPDATE_CHANGES:
-            raise UpdateRefused(
-                f"update holds more than {MAX_UPDATE_CHANGES} changes: send it in smaller edits"
-            )
+        _within_changes(changes)
         end_known = max(state.get(client, 0), facts.ends.get(client, 0))
         for _ in range(count):
-            clock = buf[pos]
-            pos += 1
-            if clock >= 0x80:
-                clock, pos = _var_uint_tail(buf, pos, clock)
-            length = buf[pos]
-            pos += 1
-            if length >= 0x80:
-                length, pos = _var_uint_tail(buf, pos, length)
+            clock, pos = _uint(buf, pos)
+            length, pos = _uint(buf, pos)
             if length == 0 or clock + length > end_known:
                 raise UpdateRefused("update deletes changes this notebook does not have")
             facts.deletes += 1
@@ -439,18 +415,28 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
     return facts
 
 
+def _uint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A lib0 unsigned varint (the hottest reads inline this)."""
+    value = buf[pos]
+    pos += 1
+    if value >= 0x80:
+        value, pos = _var_uint_tail(buf, pos, value)
+    return value, pos
+
+
 def _id(buf: bytes, pos: int) -> tuple[tuple[int, int], int]:
-    client = buf[pos]
-    pos += 1
-    if client >= 0x80:
-        client, pos = _var_uint_tail(buf, pos, client)
-    clock = buf[pos]
-    pos += 1
-    if clock >= 0x80:
-        clock, pos = _var_uint_tail(buf, pos, clock)
+    client, pos = _uint(buf, pos)
+    clock, pos = _uint(buf, pos)
     if client > MAX_CLIENT or clock > MAX_CLOCK:
         raise UpdateRefused("an id in the update is out of range")
     return (client, clock), pos
+
+
+def _within_changes(changes: int) -> None:
+    if changes > MAX_UPDATE_CHANGES:
+        raise UpdateRefused(
+            f"update holds more than {MAX_UPDATE_CHANGES} changes: send it in smaller edits"
+        )
 
 
 def _integrate(

@@ -17,6 +17,7 @@ import asyncpg
 
 from collab.background import BackgroundService
 from collab.metrics import Metrics
+from collab.storage.database import DATABASE_ERRORS
 from collab.storage.document_store import DocumentStore
 from collab.sync.room import Batch, Room
 
@@ -131,7 +132,7 @@ class UpdateWriter(BackgroundService):
                 # A notebook was deleted while clients were editing it, or another server
                 # appended to the same log: write room by room to find which.
                 return [pair for pair in batches if await self._write_one(*pair)]
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning(
                     "appending updates failed; retrying",
                     extra={"rooms": len(batches), "error": str(exc), "retry_in_s": delay},
@@ -173,7 +174,7 @@ class UpdateWriter(BackgroundService):
                 # Another server holds this notebook too and took these seqs: append after it.
                 renumber = True
                 continue
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning(
                     "appending updates failed; retrying",
                     extra={"notebook_id": str(room.notebook_id), "error": str(exc)},
