@@ -216,8 +216,9 @@ export class CellView {
       { key: 'Mod-Enter', run: (view) => { closeCompletion(view); closeParameterHint(view); nb.run(this.id); return true } },
       { key: 'Alt-Enter', run: (view) => { closeCompletion(view); closeParameterHint(view); nb.run(this.id, { insertBelow: true }); return true } },
       { key: 'Mod-k', run: () => { if (this.assist.canAsk) this.assist.openBox(); return true } },
-      // Escape closes an open completion popup or parameter hint first, then leaves the editor.
-      { key: 'Escape', run: (view) => { if (completionStatus(view.state) || closeParameterHint(view)) { closeCompletion(view); return true } view.contentDOM.blur(); nb.select(this.id); this.element.focus(); return true } },
+      // Escape closes a completion popup that shows (not a request still pending) or a
+      // parameter hint first, then leaves the editor.
+      { key: 'Escape', run: (view) => { if (completionStatus(view.state) === 'active' || closeParameterHint(view)) { closeCompletion(view); return true } view.contentDOM.blur(); nb.select(this.id); this.element.focus(); return true } },
       { key: 'ArrowUp', run: (view) => view.state.selection.main.empty && cursorAtFirstLine(view) ? nb.focusNeighbour(this.id, -1) : false },
       { key: 'ArrowDown', run: (view) => view.state.selection.main.empty && cursorAtLastLine(view) ? nb.focusNeighbour(this.id, 1) : false },
     ]
