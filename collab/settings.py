@@ -100,6 +100,9 @@ class Settings:
     # Under `weft serve`, write frames to each socket's transport once per event-loop turn
     # and read them from it without a task switch (collab.sync.direct_socket); off: plain ASGI.
     ws_direct: bool = True
+    # How long one large update's check may take in the worker (collab.sync.check_pool)
+    # before it is refused and its connection closed.
+    update_check_seconds: float = 10.0
     # How long a room stays loaded after its last client leaves.
     room_grace_seconds: float = 30.0
     # Fold the update log into a snapshot once this many updates follow the last one.
@@ -168,6 +171,7 @@ class Settings:
             max_cells=env_int(env, "WEFT_MAX_CELLS", 2000),
             ws_direct=_choice(env, "WEFT_WS_DIRECT", ("on", "off")) == "on",
             room_grace_seconds=env_float(env, "WEFT_ROOM_GRACE_SECONDS", 30.0),
+            update_check_seconds=env_float(env, "WEFT_UPDATE_CHECK_SECONDS", 10.0),
             compact_after_updates=env_int(env, "WEFT_COMPACT_AFTER_UPDATES", 500),
             feed_poll_seconds=env_float(env, "WEFT_FEED_POLL_SECONDS", 2.0),
             log_level=(env.get("WEFT_LOG_LEVEL") or "INFO").upper(),

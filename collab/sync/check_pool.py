@@ -12,6 +12,13 @@ more than the check.
 A thread would not do: the check holds the GIL, and the event loop would wait for it at
 every system call. The worker imports only the check (and the error tree it raises).
 
+The check's work is bounded by the same limits, so it ends; but a stranger's update must
+not hold the worker (and every other connection's large update waiting behind it) for as
+long as a loaded machine lets it run. One check may take ``timeout`` seconds of the
+worker's time (waiting for one's turn does not count): past that, the worker is killed
+(its reply would otherwise be read as the next update's), that update is refused and its
+connection closed, and the next large update starts a fresh worker.
+
     >>> async with CheckPool() as checks:
     ...     facts = await checks.check(update, room.state())
 """
@@ -35,6 +42,9 @@ log = logging.getLogger(__name__)
 # Larger updates are checked in the worker (~20-40 ms of check inline at worst; see
 # docs/performance.md, "One large update").
 INLINE_CHECK_BYTES = 32 * 1024
+# A check at the limits takes ~0.1-0.3 s here; 30x that is a machine in trouble or an
+# update built to be slow, and either way not worth holding every other connection for.
+CHECK_TIMEOUT_SECONDS = 10.0
 _HEADER = 8  # each message: its length (little-endian), then a pickle
 
 
@@ -76,7 +86,8 @@ class CheckPool:
     (the whole app) in the worker, and forking would copy a process with threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = CHECK_TIMEOUT_SECONDS) -> None:
+        self.timeout = timeout
         self._process: asyncio.subprocess.Process | None = None
         self._turn = anyio.Lock()
 
@@ -89,12 +100,20 @@ class CheckPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        await self.aclose()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Stop the worker (killed: a check under way is not worth waiting for), and wait
+        for it, which closes its pipes."""
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
+        if process is None:
+            return
+        if process.returncode is None:
             process.kill()
+        if process.stdin is not None:
+            process.stdin.close()
+        with anyio.CancelScope(shield=True):
+            await process.wait()
 
     def inline(self, update: bytes) -> bool:
         return len(update) <= INLINE_CHECK_BYTES
@@ -106,9 +125,21 @@ class CheckPool:
             return check_update(update, state)
         request = pickle.dumps((update, dict(state)), protocol=pickle.HIGHEST_PROTOCOL)
         async with self._turn:
-            # Shielded: a reply left unread would be taken as the next update's.
+            # Shielded: a reply left unread would be taken as the next update's. The
+            # deadline inside the shield still applies, and kills the worker.
             with anyio.CancelScope(shield=True):
-                answer = await self._ask(request)
+                with anyio.move_on_after(self.timeout) as deadline:
+                    answer = await self._ask(request)
+                if deadline.cancelled_caught:
+                    log.warning(
+                        "update check took too long: worker killed",
+                        extra={"update_bytes": len(update), "timeout_seconds": self.timeout},
+                    )
+                    await self.aclose()
+                    raise UpdateRefused(
+                        f"checking this update took over {self.timeout:g} s: "
+                        "send the change as several smaller updates"
+                    )
         if isinstance(answer, str):
             raise UpdateRefused(answer)
         return answer
@@ -127,7 +158,7 @@ class CheckPool:
         except (OSError, asyncio.IncompleteReadError):
             # Killed from outside (the OOM killer): the next large update starts another.
             log.error("update check worker died: starting another")
-            self.close()
+            await self.aclose()
             raise Unavailable("the server could not check this update: try again") from None
         return answer
 

@@ -51,7 +51,7 @@ class RoomManager(BackgroundService):
         # Told as rooms load, persist and unload (the document feed, the search indexer).
         self.hooks = RoomHookList()
         # Where connections check large updates, off the event loop.
-        self.checks = CheckPool()
+        self.checks = CheckPool(timeout=settings.update_check_seconds)
 
     async def __aenter__(self) -> Self:
         # The writer outlives this service's tasks (they wait for it): it starts first.
@@ -64,7 +64,7 @@ class RoomManager(BackgroundService):
 
     async def stopped(self) -> None:
         await self.writer.__aexit__(None, None, None)
-        self.checks.close()
+        await self.checks.aclose()
         with anyio.move_on_after(10, shield=True):
             for room in list(self._rooms.values()):
                 await self._compact(room)

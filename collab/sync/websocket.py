@@ -92,10 +92,10 @@ class Connection:
         *,
         principal: Principal,
         credential_digest: bytes,
-        checks: CheckPool | None = None,
+        checks: CheckPool,
     ):
         self.metrics = metrics
-        self.checks = checks or CheckPool()
+        self.checks = checks  # the room manager's: one worker for every connection
         # While a large update is checked in the worker (collab.sync.check_pool), this
         # connection's later frames wait here, in order; reading is paused meanwhile.
         self._waiting: deque[bytes] = deque()
