@@ -1,0 +1,128 @@
+"""Registered runtime images (WEFT_KERNEL_IMAGES) and a notebook's choice among them: the
+format, its errors at startup, and what a hostile document's choice gives. No engine needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collab.settings import Settings, SettingsError
+from executor.config import ExecutorSettings
+from executor.environments.errors import EnvironmentFailure
+from executor.environments.images import RuntimeImage, RuntimeImages
+from executor.environments.requirements import parse_requirements
+from executor.environments.resolver import Package
+from executor.environments.runtime import Runtime
+from executor.environments.store import environment_key
+
+
+def settings_from(env: dict[str, str], tmp_path: Path) -> ExecutorSettings:
+    return ExecutorSettings.from_env(Settings.from_env({"WEFT_STATE_DIR": str(tmp_path)}), env)
+
+
+def test_the_default_image_is_always_offered_first_as_default(tmp_path: Path) -> None:
+    settings = settings_from(
+        {
+            "WEFT_KERNEL_IMAGE": "weft-runtime:1",
+            "WEFT_KERNEL_IMAGES": " gpu = registry.example:5000/weft-gpu:3 ,slim=weft-slim@sha256:"
+            + "a" * 64
+            + ",",
+        },
+        tmp_path,
+    )
+    runtimes = settings.runtimes
+    assert runtimes.names == ["default", "gpu", "slim"]
+    assert runtimes.default == RuntimeImage("default", "weft-runtime:1")
+    assert runtimes.describe()[1] == {
+        "name": "gpu",
+        "image": "registry.example:5000/weft-gpu:3",
+        "default": False,
+    }
+    assert settings_from({}, tmp_path).runtimes.names == ["default"]
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("gpu", "name=image pairs"),
+        ("gpu=", "name=image pairs"),
+        ("=weft-gpu", "name=image pairs"),
+        ("GPU=weft-gpu", "lower-case"),
+        ("a b=weft-gpu", "lower-case"),
+        ("default=weft-other", "set WEFT_KERNEL_IMAGE"),
+        ("gpu=a,gpu=b", "twice"),
+        ("gpu=weft gpu", "Docker image reference"),
+        ("gpu=-rm", "Docker image reference"),
+    ],
+)
+def test_a_malformed_value_fails_at_startup_naming_the_fix(
+    tmp_path: Path, value: str, words: str
+) -> None:
+    with pytest.raises(SettingsError, match="WEFT_KERNEL_IMAGES") as raised:
+        settings_from({"WEFT_KERNEL_IMAGES": value}, tmp_path)
+    assert words in str(raised.value)
+
+
+IMAGES = RuntimeImages.parse("weft-runtime:1", "gpu=weft-gpu:3")
+
+
+@pytest.mark.parametrize(
+    ("chosen", "image"),
+    [
+        (None, "weft-runtime:1"),
+        ("", "weft-runtime:1"),
+        ("default", "weft-runtime:1"),
+        ("gpu", "weft-gpu:3"),
+    ],
+)
+def test_a_registered_name_chooses_its_image(chosen: Any, image: str) -> None:
+    metadata = {} if chosen is None else {"runtime": chosen}
+    assert IMAGES.choose(metadata).image == image
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [
+        "weft-gpu:3",  # an image reference is not a name
+        "GPU",
+        "gpu ",
+        "x" * 1_000_000,
+        ["gpu"],
+        {"name": "gpu"},
+        3,
+        True,
+    ],
+)
+def test_anything_else_is_an_error_naming_the_choices(chosen: Any) -> None:
+    with pytest.raises(EnvironmentFailure) as raised:
+        IMAGES.choose({"runtime": chosen})
+    failure = raised.value
+    assert failure.kind == "runtime"
+    assert "choose one of: default, gpu" in failure.message
+    assert len(failure.message) < 300  # a huge value is not echoed
+    assert "weft-gpu:3" not in failure.message or chosen == "weft-gpu:3"
+
+
+def test_hostile_dependencies_are_refused_with_a_short_message() -> None:
+    for value in ([{"x": "y" * 100_000}], [["tabulate"]], [None], ["ok", 7]):
+        with pytest.raises(EnvironmentFailure) as raised:
+            parse_requirements(value)
+        assert raised.value.kind == "invalid"
+        assert "is not a requirement" in raised.value.message
+        assert len(raised.value.message) < 200
+    with pytest.raises(EnvironmentFailure, match="at most 64"):
+        parse_requirements([f"p{i}" for i in range(10_000)])
+
+
+def runtime(image: str, image_id: str) -> Runtime:
+    return Runtime(image, image_id, "3.11.2", "x86_64", (2, 36), {})
+
+
+def test_another_image_is_another_environment_directory() -> None:
+    packages = [Package("weftdemo", "2.0", "a" * 64)]
+    one = environment_key(packages, runtime("weft-runtime:1", "sha256:1"))
+    assert environment_key(packages, runtime("weft-gpu:3", "sha256:2")) != one
+    # The same image under another name is the same bytes: the same directory.
+    assert environment_key(packages, runtime("weft-alias:1", "sha256:1")) == one
