@@ -1,12 +1,19 @@
 """Registered runtime images (WEFT_KERNEL_IMAGES) and a notebook's choice among them: the
-format, its errors at startup, and what a hostile document's choice gives. No engine needed."""
+format, its errors at startup, and what a hostile document's choice gives; then, with a real
+engine, a notebook's kernel started from the second image it chose."""
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import docker
 import pytest
+from pycrdt import Map
 
 from collab.settings import Settings, SettingsError
 from executor.config import ExecutorSettings
@@ -16,6 +23,9 @@ from executor.environments.requirements import parse_requirements
 from executor.environments.resolver import Package
 from executor.environments.runtime import Runtime
 from executor.environments.store import environment_key
+from tests.conftest import StartServer, token_of
+from tests.executor.conftest import IMAGE, Weft, running_weft, text_of
+from tests.support.pyclient import py_client
 
 
 def settings_from(env: dict[str, str], tmp_path: Path) -> ExecutorSettings:
@@ -126,3 +136,99 @@ def test_another_image_is_another_environment_directory() -> None:
     assert environment_key(packages, runtime("weft-gpu:3", "sha256:2")) != one
     # The same image under another name is the same bytes: the same directory.
     assert environment_key(packages, runtime("weft-alias:1", "sha256:1")) == one
+
+
+SECOND = f"weft-runtime-second:{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def second_image(docker_engine: docker.DockerClient) -> Iterator[str]:
+    """The runtime image under a second name (a tag: cheap), removed afterwards."""
+    docker_engine.images.get(IMAGE).tag(SECOND)
+    try:
+        yield SECOND
+    finally:
+        docker_engine.images.remove(SECOND, noprune=True)
+
+
+async def kernel_map(weft: Weft, notebook_id: str) -> dict[str, Any]:
+    ws = weft.server.url.replace("http", "ws", 1) + "/ws"
+    async with py_client(ws, notebook_id, token=token_of(weft.api)) as client:
+        kernel: dict[str, Any] = client.doc.get("kernel", type=Map).to_py()
+        return kernel
+
+
+@pytest.mark.anyio
+@pytest.mark.docker
+@pytest.mark.timeout(300)
+async def test_a_notebook_runs_in_the_runtime_it_chose_and_only_a_registered_one(
+    docker_engine: docker.DockerClient, start_server: StartServer, second_image: str
+) -> None:
+    async with running_weft(
+        docker_engine, start_server, WEFT_KERNEL_IMAGES=f"second={second_image}"
+    ) as weft:
+        response = await weft.api.get(
+            "/api/notebooks/00000000-0000-0000-0000-000000000000/runtimes"
+        )
+        assert response.status_code == 404
+        notebook_id, (cell,) = await weft.notebook("import sys; print(sys.version_info[:2])")
+        response = await weft.api.get(f"/api/notebooks/{notebook_id}/runtimes")
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "runtimes": [
+                {"name": "default", "image": IMAGE, "default": True},
+                {"name": "second", "image": second_image, "default": False},
+            ]
+        }
+        ws = weft.server.url.replace("http", "ws", 1) + "/ws"
+
+        async def choose(value: Any) -> None:
+            async with py_client(ws, notebook_id, token=token_of(weft.api)) as client:
+                client.doc.get("meta", type=Map)["metadata"]["runtime"] = value
+                await client.flush()
+                with anyio.fail_after(10):
+                    while True:
+                        exported = await weft.api.get(f"/api/notebooks/{notebook_id}/export")
+                        if json.loads(exported.content)["metadata"].get("runtime") == value:
+                            return
+                        await anyio.sleep(0.05)
+
+        await choose("second")
+        run = await weft.run_and_wait(notebook_id, cell, timeout=120)
+        assert run["state"] == "done", run
+        assert "(3, 11)" in text_of(run)
+        (container,) = docker_engine.containers.list(
+            filters={"label": f"weft.notebook={notebook_id}"}
+        )
+        assert container.attrs["Config"]["Image"] == second_image
+        assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+        assert set(container.attrs["NetworkSettings"]["Networks"]) == {"none"}
+        assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
+
+        # Back to the default: the kernel is restarted from it, as for new dependencies.
+        await choose("default")
+        response = await weft.api.post(f"/api/notebooks/{notebook_id}/environment", json={})
+        assert response.status_code == 200, response.text
+        status = await kernel_map(weft, notebook_id)
+        assert status.get("restarted") is True
+        assert "runtime changed" in status["reason"]
+        assert (await weft.run_and_wait(notebook_id, cell, timeout=120))["state"] == "done"
+        (container,) = docker_engine.containers.list(
+            filters={"label": f"weft.notebook={notebook_id}"}
+        )
+        assert container.attrs["Config"]["Image"] == IMAGE
+
+        # A name the server does not register (here, an image reference) chooses nothing.
+        for hostile in (second_image, "x" * 100_000, ["second"]):
+            await choose(hostile)
+            run = await weft.run_and_wait(notebook_id, cell, timeout=120)
+            assert run["state"] == "error", run
+            assert run["outputs"][-1]["ename"] == "DependencyError"
+            assert "choose one of: default, second" in run["outputs"][-1]["evalue"]
+            status = await kernel_map(weft, notebook_id)
+            assert status["state"] == "dead"
+            assert status["environment_error"]["kind"] == "runtime"
+            assert "choose one of: default, second" in status["error"]
+        response = await weft.api.post(f"/api/notebooks/{notebook_id}/environment", json={})
+        assert response.status_code == 422
+        assert response.json()["error"]["kind"] == "runtime"
