@@ -5,8 +5,6 @@ engine, a notebook's kernel started from the second image it chose."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,19 +136,6 @@ def test_another_image_is_another_environment_directory() -> None:
     assert environment_key(packages, runtime("weft-alias:1", "sha256:1")) == one
 
 
-SECOND = f"weft-runtime-second:{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def second_image(docker_engine: docker.DockerClient) -> Iterator[str]:
-    """The runtime image under a second name (a tag: cheap), removed afterwards."""
-    docker_engine.images.get(IMAGE).tag(SECOND)
-    try:
-        yield SECOND
-    finally:
-        docker_engine.images.remove(SECOND, noprune=True)
-
-
 async def kernel_map(weft: Weft, notebook_id: str) -> dict[str, Any]:
     ws = weft.server.url.replace("http", "ws", 1) + "/ws"
     async with py_client(ws, notebook_id, token=token_of(weft.api)) as client:
@@ -162,10 +147,10 @@ async def kernel_map(weft: Weft, notebook_id: str) -> dict[str, Any]:
 @pytest.mark.docker
 @pytest.mark.timeout(300)
 async def test_a_notebook_runs_in_the_runtime_it_chose_and_only_a_registered_one(
-    docker_engine: docker.DockerClient, start_server: StartServer, second_image: str
+    docker_engine: docker.DockerClient, start_server: StartServer, second_runtime_image: str
 ) -> None:
     async with running_weft(
-        docker_engine, start_server, WEFT_KERNEL_IMAGES=f"second={second_image}"
+        docker_engine, start_server, WEFT_KERNEL_IMAGES=f"second={second_runtime_image}"
     ) as weft:
         response = await weft.api.get(
             "/api/notebooks/00000000-0000-0000-0000-000000000000/runtimes"
@@ -177,7 +162,7 @@ async def test_a_notebook_runs_in_the_runtime_it_chose_and_only_a_registered_one
         assert response.json() == {
             "runtimes": [
                 {"name": "default", "image": IMAGE, "default": True},
-                {"name": "second", "image": second_image, "default": False},
+                {"name": "second", "image": second_runtime_image, "default": False},
             ]
         }
         ws = weft.server.url.replace("http", "ws", 1) + "/ws"
@@ -200,7 +185,7 @@ async def test_a_notebook_runs_in_the_runtime_it_chose_and_only_a_registered_one
         (container,) = docker_engine.containers.list(
             filters={"label": f"weft.notebook={notebook_id}"}
         )
-        assert container.attrs["Config"]["Image"] == second_image
+        assert container.attrs["Config"]["Image"] == second_runtime_image
         assert container.attrs["HostConfig"]["NetworkMode"] == "none"
         assert set(container.attrs["NetworkSettings"]["Networks"]) == {"none"}
         assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
@@ -219,7 +204,7 @@ async def test_a_notebook_runs_in_the_runtime_it_chose_and_only_a_registered_one
         assert container.attrs["Config"]["Image"] == IMAGE
 
         # A name the server does not register (here, an image reference) chooses nothing.
-        for hostile in (second_image, "x" * 100_000, ["second"]):
+        for hostile in (second_runtime_image, "x" * 100_000, ["second"]):
             await choose(hostile)
             run = await weft.run_and_wait(notebook_id, cell, timeout=120)
             assert run["state"] == "error", run
