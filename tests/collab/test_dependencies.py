@@ -104,3 +104,9 @@ async def test_imports_and_copies_keep_the_list_and_old_plain_lists_still_read(
         metadata["dependencies"] = ["tabulate", "weftdemo"]
         await client.flush()
     await wait_exported(api, old, ["tabulate", "weftdemo"])
+    # The panel's first edit of such a document makes the list a Y.Array (the server takes it).
+    async with py_client(server.ws_base, old, token=token_of(api)) as client:
+        metadata = client.doc.get("meta", type=Map)["metadata"]
+        metadata["dependencies"] = Array(["tabulate", "weftdemo", "polars"])
+        await client.flush()
+    await wait_exported(api, old, ["tabulate", "weftdemo", "polars"])
