@@ -19,7 +19,8 @@ import pytest
 from executor.environments.images import RuntimeImages
 from executor.environments.preparer import Environments, EnvironmentSettings
 from executor.environments.store import EnvironmentStore
-from tests.executor.conftest import IMAGE
+from tests.conftest import StartServer
+from tests.executor.conftest import IMAGE, running_weft
 
 DAY = 86400.0
 
@@ -161,3 +162,31 @@ async def test_a_set_a_container_mounts_is_kept_until_it_is_gone(
     off = Environments(EnvironmentSettings(tmp_path / "env", keep_days=0), environments.images)
     make_set(off.store, key(8), age_days=1000)
     assert await off.clean(docker_engine, set()) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.docker
+@pytest.mark.timeout(180)
+async def test_a_server_removes_old_sets_when_it_starts(
+    tmp_path: Path, docker_engine: docker.DockerClient, start_server: StartServer
+) -> None:
+    store = EnvironmentStore(tmp_path / "env")
+    make_set(store, key(1), age_days=40)
+    make_set(store, key(2), age_days=2)
+    async with running_weft(
+        docker_engine, start_server, WEFT_ENV_DIR=str(store.root), WEFT_ENV_KEEP_DAYS="30"
+    ) as weft:
+        with anyio.fail_after(60):
+            while store.has(key(1)):
+                await anyio.sleep(0.1)
+        assert store.has(key(2))
+        with anyio.fail_after(10):
+            while "environment set removed" not in weft.server.log_text():
+                await anyio.sleep(0.1)
+        line = next(
+            json.loads(text)
+            for text in weft.server.log_text().splitlines()
+            if "environment set removed" in text
+        )
+        assert line["key"] == key(1)
+        assert line["bytes"] == 14
