@@ -125,6 +125,11 @@ export function configurationPanel ({ model, notebookId, readOnly }) {
     const chosen = metadataValue(model, 'runtime')
     const name = typeof chosen === 'string' && chosen ? chosen : 'default'
     const known = (runtimes || []).find((r) => r.name === name)
+    // Drawn again only when it changes (every edit of the metadata calls this), so a menu
+    // someone has open is not closed by another person's edit.
+    const drawn = JSON.stringify([name, runtimes])
+    if (drawn === runtimeSelect.dataset.drawn) return
+    runtimeSelect.dataset.drawn = drawn
     const options = (runtimes || []).map((r) => h('option', { value: r.name }, r.name))
     // A name this server does not offer (a copy from another server, or anyone's edit) is
     // shown as it is, never chosen for them: the kernel status says which exist.
