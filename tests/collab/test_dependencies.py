@@ -5,18 +5,18 @@ the server reads them as a plain list, as it reads the plain lists of older docu
 from __future__ import annotations
 
 import json
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import anyio
 import httpx
 import pytest
-from pycrdt import Array, Map
+from pycrdt import Array, Doc, Map
 
+from collab.sync.peers import NotebookPeer
 from tests.conftest import import_code_notebook, new_notebook, token_of
 from tests.support.pyclient import PyYClient, py_client
 from tests.support.server import ServerProcess
-
-pytestmark = pytest.mark.anyio
 
 
 def dependencies(client: PyYClient) -> Any:
@@ -42,6 +42,7 @@ async def wait_exported(
             await anyio.sleep(0.05)
 
 
+@pytest.mark.anyio
 async def test_two_people_adding_at_once_both_keep_their_package(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:
@@ -73,6 +74,7 @@ async def test_two_people_adding_at_once_both_keep_their_package(
         await wait_exported(api, notebook_id, ["polars>=1.0", "weftdemo==2.0"])
 
 
+@pytest.mark.anyio
 async def test_imports_and_copies_keep_the_list_and_old_plain_lists_still_read(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:
@@ -110,3 +112,33 @@ async def test_imports_and_copies_keep_the_list_and_old_plain_lists_still_read(
         metadata["dependencies"] = Array(["tabulate", "weftdemo", "polars"])
         await client.flush()
     await wait_exported(api, old, ["tabulate", "weftdemo", "polars"])
+
+
+def test_the_server_edits_only_the_entries_that_change() -> None:
+    """%pip install replacing an entry (set_metadata_list) merges with a person's concurrent
+    add, and a hostile entry it drops goes without harm."""
+    server_doc: Doc[Any] = Doc()
+    metadata: Map[Any] = Map()
+    server_doc.get("meta", type=Map)["metadata"] = metadata
+    metadata["dependencies"] = Array(["tabulate", "weftdemo==1.0", {"x": 1}, "polars"])
+    person: Doc[Any] = Doc()
+    person.apply_update(server_doc.get_update())
+    peer = NotebookPeer(cast(Any, SimpleNamespace(doc=server_doc)), cast(Any, None))
+    before = person.get_state()
+    person_list = person.get("meta", type=Map)["metadata"]["dependencies"]
+    person_list.append("weftextra")
+    peer.set_metadata_list("dependencies", ["tabulate", "weftdemo==2.0", "polars"])
+    server_doc.apply_update(person.get_update(server_doc.get_state()))
+    person.apply_update(server_doc.get_update(before))
+    for doc in (server_doc, person):
+        assert peer_metadata(doc) == ["tabulate", "weftdemo==2.0", "polars", "weftextra"]
+    # A plain list (an older document) becomes a Y.Array.
+    metadata["dependencies"] = ["tabulate"]
+    peer.set_metadata_list("dependencies", ["tabulate", "weftdemo"])
+    assert isinstance(metadata["dependencies"], Array)
+    assert peer_metadata(server_doc) == ["tabulate", "weftdemo"]
+
+
+def peer_metadata(doc: Doc[Any]) -> list[Any]:
+    value: list[Any] = doc.get("meta", type=Map)["metadata"]["dependencies"].to_py()
+    return value
