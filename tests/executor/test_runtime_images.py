@@ -5,6 +5,9 @@ engine, a notebook's kernel started from the second image it chose."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from executor.environments.resolver import Package
 from executor.environments.runtime import Runtime
 from executor.environments.store import environment_key
 from tests.conftest import StartServer, token_of
-from tests.executor.conftest import IMAGE, Weft, running_weft, text_of
+from tests.executor.conftest import IMAGE, ROOT, Weft, running_weft, text_of
 from tests.support.pyclient import py_client
 
 
@@ -217,3 +220,18 @@ async def test_a_notebook_runs_in_the_runtime_it_chose_and_only_a_registered_one
         response = await weft.api.post(f"/api/notebooks/{notebook_id}/environment", json={})
         assert response.status_code == 422
         assert response.json()["error"]["kind"] == "runtime"
+
+
+def test_the_server_does_not_start_with_a_malformed_value(tmp_path: Path) -> None:
+    env = {**os.environ, "WEFT_STATE_DIR": str(tmp_path), "WEFT_KERNEL_IMAGES": "gpu"}
+    done = subprocess.run(
+        [sys.executable, "-m", "collab.server.cli", "serve", "--port", "1"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "weft: WEFT_KERNEL_IMAGES must be name=image pairs" in done.stderr
+    assert "Traceback" not in done.stderr
