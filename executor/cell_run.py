@@ -25,7 +25,7 @@ import anyio
 import asyncpg
 from prometheus_client import Histogram
 
-from collab.document.schema import KernelState, KernelStatus, RunRecord, RunState
+from collab.document.schema import DEPENDENCIES, KernelState, KernelStatus, RunRecord, RunState
 from collab.storage.catalog import Catalog
 from collab.sync.peers import CellSnapshot, NotebookPeer, NotebookPeers
 from executor.config import ExecutorSettings
@@ -220,13 +220,13 @@ class CellRun:
         None if the run ended here (no kernel, or interrupted before it started)."""
         run = self.run
         kernel = self.kernels.current(run.notebook_id)
-        restart = environment_restart(kernel, environment)
+        restart = environment_restart(kernel, environment, self.c.settings.image)
         if kernel is None or not kernel.alive or restart:
             starting: KernelStatus = {"state": KernelState.STARTING, "since": now()}
             notebook.set_kernel({**starting, **restart})
         try:
             kernel = await self.kernels.get(
-                run.notebook_id, workspace_dir, network, environment.mount
+                run.notebook_id, workspace_dir, network, environment.mount, environment.image
             )
         except KernelError as exc:
             reason = str(exc)
@@ -529,9 +529,20 @@ class RestartNote(TypedDict, total=False):
     reason: str
 
 
-def environment_restart(kernel: Kernel | None, environment: Prepared) -> RestartNote:
-    """The kernel status's note when a live kernel must make way for another package set."""
-    if kernel is None or not kernel.alive or kernel.environment == environment.key:
+def environment_restart(
+    kernel: Kernel | None, environment: Prepared, default_image: str
+) -> RestartNote:
+    """The kernel status's note when a live kernel must make way for another runtime image
+    or another package set."""
+    if kernel is None or not kernel.alive:
+        return {}
+    if (kernel.image or default_image) != (environment.image or default_image):
+        return {
+            "restarted": True,
+            "reason": "the runtime changed: the kernel was restarted from the image "
+            f"{environment.image or default_image}, and the names earlier runs defined are gone",
+        }
+    if kernel.environment == environment.key:
         return {}
     return {
         "restarted": True,
@@ -556,7 +567,7 @@ def pip_dependencies(notebook: NotebookPeer, run: Run) -> str | None:
             replaced += [old] if old else []
         dependencies = updated
     if added:
-        notebook.set_metadata("dependencies", dependencies)
+        notebook.set_metadata_list(DEPENDENCIES, list(dependencies or []))
         log.info(
             "dependencies added by %%pip",
             extra={"notebook_id": str(run.notebook_id), "user_id": run.requested_by},

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collab.settings import Settings, env_float
+from executor.environments.images import DEFAULT, RuntimeImage, RuntimeImages
 from executor.environments.preparer import EnvironmentSettings
 
 
@@ -20,7 +21,10 @@ class ExecutorSettings:
     """
 
     files_root: Path
+    # The default runtime image (``default``), and the others a notebook may choose
+    # (WEFT_KERNEL_IMAGES: name -> image reference; executor.environments.images).
     image: str = "weft-runtime:latest"
+    images: tuple[tuple[str, str], ...] = ()
     memory_mb: int = 512
     cpus: float = 1.0
     pids: int = 128
@@ -62,12 +66,21 @@ class ExecutorSettings:
         default_factory=lambda: EnvironmentSettings(Path(".state/environments").resolve())
     )
 
+    @property
+    def runtimes(self) -> RuntimeImages:
+        return RuntimeImages(
+            (RuntimeImage(DEFAULT, self.image), *(RuntimeImage(n, i) for n, i in self.images))
+        )
+
     @classmethod
     def from_env(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ExecutorSettings:
         env = os.environ if env is None else env
+        image = env.get("WEFT_KERNEL_IMAGE") or "weft-runtime:latest"
+        runtimes = RuntimeImages.parse(image, env.get("WEFT_KERNEL_IMAGES"))
         return cls(
             files_root=Path(env.get("WEFT_FILES_DIR") or settings.state_dir / "files").resolve(),
-            image=env.get("WEFT_KERNEL_IMAGE") or "weft-runtime:latest",
+            image=image,
+            images=tuple((r.name, r.image) for r in runtimes.images[1:]),
             memory_mb=int(env_float(env, "WEFT_KERNEL_MEMORY_MB", 512)),
             cpus=env_float(env, "WEFT_KERNEL_CPUS", 1.0),
             pids=int(env_float(env, "WEFT_KERNEL_PIDS", 128)),

@@ -62,10 +62,14 @@ def container_options(
     workspace_dir: Path,
     network: bool,
     environment: Path | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
     """Everything that locks a kernel down; one place, so a test can inspect it.
-    ``environment``: the notebook's package set, mounted read-only (executor.environments)."""
-    return add_mount(_locked_down(settings, notebook_id, workspace_dir, network), environment)
+    ``environment``: the notebook's package set, mounted read-only (executor.environments);
+    ``image``: the runtime image the notebook chose (None: the default one). Every runtime
+    gets the same limits."""
+    options = _locked_down(settings, notebook_id, workspace_dir, network)
+    return add_mount({**options, "image": image or settings.image}, environment)
 
 
 def _locked_down(
@@ -143,6 +147,7 @@ class Kernel:
         self.alive = False
         self.network = False
         self.environment: str | None = None  # the key of the package set it mounts
+        self.image: str | None = None  # the runtime image it runs (None: the default)
         self.execution_count = 0
         self.last_used = anyio.current_time()
         # The run in progress (run id, cell id), and the runs that ended (for late output).
@@ -168,9 +173,10 @@ class Kernel:
         workspace_dir: Path,
         network: bool = False,
         environment: tuple[str, Path] | None = None,
+        image: str | None = None,
     ) -> Kernel:
         options = container_options(
-            settings, notebook_id, workspace_dir, network, environment and environment[1]
+            settings, notebook_id, workspace_dir, network, environment and environment[1], image
         )
         try:
             container = await anyio.to_thread.run_sync(
@@ -180,13 +186,14 @@ class Kernel:
             )
         except docker.errors.ImageNotFound:
             raise KernelError(
-                f"runtime image {settings.image} is missing; build it with "
+                f"runtime image {options['image']} is missing; build it with "
                 "scripts/ensure-runtime-image.sh"
             ) from None
         except docker.errors.DockerException as exc:
             raise KernelError(f"could not create the kernel container: {exc}") from None
         kernel = cls(client, container, notebook_id, settings.message_max_bytes)
         kernel.network = network
+        kernel.image = image
         kernel.environment = environment[0] if environment else None
         try:
             await kernel._attach_and_start()

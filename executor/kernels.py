@@ -47,15 +47,18 @@ class KernelPool:
         workspace_dir: Path,
         network: bool = False,
         environment: tuple[str, Path] | None = None,
+        image: str | None = None,
     ) -> Kernel:
-        """The notebook's kernel, started if needed; one with another network setting or
-        another package set (``environment``: its key and directory) is replaced."""
+        """The notebook's kernel, started if needed; one with another network setting,
+        another package set (``environment``: its key and directory) or another runtime image
+        (``image``, None: the default) is replaced."""
         if self._client is None:
             raise KernelError(
                 "no Docker engine answers, so cells cannot run; start one with "
                 "scripts/ensure-docker.sh and restart the server"
             )
         key = environment[0] if environment else None
+        image = image or self._settings.image
 
         def fits(kernel: Kernel | None) -> bool:
             return (
@@ -63,6 +66,7 @@ class KernelPool:
                 and kernel.alive
                 and kernel.network == network
                 and kernel.environment == key
+                and (kernel.image or self._settings.image) == image
             )
 
         kernel = self._kernels.get(notebook_id)
@@ -80,7 +84,13 @@ class KernelPool:
             if len(self._kernels) >= self._settings.max_kernels:
                 await self._evict_idle()
             kernel = await Kernel.start(
-                self._client, self._settings, notebook_id, workspace_dir, network, environment
+                self._client,
+                self._settings,
+                notebook_id,
+                workspace_dir,
+                network,
+                environment,
+                image,
             )
             kernel.on_stop = self.on_stop
             self._kernels[notebook_id] = kernel
@@ -94,6 +104,10 @@ class KernelPool:
         if kernel is not None:
             kernel.on_stop = None
             await kernel.remove()
+
+    def mounted(self) -> set[str]:
+        """The keys of the package sets this process's kernels mount (kept by cleanup)."""
+        return {k.environment for k in self._kernels.values() if k.environment is not None}
 
     def held(self) -> list[Kernel]:
         return list(self._kernels.values())

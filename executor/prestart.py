@@ -90,7 +90,9 @@ class KernelPrestart(RoomHooks):
                 return
             notebook.set_kernel({"state": KernelState.STARTING, "since": now()})
             try:
-                await executor.kernels.get(notebook_id, workspace_dir, network, environment.mount)
+                await executor.kernels.get(
+                    notebook_id, workspace_dir, network, environment.mount, environment.image
+                )
             except (KernelError, VolumeError) as exc:
                 if not executor.in_progress.running(notebook_id):
                     notebook.set_kernel(

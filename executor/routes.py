@@ -306,6 +306,13 @@ async def prepare_environment(executor: Executor, request: Request) -> Response:
     return JSONResponse({"ready": True})
 
 
+async def list_runtimes(executor: Executor, request: Request) -> Response:
+    """The runtime images this server offers a notebook (``default`` first, then
+    WEFT_KERNEL_IMAGES); the notebook's choice is ``meta.metadata.runtime``."""
+    await _notebook(request, Role.VIEWER)
+    return JSONResponse({"runtimes": executor.settings.runtimes.describe()})
+
+
 async def get_executor_settings(executor: Executor, request: Request) -> Response:
     workspace_id = await _workspace(request, Role.VIEWER)
     return JSONResponse({"network": await executor.network_allowed(workspace_id)})
@@ -330,6 +337,7 @@ def routes(executor: Running[Executor]) -> list[BaseRoute]:
         executor.route("/api/notebooks/{notebook_id}/interrupt", interrupt, "POST"),
         executor.route("/api/notebooks/{notebook_id}/restart", restart, "POST"),
         executor.route("/api/notebooks/{notebook_id}/environment", prepare_environment, "POST"),
+        executor.route("/api/notebooks/{notebook_id}/runtimes", list_runtimes, "GET"),
         executor.route("/api/notebooks/{notebook_id}/runs", list_runs, "GET"),
         executor.route("/api/runs/{run_id}", get_run, "GET"),
         executor.route("/api/workspaces/{workspace_id}/executor", get_executor_settings, "GET"),

@@ -78,7 +78,7 @@ class Executor:
             volumes=_volumes(settings),
         )
         self.kernels = KernelPool(None, settings)
-        self.environments = Environments(settings.environments, settings.image)
+        self.environments = Environments(settings.environments, settings.runtimes)
         self.in_progress = InProgress()
         self.sessions = KernelSessions(
             self.notebooks,
@@ -157,6 +157,7 @@ class Executor:
                 prestart: KernelPrestart | None = None
                 if worker:
                     self.worker.start(tg)
+                    tg.start_soon(self._clean_environments)
                     if self.settings.prestart:
                         prestart = KernelPrestart(self, tg)
                         self.services.rooms.hooks.add(prestart)
@@ -178,6 +179,18 @@ class Executor:
                         await listener.remove_listener(CONTROL_CHANNEL, self.worker.controlled)
                         await listener.remove_listener(ACCESS_CHANNEL, self.worker.access_changed)
                     await self.services.pool.release(listener)
+
+    async def _clean_environments(self) -> None:
+        """Old environment sets removed at start and every WEFT_ENV_CLEAN_INTERVAL_SECONDS
+        (executor.environments.store: never one in use, or given to a kernel lately)."""
+        while True:
+            client = self.kernels.client
+            if client is not None:
+                try:
+                    await self.environments.clean(client, self.kernels.mounted())
+                except Exception:
+                    log.exception("cleaning old environment sets failed")
+            await anyio.sleep(self.settings.environments.clean_interval_s)
 
     async def _connect_docker(self) -> None:
         try:
@@ -291,7 +304,7 @@ class Executor:
         async with self.notebooks.open(notebook_id) as notebook:
             environment = await self.environments.prepare(notebook, client, update=update)
             kernel = self.kernels.current(notebook_id)
-            restart = environment_restart(kernel, environment)
+            restart = environment_restart(kernel, environment, self.settings.image)
             if restart:
                 await self.kernels.discard(notebook_id)
             with notebook.batch():

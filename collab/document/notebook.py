@@ -15,7 +15,7 @@ from typing import Any
 import nbformat
 from pycrdt import Array, Doc, Map, Text
 
-from collab.document.schema import CELL_TYPES, CELLS, META, SESSION_MAPS
+from collab.document.schema import CELL_TYPES, CELLS, DEPENDENCIES, META, SESSION_MAPS
 from collab.errors import BadRequest
 
 # The Yjs client id of seed content. Browsers pick random 32-bit ids, so a collision is as
@@ -142,7 +142,14 @@ def seed_update(notebook: dict[str, JSON], notebook_id: uuid.UUID) -> bytes:
         meta["nbformat_minor"] = NBFORMAT_MINOR
         metadata: Map[Any] = Map()
         meta["metadata"] = metadata
-        _set_sorted(metadata, _plain(dict(notebook.get("metadata") or {})))
+        values = _plain(dict(notebook.get("metadata") or {}))
+        dependencies = values.pop(DEPENDENCIES, [])
+        _set_sorted(metadata, values)
+        # A Y.Array from the start, so two people adding a package at once both keep theirs
+        # (a plain list is replaced whole by whoever writes last).
+        metadata[DEPENDENCIES] = (
+            Array(dependencies) if isinstance(dependencies, list) else dependencies
+        )
         for index, cell in enumerate(notebook.get("cells") or []):
             cell_id = str(cell.get("id") or "")
             if not cell_id or cell_id in used:
@@ -200,6 +207,8 @@ def to_ipynb(doc: Doc[Any], title: str | None = None) -> dict[str, JSON]:
     """The document as an nbformat 4.5 notebook (valid for nbformat.validate)."""
     meta = _json(doc.get(META, type=Map))
     metadata = dict(meta.get("metadata") or {})
+    if metadata.get(DEPENDENCIES) == []:
+        del metadata[DEPENDENCIES]  # every notebook has the list; an empty one says nothing
     if title is not None:
         metadata["title"] = title
     cells = []

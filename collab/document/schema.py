@@ -5,7 +5,8 @@ One Y.Doc per notebook (DESIGN.md "The document"; compatible with jupyter_ydoc's
 
 - ``cells``: Y.Array of Y.Map {id, cell_type, source: Y.Text, metadata: Y.Map,
   outputs: Y.Array of Y.Map (a stream's ``text`` is a Y.Text), execution_count}
-- ``meta``: Y.Map {nbformat, nbformat_minor, metadata: Y.Map {title, reactive, ...}}
+- ``meta``: Y.Map {nbformat, nbformat_minor, metadata: Y.Map {title, reactive,
+  dependencies: Y.Array of str, environment, runtime, ...}}
 - ``runs``: Y.Map cell id -> RunRecord (the executor's)
 - ``symbols``: Y.Map cell id -> list of Symbol (the executor's)
 - ``kernel``: Y.Map, a KernelStatus (the executor's; the status light)
@@ -66,6 +67,13 @@ TITLE: Final = "title"
 # Notebook-wide switches in meta.metadata.
 REACTIVE: Final = "reactive"
 STOP_ON_ERROR: Final = "stop_on_error"
+# The notebook's environment in meta.metadata (executor.environments): the requested packages
+# (a Y.Array of PEP 508 strings, so concurrent adds and removes merge; older documents hold a
+# plain list, read the same), the set they resolved to (written by the server), and the name
+# of the runtime image it chose (one the server registers; none: the default).
+DEPENDENCIES: Final = "dependencies"
+ENVIRONMENT: Final = "environment"
+RUNTIME: Final = "runtime"
 
 # -- outputs (nbformat's) ---------------------------------------------------------------
 

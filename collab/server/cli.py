@@ -126,10 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        # Extensions read their own settings as they load (WEFT_KERNEL_IMAGES, ...).
+        result: int = args.func(args, settings)
     except SettingsError as exc:
         print(f"weft: {exc}", file=sys.stderr)
         return 2
-    result: int = args.func(args, settings)
     return result
 
 

@@ -21,6 +21,7 @@ appended (a write that must follow theirs goes after it). Keys and value shapes 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 import uuid
@@ -198,17 +199,41 @@ class NotebookPeer:
 
         self._write(action)
 
+    def _metadata_map(self) -> Map[Any]:
+        """``meta.metadata``, made a Y.Map if it is not one (inside a write)."""
+        meta = self._map(schema.META)
+        metadata = meta.get("metadata")
+        if not isinstance(metadata, Map):
+            metadata = Map()
+            meta["metadata"] = metadata
+        return metadata
+
     def set_metadata(self, key: str, value: Any) -> None:
         """One entry of the notebook's metadata (``meta.metadata``: dependencies, the
         resolved environment), as an edit everyone sees."""
-        meta = self._map(schema.META)
+        self._write(lambda: self._metadata_map().__setitem__(key, value))
+
+    def set_metadata_list(self, key: str, values: list[str]) -> None:
+        """A list in the notebook's metadata (``dependencies``) made ``values``: a Y.Array is
+        edited in place (only the entries that changed), so a person's concurrent add or
+        remove merges with it; a plain list (older documents) becomes a Y.Array."""
 
         def action() -> None:
-            metadata = meta.get("metadata")
-            if not isinstance(metadata, Map):
-                metadata = Map()
-                meta["metadata"] = metadata
-            metadata[key] = value
+            metadata = self._metadata_map()
+            current = metadata.get(key)
+            if not isinstance(current, Array):
+                metadata[key] = Array(list(values))
+                return
+            # Anything but a string (a hostile map, say) differs from every new entry.
+            before = [v if isinstance(v := to_json(item), str) else object() for item in current]
+            matcher = difflib.SequenceMatcher(a=before, b=values, autojunk=False)
+            for tag, i1, i2, j1, j2 in reversed(matcher.get_opcodes()):
+                if tag == "equal":
+                    continue
+                for index in range(i2 - 1, i1 - 1, -1):
+                    del current[index]
+                for offset, value in enumerate(values[j1:j2]):
+                    current.insert(i1 + offset, value)
 
         self._write(action)
 

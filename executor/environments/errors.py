@@ -7,7 +7,8 @@ from __future__ import annotations
 class EnvironmentFailure(Exception):
     """An environment could not be prepared.
 
-    ``kind``: invalid | unknown | no-version | no-wheel | conflict | index | install;
+    ``kind``: invalid | unknown | no-version | no-wheel | conflict | index | install |
+    runtime (the notebook names a runtime image the server does not offer);
     ``requirement``: the requirement it is about, when there is one.
     """
 

@@ -1,8 +1,9 @@
 """A notebook's request -> the directory its kernel mounts, with progress for everyone.
 
->>> environments = Environments(EnvironmentSettings.from_env(settings), image="weft-runtime:latest")
+>>> environments = Environments(EnvironmentSettings.from_env(settings), executor_settings.runtimes)
 >>> prepared = await environments.prepare(notebook, client)   # writes status and record
 >>> prepared.path   # None when the image has everything the request needs
+>>> prepared.image  # the runtime image the notebook chose (meta.metadata.runtime)
 
 While it works, the notebook's ``kernel`` map says so (``state: preparing`` with the step,
 the package and how far, and the tail of the installer's log), so every collaborator sees
@@ -29,6 +30,7 @@ from collab.document.schema import KernelState
 from collab.settings import Settings, env_float
 from collab.sync.peers import NotebookPeer
 from executor.environments.errors import EnvironmentFailure
+from executor.environments.images import RuntimeImage, RuntimeImages
 from executor.environments.record import (
     make_record,
     recorded_packages,
@@ -38,7 +40,7 @@ from executor.environments.record import (
 from executor.environments.requirements import canonical, parse_requirements
 from executor.environments.resolver import Package, resolve
 from executor.environments.runtime import Runtime, probe_runtime
-from executor.environments.store import EnvironmentStore
+from executor.environments.store import EnvironmentStore, Removed
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,10 @@ class EnvironmentSettings:
     # A resolution is reused for the same request on the same runtime for this long, so a
     # second notebook with the same dependencies starts without asking the index anything.
     resolution_ttl_s: float = 600.0
+    # Sets no kernel was given for this long (and none mounts) are removed (0: never), every
+    # clean_interval_s, first at start (EnvironmentStore.clean).
+    keep_days: float = 30.0
+    clean_interval_s: float = 6 * 3600.0
 
     @classmethod
     def from_env(
@@ -65,24 +71,25 @@ class EnvironmentSettings:
             index_url=(env.get("WEFT_PACKAGE_INDEX_URL") or "https://pypi.org/simple").rstrip("/"),
             timeout_s=env_float(env, "WEFT_ENV_TIMEOUT_SECONDS", 600.0),
             resolution_ttl_s=env_float(env, "WEFT_ENV_RESOLUTION_TTL_SECONDS", 600.0),
+            keep_days=env_float(env, "WEFT_ENV_KEEP_DAYS", 30.0),
+            clean_interval_s=max(60.0, env_float(env, "WEFT_ENV_CLEAN_INTERVAL_SECONDS", 21600.0)),
         )
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """What a kernel for this request mounts: ``path`` (None: nothing beyond the image)."""
+    """What a kernel for this notebook starts from: ``image`` (its runtime's reference) and
+    the set it mounts, ``path`` (None: nothing beyond the image)."""
 
     key: str | None
     path: Path | None
     packages: tuple[Package, ...] = ()
+    image: str | None = None  # None: the default runtime image
 
     @property
     def mount(self) -> tuple[str, Path] | None:
         """(key, directory) for the kernel, or None when there is nothing to mount."""
         return (self.key, self.path) if self.key is not None and self.path is not None else None
-
-
-NOTHING = Prepared(None, None)
 
 
 class _Status:
@@ -142,31 +149,61 @@ class _Status:
 class Environments:
     """Prepares environments for notebooks; one per executor process."""
 
-    def __init__(self, settings: EnvironmentSettings, image: str) -> None:
+    def __init__(self, settings: EnvironmentSettings, images: RuntimeImages) -> None:
         self.settings = settings
-        self.image = image
+        self.images = images
         self.store = EnvironmentStore(settings.root, timeout=settings.timeout_s)
-        self._runtimes: dict[str, Runtime] = {}
+        self._runtimes: dict[tuple[str, str], Runtime] = {}  # (reference, image id)
         # (request, image id) -> (when, the set it resolved to)
         self._resolved: dict[tuple[tuple[str, ...], str], tuple[float, list[Package]]] = {}
         self._notebooks: dict[Any, anyio.Lock] = {}
 
-    async def runtime(self, client: docker.DockerClient) -> Runtime:
+    async def runtime(self, client: docker.DockerClient, image: str | None = None) -> Runtime:
+        """What the runtime image ``image`` (default: the default runtime's) is."""
+        reference = image or self.images.default.image
         try:
-            image_id = await anyio.to_thread.run_sync(lambda: str(client.images.get(self.image).id))
+            image_id = await anyio.to_thread.run_sync(lambda: str(client.images.get(reference).id))
         except docker.errors.ImageNotFound:
             raise EnvironmentFailure(
                 "install",
-                f"runtime image {self.image} is missing; build it with "
-                "scripts/ensure-runtime-image.sh",
+                f"runtime image {reference} is missing; build it with "
+                "scripts/ensure-runtime-image.sh"
+                + ("" if reference == self.images.default.image else " or pull it"),
             ) from None
         except docker.errors.DockerException as exc:
             raise EnvironmentFailure("install", f"the Docker engine failed: {exc}") from None
-        if image_id not in self._runtimes:
-            self._runtimes[image_id] = await anyio.to_thread.run_sync(
-                probe_runtime, client, self.image, self.settings.root / "runtimes"
+        if (reference, image_id) not in self._runtimes:
+            self._runtimes[reference, image_id] = await anyio.to_thread.run_sync(
+                probe_runtime, client, reference, self.settings.root / "runtimes"
             )
-        return self._runtimes[image_id]
+        return self._runtimes[reference, image_id]
+
+    def chosen(self, metadata: dict[str, Any]) -> RuntimeImage:
+        """The runtime the notebook's metadata chooses (EnvironmentFailure if none of ours)."""
+        return self.images.choose(metadata)
+
+    async def clean(self, client: docker.DockerClient, mounted: set[str]) -> list[Removed]:
+        """Remove the sets nobody was given for ``keep_days`` that no kernel mounts: neither
+        this process's (``mounted``) nor any other container on the engine. One log line per
+        set removed."""
+        if self.settings.keep_days <= 0:
+            return []
+        sets = self.store.root / "sets"
+        in_use = mounted | await anyio.to_thread.run_sync(mounted_sets, client, sets)
+        removed = await anyio.to_thread.run_sync(
+            self.store.clean, self.settings.keep_days * 86400, in_use
+        )
+        for item in removed:
+            log.info(
+                "environment set removed",
+                extra={
+                    "key": item.key,
+                    "bytes": item.bytes,
+                    "last_used": datetime.fromtimestamp(item.last_used, UTC).isoformat(),
+                    "keep_days": self.settings.keep_days,
+                },
+            )
+        return removed
 
     async def prepare(
         self, notebook: NotebookPeer, client: docker.DockerClient, *, update: bool = False
@@ -181,12 +218,13 @@ class Environments:
             extra = {"notebook_id": str(notebook.notebook_id)}
             status: _Status | None = None
             try:
+                image = self.chosen(metadata).image
                 request = canonical(parse_requirements(dependencies))
                 if not request:
                     if metadata.get("environment") is not None:
                         notebook.set_metadata("environment", None)
-                    return NOTHING
-                runtime = await self.runtime(client)
+                    return Prepared(None, None, image=image)
+                runtime = await self.runtime(client, image)
                 recorded = (
                     None
                     if update
@@ -202,7 +240,7 @@ class Environments:
                 record = make_record(request, packages, runtime, key)
                 if not same_record(metadata.get("environment"), record):
                     notebook.set_metadata("environment", record)
-                return Prepared(key, path, tuple(packages))
+                return Prepared(key, path, tuple(packages), image=image)
             except EnvironmentFailure as failure:
                 log.warning(
                     "environment failed: %s",
@@ -259,3 +297,15 @@ class Environments:
             log=status.line,
         )
         return key, path
+
+
+def mounted_sets(client: docker.DockerClient, sets: Path) -> set[str]:
+    """The keys of the sets under ``sets`` that any container on the engine mounts (kernels
+    of other servers sharing the store included); blocking."""
+    keys = set()
+    for container in client.containers.list(all=True, filters={"label": "weft.kernel=1"}):
+        for mount in container.attrs.get("Mounts") or []:
+            source = Path(str(mount.get("Source") or ""))
+            if source.parent == sets:
+                keys.add(source.name)
+    return keys

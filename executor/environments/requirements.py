@@ -26,6 +26,7 @@ def parse_requirements(value: Any) -> list[Requirement]:
     if value is None:
         return []
     if not isinstance(value, list):
+        # A list (older documents) or a Y.Array of strings: both read as a list.
         raise EnvironmentFailure(
             "invalid", 'dependencies must be a list of requirement strings, like ["tabulate"]'
         )
@@ -41,7 +42,7 @@ def parse_requirements(value: Any) -> list[Requirement]:
         if name in seen:
             raise EnvironmentFailure(
                 "invalid",
-                f"{requirement.name} is listed twice ({seen[name]!r} and {str(item)!r}): "
+                f"{requirement.name} is listed twice ({seen[name]!r} and {_short(item)}): "
                 "keep one, with every version bound in it",
                 str(item),
             )
@@ -53,7 +54,7 @@ def parse_requirements(value: Any) -> list[Requirement]:
 def parse_requirement(item: Any) -> Requirement:
     if not isinstance(item, str) or not item.strip():
         raise EnvironmentFailure(
-            "invalid", f"{item!r} is not a requirement: write a package name, like 'tabulate'"
+            "invalid", f"{_short(item)} is not a requirement: write a package name, like 'tabulate'"
         )
     text = item.strip()
     if len(text) > MAX_LENGTH:
@@ -84,6 +85,12 @@ def parse_requirement(item: Any) -> Requirement:
             text,
         )
     return requirement
+
+
+def _short(item: Any) -> str:
+    """A value from the document, as a message may quote it (it may be huge, or a map)."""
+    text = repr(item)
+    return text if len(text) <= 80 else f"{text[:60]}… ({type(item).__name__})"
 
 
 def canonical(requirements: list[Requirement]) -> list[str]:

@@ -5,6 +5,7 @@ directory per environment, named by a hash of exactly what it holds and what it 
 $WEFT_ENV_DIR/wheels/<sha256>/<file>.whl   every wheel ever downloaded, checked by hash
 $WEFT_ENV_DIR/sets/<key>/                  one installed set, read-only, mounted by kernels
 $WEFT_ENV_DIR/sets/<key>.json              what it holds (for people and for the benchmark)
+$WEFT_ENV_DIR/sets/<key>.used              touched whenever a kernel is given the set
 ```
 
 The key covers the runtime (image id, Python version, platform) and the sorted (name,
@@ -14,6 +15,13 @@ directory never changes once made: it is built beside its final name and renamed
 place complete (two servers building the same set at once: one rename wins, the other
 directory is removed).
 
+Old sets are removed by ``EnvironmentStore.clean`` (``WEFT_ENV_KEEP_DAYS``): a set no notebook
+was given for that long and that no running kernel mounts. Taking a set for a kernel (the
+``has`` check and the touch of ``<key>.used``) and removing one (the age check and the
+rename out of ``sets/<key>``) each hold ``sets/.lock`` (flock, so other processes sharing
+the store too), so a set is never removed between being chosen and being used, and a
+prepare racing a removal builds it again.
+
 Installing is pip's wheel installer (``pip install --no-deps --no-index --target``) from
 files whose hashes were checked: it unpacks archives and writes files, it runs nothing
 from them.
@@ -21,14 +29,19 @@ from them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import stat
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -39,9 +52,26 @@ from executor.environments.errors import EnvironmentFailure
 from executor.environments.resolver import Package, run_pip
 from executor.environments.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 Progress = Callable[[str, str | None, int, int], None]  # step, package, done, total
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_KEY = re.compile(r"^[0-9a-f]{32}$")
+# A set given to a kernel this recently is always kept (between being chosen and its
+# container mounting it, nothing else says it is in use), whatever WEFT_ENV_KEEP_DAYS says.
+MIN_KEEP_S = 3600.0
+# Leftovers of a build or a removal that a crash interrupted are removed after this long.
+_LEFTOVER_S = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Removed:
+    """One set ``clean`` removed: its key, size, and when a kernel was last given it."""
+
+    key: str
+    bytes: int
+    last_used: float
 
 
 def environment_key(packages: list[Package], runtime: Runtime) -> str:
@@ -73,6 +103,80 @@ class EnvironmentStore:
     def has(self, key: str) -> bool:
         return (self.root / "sets" / f"{key}.json").exists() and self.set_path(key).is_dir()
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The store's lock (blocking: hold it for a few file operations only)."""
+        sets = self.root / "sets"
+        sets.mkdir(parents=True, exist_ok=True)
+        with open(sets / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _take(self, key: str) -> bool:
+        """Whether the set exists; if it does, it is marked used now (under the lock)."""
+        with self._locked():
+            if not self.has(key):
+                return False
+            self._touch(key)
+            return True
+
+    def _touch(self, key: str) -> None:
+        (self.root / "sets" / f"{key}.used").touch()
+
+    def last_used(self, key: str) -> float:
+        """When a kernel was last given the set (or, never: when it was made)."""
+        sets = self.root / "sets"
+        times = []
+        for name in (f"{key}.used", f"{key}.json", key):
+            with contextlib.suppress(OSError):
+                times.append(os.lstat(sets / name).st_mtime)
+        return max(times, default=0.0)
+
+    def clean(self, keep_s: float, in_use: set[str], now: float | None = None) -> list[Removed]:
+        """Remove every set not given to a kernel for ``keep_s`` seconds (at least
+        MIN_KEEP_S) whose key is not in ``in_use`` (the sets running kernels mount), and
+        leftovers of interrupted builds. Blocking: call it in a worker thread. Only real
+        directories named like a key are removed, and nothing is followed out of the store
+        (a symlink is removed as a link, never its target)."""
+        sets = self.root / "sets"
+        if not sets.is_dir():
+            return []
+        now = time.time() if now is None else now
+        keep_s = max(keep_s, MIN_KEEP_S)
+        removed = []
+        for entry in sorted(os.listdir(sets)):
+            path = sets / entry
+            if entry.startswith((".building-", ".removing-")):
+                with contextlib.suppress(OSError):
+                    if now - os.lstat(path).st_mtime > _LEFTOVER_S:
+                        _remove_tree(path)
+                continue
+            if not _KEY.match(entry) or entry in in_use:
+                continue
+            trash = sets / f".removing-{entry}-{uuid.uuid4().hex[:8]}"
+            with self._locked():
+                try:
+                    mode = os.lstat(path).st_mode
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISDIR(mode):  # not a set this store made: left alone
+                    continue
+                last = self.last_used(entry)
+                if now - last < keep_s:
+                    continue
+                manifest = sets / f"{entry}.json"
+                size = _manifest_bytes(manifest)
+                os.rename(path, trash)  # from here on no one is given it: has() is false
+                for name in (f"{entry}.json", f"{entry}.used"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(sets / name)
+            _remove_tree(trash)
+            removed.append(Removed(entry, size, last))
+        return removed
+
     def _wheel(self, package: Package) -> Path | None:
         folder = self.root / "wheels" / package.sha256
         found = sorted(folder.glob("*.whl")) if folder.is_dir() else []
@@ -96,7 +200,7 @@ class EnvironmentStore:
         key = environment_key(packages, runtime)
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
-            if self.has(key):
+            if await anyio.to_thread.run_sync(self._take, key):
                 return key, self.set_path(key)
             await self._download(packages, runtime, index_url, progress, log)
             progress("installing", None, len(packages), len(packages))
@@ -207,25 +311,42 @@ class EnvironmentStore:
                 tail = output.strip().splitlines()[-1:] or ["no output"]
                 raise EnvironmentFailure("install", f"installing the wheels failed: {tail[0]}")
             await anyio.to_thread.run_sync(_make_read_only, building)
-            final = self.set_path(key)
-            try:
-                building.rename(final)
-            except OSError:
-                if not final.is_dir():
-                    raise
             manifest = {
                 "key": key,
                 "runtime": runtime.describe(),
                 "packages": [[p.name, p.version, p.sha256] for p in packages],
-                "bytes": await anyio.to_thread.run_sync(_size, final),
+                "bytes": await anyio.to_thread.run_sync(_size, building),
             }
-            written = sets / f".{key}.json.{uuid.uuid4().hex[:8]}"
-            written.write_text(json.dumps(manifest, indent=1))
-            written.replace(sets / f"{key}.json")
-            return final
+            await anyio.to_thread.run_sync(self._place, key, building, manifest)
+            return self.set_path(key)
         finally:
             if building.exists():
                 await anyio.to_thread.run_sync(_remove_tree, building)
+
+    def _place(self, key: str, building: Path, manifest: dict[str, object]) -> None:
+        """The built set renamed into place, with its manifest, marked used (under the lock:
+        a removal never sees it half placed)."""
+        sets = self.root / "sets"
+        final = self.set_path(key)
+        written = sets / f".{key}.json.{uuid.uuid4().hex[:8]}"
+        written.write_text(json.dumps(manifest, indent=1))
+        with self._locked():
+            try:
+                building.rename(final)
+            except OSError:
+                if not final.is_dir():
+                    written.unlink()
+                    raise
+            written.replace(sets / f"{key}.json")
+            self._touch(key)
+
+
+def _manifest_bytes(manifest: Path) -> int:
+    try:
+        value = json.loads(manifest.read_text()).get("bytes")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) else 0
 
 
 _MAX_WHEEL_BYTES = 2 * 1024**3
@@ -307,10 +428,18 @@ def _make_read_only(root: Path) -> None:
 
 
 def _remove_tree(root: Path) -> None:
+    """Remove a (read-only) tree without following a symlink anywhere: os.walk does not
+    descend into linked folders, a link is never chmod-ed (that would change its target),
+    and shutil.rmtree removes links as links (a link as ``root`` is just unlinked)."""
+    if os.path.islink(root):
+        os.unlink(root)
+        return
     for folder, dirs, _files in os.walk(root):
         os.chmod(folder, 0o755)
         for name in dirs:
-            os.chmod(os.path.join(folder, name), 0o755)
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755)
     shutil.rmtree(root, ignore_errors=True)
 
 

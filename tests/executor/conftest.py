@@ -64,6 +64,18 @@ def docker_engine() -> docker.DockerClient:
     return client
 
 
+@pytest.fixture
+def second_runtime_image(docker_engine: docker.DockerClient) -> Iterator[str]:
+    """The runtime image under a second name, for WEFT_KERNEL_IMAGES (a tag: cheap, no
+    rebuild), removed afterwards (the tag only: the image stays)."""
+    name = f"weft-runtime-second:{uuid.uuid4().hex[:8]}"
+    docker_engine.images.get(IMAGE).tag(name)
+    try:
+        yield name
+    finally:
+        docker_engine.images.remove(name, noprune=True)
+
+
 @dataclass
 class Weft:
     """A running server with an API client, and helpers to make notebooks and run cells."""

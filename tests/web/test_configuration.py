@@ -16,17 +16,22 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import Browser, expect
+from pycrdt import Map
 
-from tests.conftest import StartServer
-from tests.executor.conftest import remove_kernels
+from tests.conftest import StartServer, token_of
+from tests.executor.conftest import remove_kernels, second_runtime_image
 from tests.support.package_index import PackageIndex, build_wheel
-from tests.web.conftest import WebWeft, _web_server
+from tests.support.pyclient import py_client
+from tests.web.conftest import WebWeft, _web_server, artifact, kernel_web
 from tests.web.ui import cell, click_end
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser, pytest.mark.docker, pytest.mark.timeout(300)]
 
 ADA = ("Ada Lovelace", "#e5484d")
 GRACE = ("Grace Hopper", "#0090ff")
+VIC = ("Vic Viewer", "#30a46c")
+
+__all__ = ["second_runtime_image"]  # a fixture
 
 
 @pytest.fixture
@@ -153,3 +158,95 @@ async def test_an_owner_switches_kernel_network_and_others_see_it(web: WebWeft) 
     await expect(olive.locator(".kernel-network-note")).to_contain_text("run without network")
     response = await web.api.get(f"/api/workspaces/{workspace}/executor")
     assert response.json() == {"network": False}
+
+
+@pytest.fixture
+def quick_index(tmp_path: Path) -> Iterator[PackageIndex]:
+    folder = tmp_path / "quick-index"
+    build_wheel(folder, "weftdemo", "2.0", files={"weftdemo/__init__.py": "VERSION = '2.0'\n"})
+    build_wheel(folder, "weftextra", "1.0", files={"weftextra/__init__.py": "VERSION = '1.0'\n"})
+    with PackageIndex(folder) as served:
+        yield served
+
+
+@pytest.fixture
+async def web_runtimes(
+    docker_engine: Any,
+    start_server: StartServer,
+    web_dist: Path,
+    browser: Browser,
+    quick_index: PackageIndex,
+    second_runtime_image: str,
+) -> AsyncIterator[WebWeft]:
+    async with kernel_web(
+        docker_engine,
+        start_server,
+        web_dist,
+        browser,
+        WEFT_KERNEL_IMAGES=f"second={second_runtime_image}",
+        WEFT_PACKAGE_INDEX_URL=quick_index.url,
+    ) as weft:
+        yield weft
+
+
+async def test_an_editor_chooses_the_runtime_and_two_editors_add_packages_at_once(
+    web_runtimes: WebWeft, docker_engine: Any, second_runtime_image: str
+) -> None:
+    web = web_runtimes
+    notebook = await web.notebook([{"source": "import weftdemo, weftextra\nprint('both')"}])
+    ada_context = await web.person(*ADA)
+    ada = await web.open_notebook(ada_context, notebook)
+    grace = await web.open_notebook(await web.person(*GRACE), notebook)
+    vic = await web.open_notebook(await web.person(*VIC, role="viewer"), notebook)
+    for page in (ada, grace, vic):
+        await page.get_by_role("tab", name="Configuration").click()
+        await expect(page.get_by_label("Runtime")).to_have_value("default")
+    await expect(ada.locator(".runtime-image")).to_have_text(re.compile(r"^weft-runtime:"))
+    await expect(vic.get_by_label("Runtime")).to_be_disabled()  # read-only for viewers
+
+    await ada.get_by_label("Runtime").select_option("second")
+    for page in (grace, vic):
+        await expect(page.get_by_label("Runtime")).to_have_value("second")
+        await expect(page.locator(".runtime-image")).to_have_text(second_runtime_image)
+
+    # Two editors add a package at the same moment (Ada's edit is made offline, so neither
+    # has seen the other's): both packages stay, for everyone.
+    await ada_context.set_offline(True)
+    await expect(ada.locator(".conn-badge")).to_have_attribute("data-state", "offline")
+    await ada.get_by_label("Add a dependency").fill("weftextra")
+    await ada.keyboard.press("Enter")
+    await grace.get_by_label("Add a dependency").fill("weftdemo")
+    await grace.keyboard.press("Enter")
+    await expect(grace.locator('.dep[data-requirement="weftdemo"]')).to_be_visible()
+    await ada_context.set_offline(False)
+    await expect(ada.locator(".conn-badge")).to_have_attribute("data-state", "online")
+    for page in (ada, grace, vic):
+        for name in ("weftdemo", "weftextra"):
+            await expect(page.locator(f'.dep[data-requirement="{name}"]')).to_be_visible()
+
+    await click_end(grace, "c0")
+    await grace.keyboard.press("Shift+Enter")
+    for page in (ada, vic):
+        await expect(cell(page, "c0").locator(".output-stream")).to_have_text(
+            "both\n", timeout=90_000
+        )
+    (container,) = docker_engine.containers.list(filters={"label": f"weft.notebook={notebook}"})
+    assert container.attrs["Config"]["Image"] == second_runtime_image
+    assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+    await ada.screenshot(path=artifact("configuration-runtime-ada.png"))
+
+    # A runtime this server does not offer (written by anyone) is shown, never chosen.
+    async with py_client(web.server.ws_base, notebook, token=token_of(web.api)) as client:
+        client.doc.get("meta", type=Map)["metadata"]["runtime"] = "gpu-elsewhere"
+        await client.flush()
+        for page in (ada, vic):
+            await expect(page.get_by_label("Runtime")).to_have_value("gpu-elsewhere")
+            await expect(page.locator(".runtime-select option:checked")).to_have_text(
+                "gpu-elsewhere (not offered here)"
+            )
+    await click_end(grace, "c0")
+    await grace.keyboard.press("Control+Enter")
+    for page in (ada, vic):
+        await expect(page.locator(".env-error")).to_contain_text(
+            "choose one of: default, second", timeout=60_000
+        )

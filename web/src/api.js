@@ -123,6 +123,7 @@ export const api = {
   restart: (notebookId) => post(`/api/notebooks/${enc(notebookId)}/restart`),
   executorSettings: (workspaceId) => get(`/api/workspaces/${enc(workspaceId)}/executor`),
   setKernelNetwork: (workspaceId, network) => patch(`/api/workspaces/${enc(workspaceId)}/executor`, { network }),
+  runtimes: (notebookId) => get(`/api/notebooks/${enc(notebookId)}/runtimes`),
   prepareEnvironment: (notebookId, update = false) => post(`/api/notebooks/${enc(notebookId)}/environment`, update ? { update: true } : {}),
   runs: (notebookId) => get(`/api/notebooks/${enc(notebookId)}/runs`),
 

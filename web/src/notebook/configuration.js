@@ -1,9 +1,12 @@
-// The Configuration panel: the notebook's dependencies (meta.metadata.dependencies, PEP 508
-// strings, edited live in the document like any other part of it), what each resolved to
-// (meta.metadata.environment, written by the server), and the environment's progress and
-// errors (the kernel map's `preparing` state, `environment_error`, `log`). Viewers see it,
-// read-only. An edit asks the server to prepare the environment at once, so the next run
-// starts without waiting; the server restarts an idle kernel whose packages changed.
+// The Configuration panel: the notebook's runtime (meta.metadata.runtime, one of the images
+// the server registers: GET /api/notebooks/{id}/runtimes), its dependencies
+// (meta.metadata.dependencies, a Y.Array of PEP 508 strings edited entry by entry, so two
+// people adding at once both keep theirs), what each resolved to (meta.metadata.environment,
+// written by the server), and the environment's progress and errors (the kernel map's
+// `preparing` state, `environment_error`, `log`). Viewers see it, read-only. An edit asks the
+// server to prepare the environment at once, so the next run starts without waiting; the
+// server restarts an idle kernel whose runtime or packages changed.
+import * as Y from 'yjs'
 import { h, icon, iconButton, replace } from '../ui/dom.js'
 import { api } from '../api.js'
 import { toastError } from '../ui/toast.js'
@@ -28,7 +31,39 @@ function progressText (environment) {
   return 'Preparing the environment…'
 }
 
+/**
+ * Edit the dependencies list in place: `edit(array)` gets the Y.Array in meta.metadata, made
+ * one first when the document holds a plain list (older documents) or none.
+ */
+function editDependencies (model, edit) {
+  model.doc.transact(() => {
+    let metadata = model.meta.get('metadata')
+    if (!(metadata instanceof Y.Map)) {
+      model.setSetting('dependencies', null)
+      metadata = model.meta.get('metadata')
+    }
+    let list = metadata.get('dependencies')
+    if (!(list instanceof Y.Array)) {
+      const plain = Array.isArray(list) ? list.map(String) : []
+      list = new Y.Array()
+      list.push(plain)
+      metadata.set('dependencies', list)
+    }
+    edit(list)
+  })
+}
+
+/** Indexes of the entries of `list` for which `match(entry)` holds, last first. */
+function indexesOf (list, match) {
+  return list.toArray().map((entry, i) => (match(String(entry)) ? i : -1)).filter((i) => i >= 0).reverse()
+}
+
 export function configurationPanel ({ model, notebookId, readOnly }) {
+  const runtimeSelect = h('select.runtime-select', { 'aria-label': 'Runtime', disabled: readOnly, onchange: () => chooseRuntime(runtimeSelect.value) })
+  const runtimeImage = h('span.runtime-image.muted')
+  let runtimes = null // [{name, image, default}] from the server, once asked
+  api.runtimes(notebookId).then((answer) => { runtimes = answer.runtimes || []; render() }, (error) => toastError(error, 'Could not list the runtimes'))
+  const chooseRuntime = (name) => { model.setSetting('runtime', name); prepare() }
   const list = h('ul.dep-list', { 'aria-label': 'Dependencies' })
   const status = h('div.env-status', { role: 'status', 'aria-live': 'polite' })
   const log = h('pre.env-log-text')
@@ -42,6 +77,8 @@ export function configurationPanel ({ model, notebookId, readOnly }) {
     ? null
     : h('button.btn.btn-ghost.env-update', { type: 'button', title: 'Resolve again: newer versions within the bounds', onclick: () => prepare(true) }, icon('refresh', 14), h('span.btn-label', 'Update'))
   const element = h('section.config-panel', { 'aria-label': 'Configuration' },
+    h('div.config-head', h('h4', 'Runtime')),
+    h('label.runtime-choice', runtimeSelect, runtimeImage),
     h('div.config-head', h('h4', 'Dependencies'), update),
     list, form, status, logBox,
     h('p.config-note.muted', 'Installed by the server from wheels into a read-only environment; the kernel has no network.'))
@@ -62,21 +99,49 @@ export function configurationPanel ({ model, notebookId, readOnly }) {
     const value = metadataValue(model, 'dependencies')
     return Array.isArray(value) ? value.map(String) : []
   }
-  const write = (next) => { model.setSetting('dependencies', next); prepare() }
+  const write = (edit) => { editDependencies(model, edit); prepare() }
+  // Each edit touches only its own entries, so concurrent edits by others merge with it.
   const add = (text) => {
     const wanted = text.trim()
     if (!wanted) return
     const name = requirementName(wanted)
-    const current = dependencies()
-    const next = current.filter((d) => requirementName(d) !== name)
-    next.push(wanted)
     input.value = ''
-    write(next)
+    write((list) => {
+      for (const i of indexesOf(list, (d) => requirementName(d) === name)) list.delete(i, 1)
+      list.push([wanted])
+    })
   }
-  const remove = (requirement) => write(dependencies().filter((d) => d !== requirement))
-  const pin = (requirement, version) => write(dependencies().map((d) => (d === requirement ? `${requirementName(d)}==${version}` : d)))
+  const remove = (requirement) => write((list) => {
+    for (const i of indexesOf(list, (d) => d === requirement)) list.delete(i, 1)
+  })
+  const pin = (requirement, version) => write((list) => {
+    for (const i of indexesOf(list, (d) => d === requirement)) {
+      list.delete(i, 1)
+      list.insert(i, [`${requirementName(requirement)}==${version}`])
+    }
+  })
+
+  function renderRuntime () {
+    const chosen = metadataValue(model, 'runtime')
+    const name = typeof chosen === 'string' && chosen ? chosen : 'default'
+    const known = (runtimes || []).find((r) => r.name === name)
+    // Drawn again only when it changes (every edit of the metadata calls this), so a menu
+    // someone has open is not closed by another person's edit.
+    const drawn = JSON.stringify([name, runtimes])
+    if (drawn === runtimeSelect.dataset.drawn) return
+    runtimeSelect.dataset.drawn = drawn
+    const options = (runtimes || []).map((r) => h('option', { value: r.name }, r.name))
+    // A name this server does not offer (a copy from another server, or anyone's edit) is
+    // shown as it is, never chosen for them: the kernel status says which exist.
+    if (runtimes && !known) options.push(h('option', { value: name, disabled: true }, `${name.slice(0, 40)} (not offered here)`))
+    if (!runtimes) options.push(h('option', { value: name }, name.slice(0, 40)))
+    runtimeSelect.replaceChildren(...options)
+    runtimeSelect.value = name
+    runtimeImage.textContent = known ? known.image : ''
+  }
 
   function render () {
+    renderRuntime()
     const wanted = dependencies()
     const record = metadataValue(model, 'environment') || {}
     const resolved = new Map((Array.isArray(record.packages) ? record.packages : []).map((p) => [requirementName(p.name), p]))
