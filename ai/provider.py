@@ -1,18 +1,24 @@
 """Talking to the model: the official ``openai`` SDK (``AsyncOpenAI``, streaming chat
 completions), so any OpenAI-compatible server works. Failures become a ``ProviderError``
-with a code and a message a person can act on; the API key never appears in either."""
+with a code and a message a person can act on; the API key never appears in either.
+
+The SDK is imported when a client is made (only when the assistant is configured): with
+its models it takes ~0.6-1 s to import, which every server start would otherwise pay.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import openai
-from openai import AsyncOpenAI
 
 from ai.settings import AssistantSettings
+
+if TYPE_CHECKING:
+    import openai
+    from openai import AsyncOpenAI
 
 _KEYLIKE = re.compile(r"\b(sk|key|token)-[A-Za-z0-9_\-*]{6,}")
 
@@ -47,6 +53,8 @@ def _provider_message(exc: openai.APIStatusError) -> str:
 def classify(exc: BaseException, settings: AssistantSettings, *, streaming: bool) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
+    import openai  # imported already: a client raised this
+
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = redact(_provider_message(exc), settings)
@@ -85,6 +93,8 @@ def classify(exc: BaseException, settings: AssistantSettings, *, streaming: bool
 
 
 def make_client(settings: AssistantSettings) -> AsyncOpenAI:
+    from openai import AsyncOpenAI
+
     return AsyncOpenAI(
         api_key=settings.api_key or "unset",
         base_url=settings.base_url,

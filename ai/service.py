@@ -18,11 +18,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from openai import AsyncOpenAI
 from prometheus_client import Counter, Histogram
 
 from ai.answer import Answer
@@ -38,6 +37,9 @@ from collab.document.schema import RunState
 from collab.errors import BadRequest, Conflict, NotFound, Unavailable, WeftError
 from collab.services.container import Services
 from collab.sync.peers import NotebookPeer, open_notebook
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +189,9 @@ class Assistant:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Assistant]:
-        self.tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.settings.model)
         if self.settings.configured:
+            # Both only when there is a model to talk to: they cost every start ~1 s.
+            self.tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.settings.model)
             self.client = make_client(self.settings)
             log.info(
                 "assistant ready",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import logging
 import os
@@ -134,5 +135,26 @@ def main(argv: list[str] | None = None) -> int:
     return result
 
 
+def run() -> None:
+    """The console entry point: ``main``, then an exit that skips tearing the heap down.
+
+    Once ``main`` returns, the server has closed everything it opened (the lifespan saw to
+    it) and only the atexit handlers are left (logging's flush, the embedded PostgreSQL's
+    stop): they run here. What ``sys.exit`` would do after them, finalizing every module
+    and object the app imported, took ~0.5 s of every stop and restart and frees nothing
+    the operating system does not free at once.
+    """
+    try:
+        code = main()
+    except SystemExit as exc:  # SIGTERM (_exit_on_sigterm), argparse's errors
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
