@@ -30,13 +30,14 @@ from ai.cleaner import CodeFilter
 from ai.prompt import Cell, PromptInput, build_prompt
 from ai.provider import CompletionStream, ProviderError, make_client
 from ai.settings import AssistantSettings
-from ai.shared import ACTIVE, DB_ERRORS, HEARTBEAT_S, SharedGeneration, SharedGenerations
+from ai.shared import ACTIVE, HEARTBEAT_S, SharedGeneration, SharedGenerations
 from ai.tokens import Tokenizer, load_tokenizer
 from ai.tracking import Suggestion
 from collab.auth.access import Principal
 from collab.document.schema import RunState
 from collab.errors import BadRequest, Conflict, NotFound, Unavailable, WeftError
 from collab.services.container import Services
+from collab.storage.database import DATABASE_ERRORS
 from collab.sync.peers import NotebookPeer, open_notebook
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ class Assistant:
             try:
                 await self.shared.touch(active)
                 await self.shared.forget(self.settings.keep_finished_s)
-            except DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("assistant: could not refresh shared generations: %s", exc)
             for user, recent in list(self._recent.items()):
                 while recent and now - recent[0] > self.settings.rate_window_s:
@@ -286,7 +287,7 @@ class Assistant:
     async def _save(self, row: SharedGeneration, version: int) -> None:
         try:
             await self.shared.save(row, version)
-        except DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             # Other servers see an older state until the next change; this one is right.
             log.warning(
                 "assistant: could not share a generation's state: %s",
