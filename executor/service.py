@@ -155,16 +155,21 @@ class Executor:
             async with anyio.create_task_group() as tg:
                 self.sessions.tg = tg
                 prestart: KernelPrestart | None = None
-                if worker:
-                    self.worker.start(tg)
-                    if self.settings.prestart:
-                        prestart = KernelPrestart(self, tg)
-                        self.services.rooms.hooks.add(prestart)
                 try:
-                    yield self
+                    # The worker's loops and runs (a BackgroundService) stop first, then the
+                    # sessions' and prestarts' tasks.
+                    async with contextlib.AsyncExitStack() as stack:
+                        if worker:
+                            await stack.enter_async_context(self.worker)
+                            if self.settings.prestart:
+                                prestart = KernelPrestart(self, tg)
+                                self.services.rooms.hooks.add(prestart)
+                        try:
+                            yield self
+                        finally:
+                            if prestart is not None:
+                                self.services.rooms.hooks.remove(prestart)
                 finally:
-                    if prestart is not None:
-                        self.services.rooms.hooks.remove(prestart)
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
