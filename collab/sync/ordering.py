@@ -87,6 +87,12 @@ class RoomOrder:
         return self._synced
 
     @property
+    def waiting(self) -> frozenset[int]:
+        """This room's appends, persisted, above ``synced``: waiting for the rows below
+        them (another server's) to be adopted."""
+        return frozenset(self._own)
+
+    @property
     def tail_length(self) -> int:
         """Rows in the log after the snapshot, as far as this room knows."""
         return self._tail

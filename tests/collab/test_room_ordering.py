@@ -11,6 +11,7 @@ from collab.sync.ordering import Logged, RoomOrder
 
 def _check(order: RoomOrder) -> None:
     assert order.synced <= order.durable <= order.last
+    assert all(order.synced < seq <= order.durable for seq in order.waiting)
     assert order.accepted >= 0
     assert order.tail_length >= 0
 
@@ -77,11 +78,13 @@ def test_own_appends_above_a_gap_wait_until_it_is_filled() -> None:
     order.persisted(ours)
     # Durable, but row 1 is not in the document: synced stays below it.
     assert (order.durable, order.synced) == (3, 0)
+    assert order.waiting == {2, 3}
     assert order.classify(2, b"a") is Logged.GAP
     assert order.classify(1, b"x") is Logged.THEIRS
     order.adopt(1, Logged.THEIRS)
     # The gap filled, our waiting appends follow at once.
     assert order.synced == 3
+    assert order.waiting == set()
     assert order.classify(2, b"a") is Logged.HAVE
     assert order.classify(3, b"b") is Logged.HAVE
     _check(order)
@@ -96,9 +99,11 @@ def test_a_row_of_ours_is_recognised_before_and_after_it_is_persisted() -> None:
     assert order.classify(first, b"other") is Logged.THEIRS
     order.adopt(first, Logged.OURS)
     assert order.synced == 1
+    assert order.waiting == set()
     assert order.tail_length == 0
     order.persisted([first, second])
     assert order.synced == 2  # the second was ours, next after synced
+    assert order.waiting == set()  # the first, adopted already, does not wait
     assert order.tail_length == 2
     _check(order)
 
