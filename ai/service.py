@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from prometheus_client import Counter, Histogram
 
 from ai.answer import Answer
@@ -29,13 +29,15 @@ from ai.cleaner import CodeFilter
 from ai.prompt import Cell, PromptInput, build_prompt
 from ai.provider import CompletionStream, ProviderError, make_client
 from ai.settings import AssistantSettings
-from ai.shared import ACTIVE, DB_ERRORS, HEARTBEAT_S, SharedGeneration, SharedGenerations
+from ai.shared import ACTIVE, HEARTBEAT_S, SharedGeneration, SharedGenerations
 from ai.tokens import Tokenizer, load_tokenizer
 from ai.tracking import Suggestion
 from collab.auth.access import Principal
+from collab.background import BackgroundService
 from collab.document.schema import RunState
 from collab.errors import BadRequest, Conflict, NotFound, Unavailable, WeftError
 from collab.services.container import Services
+from collab.storage.database import DATABASE_ERRORS
 from collab.sync.peers import NotebookPeer, open_notebook
 
 if TYPE_CHECKING:
@@ -152,7 +154,8 @@ class Assistant:
         self._recent: dict[uuid.UUID, deque[float]] = {}
         self.tokenizer: Tokenizer | None = None
         self.client: AsyncOpenAI | None = None
-        self._tg: TaskGroup | None = None
+        # Its tasks (generations, saving rows, answering other servers), collab's way.
+        self._tasks = _AssistantTasks(self)
         self._presence_clock = 0
         registry = services.metrics.registry
         self._requests = Counter(
@@ -204,20 +207,14 @@ class Assistant:
         else:
             log.warning("assistant not configured: OPENAI_API_KEY is not set")
         try:
-            async with (
-                anyio.create_task_group() as tg,
-                self.shared.listening(self._asked),
-            ):
-                self._tg = tg
-                tg.start_soon(self._forget_finished)
+            async with self._tasks, self.shared.listening(self._asked):
                 yield self
-                tg.cancel_scope.cancel()
         finally:
-            self._tg = None
             if self.client is not None:
                 await self.client.close()
 
-    async def _forget_finished(self) -> None:
+    async def forget_finished(self) -> None:
+        """Forever: drop generations finished long ago, refresh the shared rows."""
         while True:
             await anyio.sleep(min(HEARTBEAT_S, self.settings.keep_finished_s))
             now = time.monotonic()
@@ -229,7 +226,7 @@ class Assistant:
             try:
                 await self.shared.touch(active)
                 await self.shared.forget(self.settings.keep_finished_s)
-            except DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("assistant: could not refresh shared generations: %s", exc)
             for user, recent in list(self._recent.items()):
                 while recent and now - recent[0] > self.settings.rate_window_s:
@@ -256,11 +253,11 @@ class Assistant:
 
     async def start(self, request: Request, requester: Principal) -> Generation:
         """Start a generation; returns once its text has a place in the cell (the 202)."""
-        assert self._tg is not None, "the assistant is not running"
+        assert self._tasks.started, "the assistant is not running"
         stamp = self._take_rate(requester.user_id)
         generation = Generation(uuid.uuid4(), request, requester)
         try:
-            await self._tg.start(self._run, generation)
+            await self._tasks.task_started(self._run, generation)
         except BaseException:
             recent = self._recent.get(requester.user_id)
             if recent is not None and stamp in recent:
@@ -289,7 +286,7 @@ class Assistant:
     async def _save(self, row: SharedGeneration, version: int) -> None:
         try:
             await self.shared.save(row, version)
-        except DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             # Other servers see an older state until the next change; this one is right.
             log.warning(
                 "assistant: could not share a generation's state: %s",
@@ -298,14 +295,14 @@ class Assistant:
             )
 
     def _publish(self, generation: Generation) -> None:
-        if self._tg is not None and generation.id in self.generations:
-            self._tg.start_soon(self._save, *self._row(generation))
+        if self._tasks.started and generation.id in self.generations:
+            self._tasks.task(self._save, *self._row(generation))
 
     def _asked(self, generation_id: uuid.UUID, action: str) -> None:
         """Another server passed on an action on a generation this one runs."""
         generation = self.generations.get(generation_id)
-        if generation is not None and self._tg is not None and action in ACTIONS:
-            self._tg.start_soon(self._answer, generation, action)
+        if generation is not None and self._tasks.started and action in ACTIONS:
+            self._tasks.task(self._answer, generation, action)
 
     async def _answer(self, generation: Generation, action: str) -> None:
         try:
@@ -589,8 +586,7 @@ class Assistant:
                     **prompt.report,
                 },
             )
-            assert self._tg is not None
-            self._tg.start_soon(self._follow_ranges, generation, notebook)
+            self._tasks.task(self._follow_ranges, generation, notebook)
             task_status.started()
             try:
                 await self._stream(generation, notebook, prompt.messages, prompt.tokens)
@@ -813,3 +809,18 @@ def _environment_packages(metadata: dict[str, Any]) -> list[str]:
             if isinstance(name, str) and isinstance(version, str) and len(name + version) < 100:
                 out.append(f"{name} {version}")
     return out
+
+
+class _AssistantTasks(BackgroundService):
+    """The assistant's tasks (collab.background): the loop that forgets finished
+    generations, and every generation's (``task_started``: one that fails before it has a
+    place in the cell raises to its request). Apart from the Assistant, whose ``start``
+    starts a generation."""
+
+    name = "assistant"
+
+    def __init__(self, assistant: Assistant) -> None:
+        self._assistant = assistant
+
+    async def start(self) -> None:
+        self.loop(self._assistant.forget_finished)

@@ -21,12 +21,12 @@ from typing import Any
 import anyio
 import asyncpg
 
+from collab.storage.database import DATABASE_ERRORS
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "weft_assist"
 ACTIVE = ("streaming", "pending")
-# What a database outage raises: logged, never failing a generation.
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # The server running a generation rewrites its row at least this often...
 HEARTBEAT_S = 15.0
 # ...so an active row older than this belongs to a server that is gone.
@@ -160,6 +160,6 @@ class SharedGenerations:
             yield
         finally:
             with anyio.CancelScope(shield=True):
-                with contextlib.suppress(*DB_ERRORS):
+                with contextlib.suppress(*DATABASE_ERRORS):
                     await conn.remove_listener(CHANNEL, notified)
                 await self._pool.release(conn)

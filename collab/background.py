@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import ClassVar, Self, TypeVarTuple
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,12 @@ class BackgroundService:
             return
         self._tasks.start_soon(self._logged, run, *args, name=self._task_name(run))
 
+    async def task_started(self, run: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``run(*args, task_status=...)`` once, in the background, and return when it
+        calls ``task_status.started()``: what it raises before then is raised here (for the
+        caller to answer), what it raises after is logged, as for ``task``."""
+        await self._group().start(self._logged_once_started, run, *args, name=self._task_name(run))
+
     def _group(self) -> TaskGroup:
         assert self._tasks is not None, f"{self.name} is not running"
         return self._tasks
@@ -111,6 +117,23 @@ class BackgroundService:
             await self._logged(run)
             await anyio.sleep(RESTART_SECONDS)
 
+    async def _logged_once_started(
+        self,
+        run: Callable[..., Awaitable[object]],
+        *args: object,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        status = _Started(task_status)
+        try:
+            await run(*args, task_status=status)
+        except Exception:
+            if not status.done:
+                raise
+            log.exception(
+                "background task failed",
+                extra={"service": self.name, "task": self._task_name(run)},
+            )
+
     async def _logged(self, run: Callable[[*Ts], Awaitable[object]], *args: *Ts) -> None:
         try:
             await run(*args)
@@ -119,3 +142,15 @@ class BackgroundService:
                 "background task failed",
                 extra={"service": self.name, "task": self._task_name(run)},
             )
+
+
+class _Started:
+    """A task's ``task_status`` that remembers whether the task said it started."""
+
+    def __init__(self, status: TaskStatus[None]) -> None:
+        self._status = status
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self._status.started(value)

@@ -84,3 +84,21 @@ class TooManyRequests(WeftError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+# -- failures of the CRDT binding ------------------------------------------------------------
+# pyo3's PanicException (the Rust core panicked) derives from BaseException, not Exception:
+# code that reads or applies a document catches ``BaseException`` and lets through what these
+# say is not a failure of the document (cancellation, KeyboardInterrupt, SystemExit).
+
+
+def is_binding_panic(exc: BaseException) -> bool:
+    """The CRDT binding panicked (pyo3's PanicException): recognised by name, as the
+    binding does not export the type, without catching cancellation along with it."""
+    return type(exc).__name__ == "PanicException"
+
+
+def is_failure(exc: BaseException) -> bool:
+    """``exc`` is an error to handle where a document is read or applied: an ``Exception``
+    or the binding's panic; anything else (cancellation, KeyboardInterrupt) is re-raised."""
+    return isinstance(exc, Exception) or is_binding_panic(exc)

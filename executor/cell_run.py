@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, ClassVar, TypedDict
 
 import anyio
-import asyncpg
 from prometheus_client import Histogram
 
 from collab.document.schema import DEPENDENCIES, KernelState, KernelStatus, RunRecord, RunState
 from collab.storage.catalog import Catalog
+from collab.storage.database import DATABASE_ERRORS
 from collab.sync.peers import CellSnapshot, NotebookPeer, NotebookPeers
 from executor.config import ExecutorSettings
 from executor.environments import EnvironmentFailure, Environments, Prepared
@@ -167,7 +167,7 @@ class CellRun:
         # before writing over it (see RunStates.commit).
         try:
             await notebook.catch_up()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("run: could not catch up with the log: %s", exc, extra=self.extra)
         cell = notebook.cell(self.run.cell_id)
         if cell is None:

@@ -17,9 +17,8 @@ import socket
 import struct
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import docker
@@ -115,6 +114,14 @@ def _locked_down(
     }
 
 
+class KernelHooks(Protocol):
+    """What a kernel tells whoever keeps it (``executor.kernels.KernelPool``)."""
+
+    def kernel_stopped(self, kernel: Kernel) -> None:
+        """The kernel's reader stopped: its container died or broke the protocol
+        (``kernel.violation`` says how)."""
+
+
 class Kernel:
     """One notebook's runner container.
 
@@ -130,6 +137,7 @@ class Kernel:
         container: Any,
         notebook_id: uuid.UUID,
         message_max_bytes: int = 32 * 1024 * 1024,
+        hooks: KernelHooks | None = None,
     ):
         self._client = client
         self.container = container
@@ -161,8 +169,8 @@ class Kernel:
         self.ran_by: dict[str, tuple[uuid.UUID | None, str | None]] = {}
         # Requests beside runs (completions, frame pages): executor.kernel_requests.
         self.requests = PendingRequests()
-        # Called once the reader stops (the container died or broke the protocol).
-        self.on_stop: Callable[[Kernel], None] | None = None
+        # Told once the reader stops (the container died or broke the protocol).
+        self._hooks = hooks
 
     @classmethod
     async def start(
@@ -174,6 +182,7 @@ class Kernel:
         network: bool = False,
         environment: tuple[str, Path] | None = None,
         image: str | None = None,
+        hooks: KernelHooks | None = None,
     ) -> Kernel:
         options = container_options(
             settings, notebook_id, workspace_dir, network, environment and environment[1], image
@@ -191,7 +200,7 @@ class Kernel:
             ) from None
         except docker.errors.DockerException as exc:
             raise KernelError(f"could not create the kernel container: {exc}") from None
-        kernel = cls(client, container, notebook_id, settings.message_max_bytes)
+        kernel = cls(client, container, notebook_id, settings.message_max_bytes, hooks)
         kernel.network = network
         kernel.image = image
         kernel.environment = environment[0] if environment else None
@@ -261,8 +270,8 @@ class Kernel:
                 f"the kernel stopped ({self.violation or 'restarted or died'}) before it answered"
             )
             await self._send_messages.aclose()
-            if self.on_stop is not None:
-                self.on_stop(self)
+            if self._hooks is not None:
+                self._hooks.kernel_stopped(self)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         """Pass on what belongs to the run in progress; drop late output of runs that ended;

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import docker
 
 from executor.config import ExecutorSettings
-from executor.kernel import Kernel, KernelError
+from executor.kernel import Kernel, KernelError, KernelHooks
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +21,20 @@ class KernelPool:
     >>> await pool.discard(notebook_id)   # restart: the next get starts a fresh one
     """
 
-    def __init__(self, client: docker.DockerClient | None, settings: ExecutorSettings) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient | None,
+        settings: ExecutorSettings,
+        hooks: KernelHooks | None = None,
+    ) -> None:
         self._client = client
         self._settings = settings
         self._kernels: dict[uuid.UUID, Kernel] = {}
         self._starting: dict[uuid.UUID, anyio.Lock] = {}
         self.busy: set[uuid.UUID] = set()
-        # Told when a kernel's reader stops (its container died or broke the protocol).
-        self.on_stop: Callable[[Kernel], None] | None = None
+        # Told when a kernel of the pool stops (its container died or broke the protocol);
+        # not for one the pool discarded (see kernel_stopped).
+        self._hooks = hooks
 
     def __len__(self) -> int:
         return len(self._kernels)
@@ -91,8 +96,8 @@ class KernelPool:
                 network,
                 environment,
                 image,
+                hooks=self,
             )
-            kernel.on_stop = self.on_stop
             self._kernels[notebook_id] = kernel
             return kernel
 
@@ -102,12 +107,19 @@ class KernelPool:
             return
         kernel = self._kernels.pop(notebook_id, None)
         if kernel is not None:
-            kernel.on_stop = None
             await kernel.remove()
 
     def mounted(self) -> set[str]:
         """The keys of the package sets this process's kernels mount (kept by cleanup)."""
         return {k.environment for k in self._kernels.values() if k.environment is not None}
+
+    # -- KernelHooks (every kernel of the pool's) -----------------------------------------
+
+    def kernel_stopped(self, kernel: Kernel) -> None:
+        """Passed on only for a kernel still in the pool: one discarded (removed, replaced,
+        restarted) stops because the pool stopped it."""
+        if self._hooks is not None and self._kernels.get(kernel.notebook_id) is kernel:
+            self._hooks.kernel_stopped(kernel)
 
     def held(self) -> list[Kernel]:
         return list(self._kernels.values())

@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import anyio
-import asyncpg
 from prometheus_client import Histogram
 
 from collab.auth.access_watch import CHANNEL as ACCESS_CHANNEL
 from collab.document.schema import KernelState, KernelStatus
 from collab.services.container import Services
+from collab.storage.database import DATABASE_ERRORS
 from collab.sync.peers import NotebookPeers
 from executor.cell_run import RunContext, environment_restart
 from executor.config import ExecutorSettings
@@ -155,17 +155,22 @@ class Executor:
             async with anyio.create_task_group() as tg:
                 self.sessions.tg = tg
                 prestart: KernelPrestart | None = None
-                if worker:
-                    self.worker.start(tg)
-                    tg.start_soon(self._clean_environments)
-                    if self.settings.prestart:
-                        prestart = KernelPrestart(self, tg)
-                        self.services.rooms.hooks.add(prestart)
                 try:
-                    yield self
+                    # The worker's loops and runs (a BackgroundService) stop first, then the
+                    # sessions' and prestarts' tasks.
+                    async with contextlib.AsyncExitStack() as stack:
+                        if worker:
+                            await stack.enter_async_context(self.worker)
+                            tg.start_soon(self._clean_environments)
+                            if self.settings.prestart:
+                                prestart = KernelPrestart(self, tg)
+                                self.services.rooms.hooks.add(prestart)
+                        try:
+                            yield self
+                        finally:
+                            if prestart is not None:
+                                self.services.rooms.hooks.remove(prestart)
                 finally:
-                    if prestart is not None:
-                        self.services.rooms.hooks.remove(prestart)
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -173,7 +178,7 @@ class Executor:
                 if self.files.volumes is not None:
                     await anyio.to_thread.run_sync(self.files.volumes.unmount_all)
                 # At shutdown the database may already be gone; nothing is lost by not saying bye.
-                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                with contextlib.suppress(*DATABASE_ERRORS):
                     if worker:
                         await listener.remove_listener(NOTIFY_CHANNEL, self.worker.wake)
                         await listener.remove_listener(CONTROL_CHANNEL, self.worker.controlled)
@@ -196,8 +201,7 @@ class Executor:
         try:
             client = await anyio.to_thread.run_sync(docker_client)
             removed = await remove_leftover_kernels(client, self.settings.instance)
-            self.kernels = KernelPool(client, self.settings)
-            self.kernels.on_stop = self.worker.kernel_stopped
+            self.kernels = KernelPool(client, self.settings, hooks=self.worker)
             log.info(
                 "executor ready", extra={"worker": self.worker.id, "leftover_kernels": removed}
             )

@@ -13,12 +13,13 @@ from typing import Any
 
 import anyio
 import asyncpg
-from anyio.abc import TaskGroup
 
 from collab.auth.access import Role, notebook_role
 from collab.auth.accounts import Identity
+from collab.background import BackgroundService
 from collab.document.schema import KernelState
 from collab.errors import NotFound
+from collab.storage.database import DATABASE_ERRORS
 from executor.cell_run import CellRun, RunContext
 from executor.kernel import Kernel
 from executor.queue import Run, RunQueue
@@ -28,11 +29,15 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 1.0
 _REAP_EVERY_S = 30.0
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-class Worker:
-    """Claims runs and holds kernels, for as long as `loops` runs."""
+class Worker(BackgroundService):
+    """Claims runs and holds kernels while it runs (``async with worker:``): its loops
+    claim, renew leases, reap idle kernels, apply interrupts and restarts and check access;
+    each run is one of its tasks (collab.background: a loop that fails is logged and started
+    again, a run's failure is logged)."""
+
+    name = "executor worker"
 
     def __init__(self, context: RunContext, queue: RunQueue, pool: asyncpg.Pool) -> None:
         self.c = context
@@ -43,20 +48,18 @@ class Worker:
         self._controls: list[tuple[str, uuid.UUID, str]] = []
         self._control_wake = anyio.Event()
         self._access_wake = anyio.Event()
-        self._tg: TaskGroup | None = None
         self.queue_depth = 0  # sampled by the lease loop, for weft_run_queue_depth
 
     @property
     def _running(self) -> dict[uuid.UUID, Run]:
         return self.c.in_progress.runs
 
-    def start(self, tg: TaskGroup) -> None:
-        self._tg = tg
-        tg.start_soon(self._claim_loop)
-        tg.start_soon(self._lease_loop)
-        tg.start_soon(self._reap_loop)
-        tg.start_soon(self._control_loop)
-        tg.start_soon(self._access_loop)
+    async def start(self) -> None:
+        self.loop(self._claim_loop)
+        self.loop(self._lease_loop)
+        self.loop(self._reap_loop)
+        self.loop(self._control_loop)
+        self.loop(self._access_loop)
 
     def wake(self, *_args: Any) -> None:
         """A run was queued (NOTIFY weft_runs, or this server's own commit)."""
@@ -65,7 +68,6 @@ class Worker:
     # -- claim ----------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        assert self._tg is not None
         while True:
             self._wake = anyio.Event()
             while len(self._running) < self.c.settings.max_kernels:
@@ -73,13 +75,13 @@ class Worker:
                     run = await self.queue.claim(
                         self.id, self.c.settings.lease_s, busy=list(self._running)
                     )
-                except _DB_ERRORS as exc:
+                except DATABASE_ERRORS as exc:
                     log.warning("claiming runs failed: %s", exc)
                     run = None
                 if run is None:
                     break
                 self._running[run.notebook_id] = run
-                self._tg.start_soon(self._execute, run)
+                self.task(self._execute, run)
             with anyio.move_on_after(_POLL_S):
                 await self._wake.wait()
 
@@ -117,7 +119,7 @@ class Worker:
                         "run failed: its executor stopped",
                         extra={"notebook_id": str(row["notebook_id"]), "run_id": str(row["id"])},
                     )
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("renewing run leases failed: %s", exc)
 
     async def _reap_loop(self) -> None:
@@ -172,9 +174,9 @@ class Worker:
     def kernel_stopped(self, kernel: Kernel) -> None:
         """A kernel's reader stopped. If it broke the protocol, remove it and say why in the
         notebook (a run in progress says so itself: see CellRun)."""
-        if kernel.violation is None or self._tg is None:
+        if kernel.violation is None or not self.started:
             return
-        self._tg.start_soon(self._after_violation, kernel)
+        self.task(self._after_violation, kernel)
 
     async def _after_violation(self, kernel: Kernel) -> None:
         notebook_id = kernel.notebook_id
@@ -216,7 +218,7 @@ class Worker:
                     ]
                     if lost:
                         await self._restart_for_access(kernel, lost)
-                except _DB_ERRORS as exc:
+                except DATABASE_ERRORS as exc:
                     log.warning(
                         "checking who may run code failed: %s",
                         exc,

@@ -21,14 +21,13 @@ import asyncpg
 from collab.auth.access import Role, notebook_role
 from collab.auth.accounts import Accounts
 from collab.background import BackgroundService
+from collab.close_codes import CloseCode
 from collab.errors import NotFound
 from collab.storage.database import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "weft_access"
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
 _RETRY_SECONDS = 1.0
 
 
@@ -41,7 +40,7 @@ class Watched(Protocol):
     credential_id: uuid.UUID
     role: Role
 
-    def revoke(self, code: int, reason: str) -> None: ...
+    def revoke(self, code: CloseCode, reason: str) -> None: ...
 
 
 @dataclass
@@ -106,7 +105,7 @@ class AccessWatch(BackgroundService):
         while True:
             try:
                 conn = await self._pool.acquire()
-            except (OSError, asyncpg.PostgresError):
+            except DATABASE_ERRORS:
                 await anyio.sleep(_RETRY_SECONDS)
                 continue
             try:
@@ -137,7 +136,7 @@ class AccessWatch(BackgroundService):
             for socket in self._sockets.matching(scope):
                 try:
                     await self.check(socket)
-                except (OSError, asyncpg.PostgresError) as exc:
+                except DATABASE_ERRORS as exc:
                     log.warning("access check failed: %s", exc)
 
     async def check(self, socket: Watched) -> None:
@@ -145,7 +144,7 @@ class AccessWatch(BackgroundService):
         extra = {"notebook_id": str(socket.notebook_id)}
         if identity is None:
             log.info("socket closed: credential revoked", extra=extra)
-            socket.revoke(CLOSE_UNAUTHORIZED, "credential revoked or expired; sign in again")
+            socket.revoke(CloseCode.UNAUTHORIZED, "credential revoked or expired; sign in again")
             return
         try:
             _, role = await notebook_role(self._pool, identity, socket.notebook_id)
@@ -154,7 +153,7 @@ class AccessWatch(BackgroundService):
         extra["user_id"] = str(identity.user_id)
         if role is None:
             log.info("socket closed: access revoked", extra=extra)
-            socket.revoke(CLOSE_FORBIDDEN, "access revoked")
+            socket.revoke(CloseCode.FORBIDDEN, "access revoked")
         elif role != socket.role:
             log.info("socket closed: role changed", extra={**extra, "role": role.label})
-            socket.revoke(CLOSE_FORBIDDEN, f"role changed to {role.label}; reconnect")
+            socket.revoke(CloseCode.FORBIDDEN, f"role changed to {role.label}; reconnect")

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from collab.sync.room_manager import RoomManager
 
 from collab.background import BackgroundService
+from collab.errors import is_failure
 from collab.search.query import SEPARATOR
 from collab.storage.database import DATABASE_ERRORS
 from collab.sync.hooks import RoomHooks
-from collab.sync.room import is_binding_panic
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _read_cells(doc: Doc[Any], notebook_id: uuid.UUID) -> tuple[list[str], list[
     try:
         return document_cells(doc)
     except BaseException as exc:
-        if not (isinstance(exc, Exception) or is_binding_panic(exc)):
+        if not is_failure(exc):
             raise
         log.warning(
             "search: document is unreadable; indexed without its cells",
@@ -187,7 +187,7 @@ async def stored_entry(store: DocumentStore, notebook_id: uuid.UUID) -> IndexEnt
         for update in stored.updates:
             doc.apply_update(update)
     except BaseException as exc:
-        if not (isinstance(exc, Exception) or is_binding_panic(exc)):
+        if not is_failure(exc):
             raise
         doc = Doc()
         log.warning(

@@ -107,7 +107,7 @@ async def open_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
             # Lets an operator (and the tests) tell which server a backend belongs to.
             server_settings={"application_name": f"weft:{os.getpid()}"},
         )
-    except (OSError, asyncpg.PostgresError) as exc:
+    except DATABASE_ERRORS as exc:
         raise RuntimeError(
             f"cannot connect to PostgreSQL ({exc}); check DATABASE_URL, or unset it to use "
             "the embedded server"

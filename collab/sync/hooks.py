@@ -42,6 +42,10 @@ class RoomHooks:
         """A person opened the notebook: their socket joined its room here, with this
         role (the executor starts the kernel for someone who may run code)."""
 
+    def presence_changed(self, room: Room, payload: bytes) -> None:
+        """Presence was accepted in the room (an awareness payload of the entries that
+        changed): replication sends it to the other servers."""
+
 
 class RoomHookList(RoomHooks):
     """Every registered ``RoomHooks``, called in order."""
@@ -75,6 +79,10 @@ class RoomHookList(RoomHooks):
     def person_joined(self, room: Room, principal: Principal) -> None:
         for hooks in list(self._hooks):
             _call(hooks, hooks.person_joined, room.notebook_id, room, principal)
+
+    def presence_changed(self, room: Room, payload: bytes) -> None:
+        for hooks in list(self._hooks):
+            _call(hooks, hooks.presence_changed, room.notebook_id, room, payload)
 
 
 def _call(

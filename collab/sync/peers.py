@@ -386,8 +386,7 @@ class NotebookPeer:
         it. ``clock`` must grow with every change of the same ``client_id``."""
         entry = AwarenessEntry(client_id, clock, "null" if state is None else json.dumps(state))
         payload = protocol.encode_awareness([entry])
-        self._room.apply_remote_awareness(payload)
-        self._room.publish_awareness(payload)
+        self._room.announce_presence(payload)
 
 
 class CellText:

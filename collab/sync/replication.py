@@ -92,17 +92,12 @@ class Replication(BackgroundService, RoomHooks):
 
     # -- the room hooks ------------------------------------------------------------------
 
-    def room_loaded(self, room: Room) -> None:
+    def presence_changed(self, room: Room, payload: bytes) -> None:
         """Send the room's presence to the other servers."""
-        notebook = str(room.notebook_id)
-
-        def publish(payload: bytes) -> None:
-            text = f"{notebook}:{self._node}:{base64.b64encode(payload).decode()}"
-            if len(text) <= _MAX_AWARENESS_PAYLOAD:
-                self._outgoing.append(text)
-                self._send_wake.set()
-
-        room.publish_awareness = publish
+        text = f"{room.notebook_id}:{self._node}:{base64.b64encode(payload).decode()}"
+        if len(text) <= _MAX_AWARENESS_PAYLOAD:
+            self._outgoing.append(text)
+            self._send_wake.set()
 
     def room_unloaded(self, notebook_id: uuid.UUID) -> None:
         self._sent_at.pop(notebook_id, None)

@@ -13,15 +13,16 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
 from pycrdt import Array, ArrayEvent, Doc, Map, TransactionEvent
 
-from collab.errors import ProtocolError
+from collab.close_codes import CloseCode
+from collab.errors import ProtocolError, is_binding_panic
 from collab.sync import protocol
+from collab.sync.ordering import Logged, RoomOrder
 from collab.sync.protocol import AwarenessEntry
 from collab.sync.update_check import (
     UpdateFacts,
@@ -32,20 +33,7 @@ from collab.sync.update_check import (
 
 log = logging.getLogger(__name__)
 
-# WebSocket close codes a room decides on (websocket.py owns the rest).
-CLOSE_TOO_SLOW = 1008
-CLOSE_RELOADING = 1013  # "try again later": y-websocket reconnects and syncs afresh
-CLOSE_TOO_LARGE = 4413
-CLOSE_GONE = 4410
-
-
 _UNCLAIMED = object()
-
-
-def is_binding_panic(exc: BaseException) -> bool:
-    """pyo3's PanicException derives from BaseException: recognise it without catching
-    KeyboardInterrupt or cancellation along with it."""
-    return type(exc).__name__ == "PanicException"
 
 
 class DocumentFull(ProtocolError):
@@ -133,7 +121,7 @@ class Outbox:
         self._signalled = False
         self.closed = anyio.Event()
         self.awareness_ids: set[int] = set()
-        self.close_code: int | None = None
+        self.close_code: CloseCode | None = None
         self.close_reason = ""
         self._hooks: OutboxHooks | None = None
 
@@ -149,7 +137,7 @@ class Outbox:
             return
         if len(self._queue) >= self._limit:
             self._queue.clear()
-            self.close(CLOSE_TOO_SLOW, "send queue full: client too slow to keep up")
+            self.close(CloseCode.TOO_SLOW, "send queue full: client too slow to keep up")
             # Its socket is not draining, so the sender may be stuck in a send: cut it off.
             if self._hooks is not None:
                 self._hooks.overflowed()
@@ -166,7 +154,7 @@ class Outbox:
         """Wake the sender task waiting in ``wait()``."""
         self._ready.set()
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: CloseCode, reason: str) -> None:
         """Ask the connection to close once the frames queued before this are sent."""
         if self.close_code is None:
             self.close_code = code
@@ -196,6 +184,27 @@ class UpdateSink(Protocol):
     """Where a room sends its updates to be made durable (the group-commit writer)."""
 
     def schedule(self, room: Room) -> None: ...
+
+
+class RoomEvents(Protocol):
+    """What a room tells whoever keeps it (collab.sync.room_manager.RoomManager)."""
+
+    def room_broken(self, room: Room) -> None:
+        """The binding failed on an update (``break_down``): rebuild the room from the log
+        once what it accepted is durable."""
+
+    def presence_changed(self, room: Room, payload: bytes) -> None:
+        """Presence was accepted here (an awareness payload): for the other servers."""
+
+
+class _Unkept:
+    """The events of a room nobody keeps (a room built on its own)."""
+
+    def room_broken(self, room: Room) -> None:
+        pass
+
+    def presence_changed(self, room: Room, payload: bytes) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -231,6 +240,7 @@ class Room:
         sink: UpdateSink,
         tail_length: int = 0,
         limits: DocumentLimits | None = None,
+        events: RoomEvents | None = None,
     ) -> None:
         self.notebook_id = notebook_id
         self.limits = limits or DocumentLimits()
@@ -243,33 +253,22 @@ class Room:
         # Set when the binding failed in the middle of applying an update: the document can
         # no longer be trusted, and is rebuilt from the log (which never got that update).
         self.broken = False
-        self.on_broken: Callable[[Room], None] = lambda room: None
+        self._events: RoomEvents = events or _Unkept()
         self._state: dict[int, int] | None = None  # see state()
         # Yjs client id -> the user who first wrote new changes under it in this room.
         self._writers: dict[int, str | None] = {}
         # user id -> presence colour, while the user is here (see _stamp).
         self._colours: dict[str, str] = {}
         self.clients: dict[str, Outbox] = {}
-        self.last_seq = last_seq  # highest seq assigned (appended or about to be)
-        self.durable_seq = last_seq  # highest seq known to be in PostgreSQL
-        # Every logged update with seq <= synced_seq is in this doc. Other servers append to
-        # the same log (see feed.py); the seqs this one appended above synced_seq wait here.
-        self.synced_seq = last_seq
-        self._own_seqs: set[int] = set()  # appended by us, persisted, above synced_seq
-        # Appended by us, maybe not yet persisted: seq -> update, to tell our rows from
-        # another server's row that took the same seq first.
-        self._in_flight: dict[int, bytes] = {}
-        self.tail_length = tail_length
+        # The seqs and counts of what this room accepted, appended and holds of the log:
+        # changed only by this class's methods (collab.sync.ordering).
+        self._order = RoomOrder(last_seq, tail_length)
         self._sink = sink
         self._pending: list[tuple[Outbox | None, bytes]] = []
-        self._accepted = 0
-        self._durable = 0
         self._deferred: list[_Deferred] = []
         self._origin: Outbox | None = None
         self._applying = False
         self._awareness: dict[int, tuple[int, str]] = {}  # client id -> (clock, state json)
-        # Where accepted presence goes to reach other servers (the document feed sets it).
-        self.publish_awareness: Callable[[bytes], None] = lambda payload: None
         self.users = 0  # holders of the room: connections and in-process peers
         # The subscriptions live exactly as long as the doc.
         self._subscription = self.doc.observe(self._after_transaction)
@@ -304,52 +303,65 @@ class Room:
     def _record(self, origin: Outbox | None, update: bytes) -> None:
         self.size += len(update)
         self._pending.append((origin, update))
-        self._accepted += 1
+        self._order.accept()
         self._sink.schedule(self)
 
     @property
     def is_durable(self) -> bool:
-        return self._durable == self._accepted
+        """Every update this room accepted is in PostgreSQL."""
+        return self._order.all_durable
+
+    @property
+    def synced_seq(self) -> int:
+        """Every logged update with a seq up to this one is in ``doc`` (maybe newer ones
+        too): where catching up with other servers' appends starts."""
+        return self._order.synced
+
+    @property
+    def durable_seq(self) -> int:
+        """The highest seq known to be in PostgreSQL."""
+        return self._order.durable
+
+    @property
+    def tail_length(self) -> int:
+        """Rows in the log after the stored snapshot: compaction is due when it is long."""
+        return self._order.tail_length
+
+    def compacted(self, snapshot_seq: int) -> None:
+        """The stored snapshot now holds the log up to ``snapshot_seq``."""
+        self._order.compacted(snapshot_seq)
+
+    def forget_tail(self) -> None:
+        """Compaction cannot fold this log (the notebook is gone, or its document cannot be
+        read): do not try again at every append."""
+        self._order.forget_tail()
 
     def take_batch(self) -> Batch:
         """Hand the pending updates to the writer, numbering them with the next seqs."""
         batch = Batch(self.notebook_id)
-        for origin, update in self._pending:
-            self.last_seq += 1
-            batch.entries.append((origin, update, self.last_seq))
-            # The notice of our own append can reach the feed before the writer reports it
-            # persisted: it must not be applied and broadcast again.
-            self._in_flight[self.last_seq] = update
+        batch.entries = [
+            (origin, update, self._order.assign(update)) for origin, update in self._pending
+        ]
         self._pending = []
         return batch
 
     def renumber(self, batch: Batch, after: int) -> None:
         """Give the batch's updates the seqs after ``after`` (another writer took ours)."""
-        for _, _, seq in batch.entries:
-            self._in_flight.pop(seq, None)
+        seqs = self._order.reassign([(seq, update) for _, update, seq in batch.entries], after)
         batch.entries = [
-            (origin, update, after + n) for n, (origin, update, _) in enumerate(batch.entries, 1)
+            (origin, update, seq)
+            for (origin, update, _), seq in zip(batch.entries, seqs, strict=True)
         ]
-        self._in_flight.update((seq, update) for _, update, seq in batch.entries)
-        if batch.entries:
-            self.last_seq = max(self.last_seq, batch.entries[-1][2])
 
     def persisted(self, batch: Batch) -> None:
         """The batch is in PostgreSQL: answer waiting syncs, then broadcast it."""
         if not batch.entries:
             return
-        self._durable += len(batch.entries)
-        self.durable_seq = max(self.durable_seq, batch.entries[-1][2])
-        self.tail_length += len(batch.entries)
-        for _, _, seq in batch.entries:
-            self._in_flight.pop(seq, None)
-            if seq > self.synced_seq:
-                self._own_seqs.add(seq)
-        self._advance()
+        self._order.persisted([seq for _, _, seq in batch.entries])
         if self._deferred:
             still = []
             for item in self._deferred:
-                if item.after <= self._durable:
+                if self._order.durable_through(item.after):
                     item.client.send(item.frame)
                 else:
                     still.append(item)
@@ -361,11 +373,6 @@ class Room:
                 if client is not origin:
                     client.send(frame)
 
-    def _advance(self) -> None:
-        while self.synced_seq + 1 in self._own_seqs:
-            self.synced_seq += 1
-            self._own_seqs.discard(self.synced_seq)
-
     def apply_logged(self, rows: list[tuple[int, bytes]]) -> bool:
         """Apply updates other servers appended (seq order); False while one is missing.
 
@@ -374,14 +381,12 @@ class Room:
         """
         clients = list(self.clients.values())
         for seq, update in rows:
-            self._advance()
-            if seq <= self.synced_seq:
+            kind = self._order.classify(seq, update)
+            if kind is Logged.HAVE:
                 continue
-            if seq != self.synced_seq + 1:
-                return False  # a gap: an append still in flight, or a row not fetched yet
-            if seq in self._own_seqs or self._in_flight.get(seq) == update:
-                self._own_seqs.discard(seq)
-            else:
+            if kind is Logged.GAP:
+                return False  # an append still in flight, or a row not fetched yet
+            if kind is Logged.THEIRS:
                 self._applying = True
                 try:
                     self.doc.apply_update(update)
@@ -391,11 +396,7 @@ class Room:
                 frame = protocol.create_update_message(update)
                 for client in clients:
                     client.send(frame)
-                self.tail_length += 1
-            self.synced_seq = seq
-            self.last_seq = max(self.last_seq, seq)
-            self.durable_seq = max(self.durable_seq, seq)
-        self._advance()
+            self._order.adopt(seq, kind)
         return True
 
     def apply_snapshot(self, seq: int, snapshot: bytes) -> None:
@@ -406,7 +407,7 @@ class Room:
         refused and renumbered above it. Clients get only what it adds to this document,
         not the whole document again.
         """
-        if seq <= self.synced_seq:
+        if not self._order.takes_snapshot(seq):
             return
         known = self.doc.get_state()
         self._applying = True
@@ -423,27 +424,22 @@ class Room:
         frame = protocol.create_update_message(missing)
         for client in list(self.clients.values()):
             client.send(frame)
-        self.synced_seq = seq
-        self.last_seq = max(self.last_seq, seq)
-        self.durable_seq = max(self.durable_seq, seq)
-        self.tail_length = max(self.durable_seq - seq, 0)
-        self._own_seqs = {s for s in self._own_seqs if s > seq}
-        self._advance()
+        self._order.adopt_snapshot(seq)
 
     def send_when_durable(self, client: Outbox, frame: bytes) -> None:
         """Send ``frame`` once every update accepted so far is durable."""
-        if self._durable >= self._accepted:
+        if self._order.all_durable:
             client.send(frame)
         else:
-            self._deferred.append(_Deferred(self._accepted, client, frame))
+            self._deferred.append(_Deferred(self._order.accepted, client, frame))
 
     def drop_unpersisted(self, reason: str) -> None:
         """The notebook is gone: pending updates can never be stored; close everyone."""
         self._pending = []
         self._deferred = []
-        self._durable = self._accepted
+        self._order.abandon()
         for client in list(self.clients.values()):
-            client.close(CLOSE_GONE, reason)
+            client.close(CloseCode.GONE, reason)
 
     # -- clients ----------------------------------------------------------------------
 
@@ -473,7 +469,7 @@ class Room:
             frame = protocol.encode_awareness_message(gone)
             for other in self.clients.values():
                 other.send(frame)
-            self.publish_awareness(protocol.encode_awareness(gone))
+            self._events.presence_changed(self, protocol.encode_awareness(gone))
         if client.user_id is not None and not any(
             other.user_id == client.user_id for other in self.clients.values()
         ):
@@ -616,8 +612,8 @@ class Room:
             extra={"notebook_id": str(self.notebook_id), "error": reason},
         )
         for other in list(self.clients.values()):
-            other.close(CLOSE_RELOADING, "the notebook is reloading: reconnecting")
-        self.on_broken(self)
+            other.close(CloseCode.UNAVAILABLE, "the notebook is reloading: reconnecting")
+        self._events.room_broken(self)
 
     def _merge_awareness(self, entries: list[AwarenessEntry]) -> list[AwarenessEntry]:
         """Apply y-protocols' rule (a newer clock wins; a removal at the same clock applies
@@ -676,7 +672,7 @@ class Room:
             # connection that hears nothing for 30 s, and a lone client hears only this.
             for other in self.clients.values():
                 other.send(frame)
-            self.publish_awareness(protocol.encode_awareness(accepted))
+            self._events.presence_changed(self, protocol.encode_awareness(accepted))
 
     def _spoken_for(self, client_id: int) -> bool:
         return any(client_id in other.awareness_ids for other in self.clients.values())
@@ -740,7 +736,13 @@ class Room:
             frame = protocol.encode_awareness_message(accepted)
             for other in self.clients.values():
                 other.send(frame)
-            self.publish_awareness(protocol.encode_awareness(accepted))
+            self._events.presence_changed(self, protocol.encode_awareness(accepted))
+
+    def announce_presence(self, payload: bytes) -> None:
+        """Presence of a server-side peer (collab.sync.peers): relayed to the clients here
+        and sent to other servers, as a client's would be."""
+        self.apply_remote_awareness(payload)
+        self._events.presence_changed(self, payload)
 
     def apply_remote_awareness(self, payload: bytes) -> None:
         """Presence from clients on other servers: same rule, relayed to ours."""

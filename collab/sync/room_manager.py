@@ -13,7 +13,7 @@ from typing import Self
 import anyio
 
 from collab.background import BackgroundService
-from collab.errors import NotFound, Unavailable
+from collab.errors import NotFound, Unavailable, is_failure
 from collab.metrics import Metrics
 from collab.settings import Settings
 from collab.storage.catalog import Catalog
@@ -21,7 +21,7 @@ from collab.storage.database import DATABASE_ERRORS
 from collab.storage.document_store import DocumentStore
 from collab.sync.check_pool import CheckPool
 from collab.sync.hooks import RoomHookList
-from collab.sync.room import DocumentLimits, Room, is_binding_panic
+from collab.sync.room import DocumentLimits, Room
 from collab.sync.writer import UpdateWriter
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,10 @@ class RoomManager(BackgroundService):
                 self.writer,
                 stored.tail_length,
                 DocumentLimits(self._settings.max_document_bytes, self._settings.max_cells),
+                events=self,
             )
         except BaseException as exc:
-            if not (isinstance(exc, Exception) or is_binding_panic(exc)):
+            if not is_failure(exc):
                 raise
             # Never serve (and later store) an empty or partial document over the real one.
             log.error("stored document is unreadable", extra={**extra, "error": repr(exc)})
@@ -151,7 +152,6 @@ class RoomManager(BackgroundService):
             "room loaded",
             extra={**extra, "seq": stored.last_seq, "tail": stored.tail_length},
         )
-        room.on_broken = self._broken
         self._maybe_compact(room)
         self.hooks.room_loaded(room)
         return room
@@ -171,8 +171,13 @@ class RoomManager(BackgroundService):
             log.info("room unloaded", extra={"notebook_id": str(room.notebook_id)})
             self.hooks.room_unloaded(room.notebook_id)
 
-    def _broken(self, room: Room) -> None:
+    # -- the rooms' events (RoomEvents) ---------------------------------------------------
+
+    def room_broken(self, room: Room) -> None:
         self.task(self._rebuild, room)
+
+    def presence_changed(self, room: Room, payload: bytes) -> None:
+        self.hooks.presence_changed(room, payload)
 
     async def _rebuild(self, room: Room) -> None:
         """Forget a broken room once what it accepted is in the log; the next use loads the
@@ -223,10 +228,10 @@ class RoomManager(BackgroundService):
             upto = room.synced_seq - keep
             compaction = await self._store.compact(room.notebook_id, upto=upto)
             if compaction is None:  # no snapshot row to fold into: the notebook is gone
-                room.tail_length = 0
+                room.forget_tail()
                 return
             # Also when another server compacted first: do not try again at every append.
-            room.tail_length = max(room.durable_seq - compaction.seq, 0)
+            room.compacted(compaction.seq)
             if not compaction.folded:
                 return
             log.info(
@@ -244,12 +249,12 @@ class RoomManager(BackgroundService):
                 "compaction failed; the log stays as it is", extra={**extra, "error": str(exc)}
             )
         except BaseException as exc:
-            if not (isinstance(exc, Exception) or is_binding_panic(exc)):
+            if not is_failure(exc):
                 raise
             log.error(
                 "compaction failed: the stored document could not be read; the log stays",
                 extra={**extra, "error": repr(exc)},
             )
-            room.tail_length = 0  # not again at every append
+            room.forget_tail()  # not again at every append
         finally:
             self._compacting.discard(room.notebook_id)

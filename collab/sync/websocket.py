@@ -21,8 +21,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from collab.app_services import kept_services
 from collab.auth.access import Principal, Role, credential_digest, require_notebook
-from collab.auth.access_watch import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, LiveSockets
-from collab.errors import Forbidden, NotFound, ProtocolError, Unauthorized, Unavailable
+from collab.auth.access_watch import LiveSockets
+from collab.close_codes import CloseCode
+from collab.errors import (
+    Forbidden,
+    NotFound,
+    ProtocolError,
+    Unauthorized,
+    Unavailable,
+    is_binding_panic,
+)
 from collab.ids import parse_uuid
 from collab.metrics import Metrics
 from collab.settings import Settings
@@ -30,24 +38,14 @@ from collab.sync import protocol
 from collab.sync.check_pool import CheckPool
 from collab.sync.direct_socket import EXTENSION, DirectSocket
 from collab.sync.room import (
-    CLOSE_TOO_LARGE,
     SERVER_AWARENESS_ID,
     DocumentFull,
     Outbox,
     Room,
-    is_binding_panic,
 )
 from collab.sync.room_manager import RoomManager
 
 log = logging.getLogger(__name__)
-
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_UNAVAILABLE = 1013
-CLOSE_UNKNOWN_NOTEBOOK = 4404
 
 # How long a closing handshake may take before we drop the socket anyway.
 _CLOSE_TIMEOUT = 2.0
@@ -130,7 +128,7 @@ class Connection:
             "socket": "asgi" if self.direct is None else "direct",
         }
 
-    def revoke(self, code: int, reason: str) -> None:
+    def revoke(self, code: CloseCode, reason: str) -> None:
         """Close because access changed (collab.auth.access_watch)."""
         self.client.close(code, reason)
 
@@ -174,7 +172,7 @@ class Connection:
             with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                 try:
                     await self.websocket.close(
-                        self.client.close_code or CLOSE_NORMAL, self.client.close_reason
+                        self.client.close_code or CloseCode.NORMAL, self.client.close_reason
                     )
                 except (RuntimeError, OSError):
                     pass  # the socket is already gone; nothing left to tell
@@ -189,7 +187,7 @@ class Connection:
                 return
             data = message.get("bytes")
             if data is None:
-                self._refuse(CLOSE_UNSUPPORTED_DATA, "text frames are not part of the protocol")
+                self._refuse(CloseCode.UNSUPPORTED_DATA, "text frames are not part of the protocol")
                 return
             self._handle(data)
             checked = self._checked
@@ -200,7 +198,7 @@ class Connection:
         """One binary frame from the client; anything wrong with it closes this connection."""
         limit = self.settings.max_frame_bytes
         if len(data) > limit:
-            self._refuse(CLOSE_TOO_BIG, f"frame of {len(data)} bytes exceeds {limit}")
+            self._refuse(CloseCode.TOO_BIG, f"frame of {len(data)} bytes exceeds {limit}")
             return
         if self._checked is not None:
             self._waiting.append(data)
@@ -244,19 +242,19 @@ class Connection:
         try:
             yield
         except DocumentFull as exc:
-            self._refuse(CLOSE_TOO_LARGE, exc.message)
+            self._refuse(CloseCode.DOCUMENT_FULL, exc.message)
         except ProtocolError as exc:
-            self._refuse(CLOSE_PROTOCOL_ERROR, exc.message)
+            self._refuse(CloseCode.PROTOCOL_ERROR, exc.message)
         except Unavailable as exc:
-            self._refuse(CLOSE_UNAVAILABLE, exc.message)
+            self._refuse(CloseCode.UNAVAILABLE, exc.message)
         except Exception:
             # A bug of ours, not the client's: this connection ends, the room goes on.
             log.exception("frame handling failed", extra=self.extra)
-            self._refuse(CLOSE_INTERNAL_ERROR, "internal error")
+            self._refuse(CloseCode.INTERNAL_ERROR, "internal error")
         except BaseException as exc:
             if not is_binding_panic(exc):
                 raise  # cancellation, KeyboardInterrupt: not this frame's doing
-            self._refuse(CLOSE_PROTOCOL_ERROR, "update rejected by the CRDT decoder")
+            self._refuse(CloseCode.PROTOCOL_ERROR, "update rejected by the CRDT decoder")
 
     # -- weft.direct: frames straight from and to the socket (collab.sync.direct_socket) -----
 
@@ -306,7 +304,7 @@ class Connection:
             self.client.send(access_notice(self.role, self.refused_updates))
         return True
 
-    def _refuse(self, code: int, reason: str) -> None:
+    def _refuse(self, code: CloseCode, reason: str) -> None:
         # A close reason must fit in a control frame (123 bytes).
         self.client.close(code, reason.encode()[:120].decode(errors="ignore"))
 
@@ -332,31 +330,31 @@ async def sync_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     notebook_id = parse_uuid(websocket.path_params["notebook_id"])
     if notebook_id is None:
-        await websocket.close(CLOSE_UNKNOWN_NOTEBOOK, "unknown notebook")
+        await websocket.close(CloseCode.UNKNOWN_NOTEBOOK, "unknown notebook")
         return
     extra = {"notebook_id": str(notebook_id)}
     try:
         principal = await require_notebook(websocket, notebook_id, Role.VIEWER)
     except Unauthorized as exc:
         log.info("refused: not signed in", extra=extra)
-        await websocket.close(CLOSE_UNAUTHORIZED, exc.message[:120])
+        await websocket.close(CloseCode.UNAUTHORIZED, exc.message[:120])
         return
     except Forbidden as exc:
         log.info("refused: forbidden", extra=extra)
-        await websocket.close(CLOSE_FORBIDDEN, exc.message[:120])
+        await websocket.close(CloseCode.FORBIDDEN, exc.message[:120])
         return
     except NotFound:
         log.info("refused: unknown notebook", extra=extra)
-        await websocket.close(CLOSE_UNKNOWN_NOTEBOOK, "unknown notebook")
+        await websocket.close(CloseCode.UNKNOWN_NOTEBOOK, "unknown notebook")
         return
     try:
         room = await rooms.acquire(notebook_id)
     except NotFound:
         log.info("refused: unknown notebook", extra=extra)
-        await websocket.close(CLOSE_UNKNOWN_NOTEBOOK, "unknown notebook")
+        await websocket.close(CloseCode.UNKNOWN_NOTEBOOK, "unknown notebook")
         return
     except Unavailable as exc:
-        await websocket.close(CLOSE_UNAVAILABLE, exc.message[:120])
+        await websocket.close(CloseCode.UNAVAILABLE, exc.message[:120])
         return
     client = Outbox(
         uuid.uuid4().hex[:12], settings.client_send_queue, str(principal.user_id), principal.name

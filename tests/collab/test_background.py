@@ -8,6 +8,7 @@ import uuid
 
 import anyio
 import pytest
+from anyio.abc import TaskStatus
 
 from collab import background
 from collab.background import BackgroundService
@@ -99,3 +100,32 @@ def test_a_route_bound_to_a_service_that_is_not_running_is_unavailable() -> None
         assert service.get() == "running"
     with pytest.raises(Unavailable):
         service.get()
+
+
+class Starter(BackgroundService):
+    name = "starter"
+
+
+async def _starts(outcome: str, after: anyio.Event, *, task_status: TaskStatus[None]) -> None:
+    if outcome == "refused":
+        raise ValueError("refused before it started")
+    task_status.started()
+    await after.wait()
+    raise RuntimeError("a bug after it started")
+
+
+async def test_a_task_started_raises_to_its_caller_until_it_has_started_then_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="collab.background")
+    after = anyio.Event()
+    with anyio.fail_after(5):
+        async with Starter() as service:
+            with pytest.raises(ValueError, match="refused before it started"):
+                await service.task_started(_starts, "refused", after)
+            await service.task_started(_starts, "fine", after)
+            after.set()
+            await anyio.sleep(0.05)
+            assert service.started  # the failure after the start did not stop the service
+    failed = [r for r in caplog.records if r.getMessage() == "background task failed"]
+    assert [getattr(r, "task") for r in failed] == ["starter:_starts"]  # noqa: B009
