@@ -129,7 +129,10 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
     }
     jupyter = Jupyter()
     with tempfile.TemporaryDirectory() as state:
-        server = ServerProcess(state_dir=Path(state), env={"WEFT_LOG_LEVEL": "WARNING"})
+        # The product's default: a kernel starts when an editor opens the notebook (test
+        # servers turn that off; this measures it).
+        env = {"WEFT_LOG_LEVEL": "WARNING", "WEFT_KERNEL_PRESTART": "on"}
+        server = ServerProcess(state_dir=Path(state), env=env)
         await server.start()
         try:
             token = await sign_up(server.url, "bench@example.org", "Bench")
