@@ -188,11 +188,15 @@ class Kernel:
             settings, notebook_id, workspace_dir, network, environment and environment[1], image
         )
         try:
-            container = await anyio.to_thread.run_sync(
-                lambda: client.containers.create(
-                    **{k: v for k, v in options.items() if k != "detach"}
+            # Shielded: a start cancelled meanwhile (an interrupt, a shutdown) would
+            # otherwise drop the container the engine made, and leave it behind for good.
+            # The next await raises the cancellation, and the container is removed.
+            with anyio.CancelScope(shield=True):
+                container = await anyio.to_thread.run_sync(
+                    lambda: client.containers.create(
+                        **{k: v for k, v in options.items() if k != "detach"}
+                    )
                 )
-            )
         except docker.errors.ImageNotFound:
             raise KernelError(
                 f"runtime image {options['image']} is missing; build it with "
@@ -377,7 +381,15 @@ class Kernel:
             self._writer.close()
         if self._reader_task is not None:
             self._reader_task.cancel()
-        with contextlib.suppress(docker.errors.DockerException):
+        else:  # never started: nothing else closes them
+            self._send_messages.close()
+            self._receive_messages.close()
+        # Shielded (and bounded): removal is what a cancelled start or a shutdown does last.
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(30),
+            contextlib.suppress(docker.errors.DockerException),
+        ):
             await anyio.to_thread.run_sync(lambda: self.container.remove(force=True))
         log.info("kernel removed", extra={"notebook_id": str(self.notebook_id)})
 
