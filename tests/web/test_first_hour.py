@@ -508,7 +508,8 @@ async def test_polish_top_bar_banner_chart_menu_files_insert_and_joining_after_s
     banner = kate.locator(".banner-readonly")
     await expect(banner).to_be_visible()
     await kate.mouse.wheel(0, 1500)
-    await kate.wait_for_function("window.scrollY > 300")
+    # A function, not an expression: polling an expression is an eval, which the CSP refuses.
+    await kate.wait_for_function("() => window.scrollY > 300")
     card = await kate.locator(".nb-sidebar .side-card").first.bounding_box()
     assert card is not None
     on_top = await kate.evaluate(
