@@ -19,7 +19,7 @@ worker's time (waiting for one's turn does not count): past that, the worker is 
 (its reply would otherwise be read as the next update's), that update is refused and its
 connection closed, and the next large update starts a fresh worker.
 
-    >>> async with CheckPool() as checks:
+    >>> async with CheckPool(timeout=settings.update_check_seconds) as checks:
     ...     facts = await checks.check(update, room.state())
 """
 
@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 # Larger updates are checked in the worker (~20-40 ms of check inline at worst; see
 # docs/performance.md, "One large update").
 INLINE_CHECK_BYTES = 32 * 1024
-# A check at the limits takes ~0.1-0.3 s here; 30x that is a machine in trouble or an
-# update built to be slow, and either way not worth holding every other connection for.
-CHECK_TIMEOUT_SECONDS = 10.0
 _HEADER = 8  # each message: its length (little-endian), then a pickle
 
 
@@ -86,7 +83,7 @@ class CheckPool:
     (the whole app) in the worker, and forking would copy a process with threads.
     """
 
-    def __init__(self, timeout: float = CHECK_TIMEOUT_SECONDS) -> None:
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._process: asyncio.subprocess.Process | None = None
         self._turn = anyio.Lock()
