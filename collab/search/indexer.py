@@ -1,8 +1,11 @@
 """Keeping the search index (collab.search.query) current as documents change.
 
-- every loaded room's document is observed; a change marks the notebook due, and its text
-  is written at most ``delay`` seconds later (one statement for every due notebook). The
-  indexer holds the room until then, so a room that unloads in between is still flushed;
+- every change of a loaded room's document marks the notebook due (the room hooks: a round
+  of its updates made durable here, or other servers' updates applied to it; observing the
+  document instead would run Python for every transaction, reads and keystrokes included),
+  and its text is written at most ``delay`` seconds later (one statement for every due
+  notebook). The indexer holds the room until then, so a room that unloads in between is
+  still flushed;
 - notebooks with no text indexed yet (new, imported, or there before this migration) are
   indexed from the store within ``poll_seconds``;
 - a sweep every ``sweep_seconds`` re-indexes, from the store, any notebook whose document
@@ -16,14 +19,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
-from pycrdt import Array, Doc, Map, TransactionEvent
+from pycrdt import Array, Doc, Map
 
 if TYPE_CHECKING:
     from collab.storage.document_store import DocumentStore
@@ -39,7 +41,6 @@ from collab.sync.hooks import RoomHooks
 log = logging.getLogger(__name__)
 
 MAX_BODY_CHARS = 200_000
-_EMPTY_DELETE_SET = b"\x00"
 
 # Write many notebooks' text at once; rows always exist (the trigger on notebooks makes
 # them). Rows another transaction holds are skipped, never waited for (so the indexer is in
@@ -319,20 +320,13 @@ class SearchIndexer(BackgroundService, RoomHooks):
                 log.warning("search: final flush failed: %s", error)
 
     def room_loaded(self, room: Room) -> None:
-        """Watch the room's document; index it now too (it may have changed unobserved)."""
-        ref = weakref.ref(room)
+        """Index the room's document now (it may have changed while it was not loaded)."""
+        self.touch(room)
 
-        def changed(event: TransactionEvent) -> None:
-            # Reading the doc is a transaction too: only ones that changed something count.
-            # (The binding's stubs omit these attributes of the event.)
-            before, after = getattr(event, "before_state"), getattr(event, "after_state")  # noqa: B009
-            if before == after and getattr(event, "delete_set") == _EMPTY_DELETE_SET:  # noqa: B009
-                return
-            target = ref()
-            if target is not None:
-                self.touch(target)
+    def update_persisted(self, room: Room) -> None:
+        self.touch(room)
 
-        room.doc.observe(changed)
+    def log_applied(self, room: Room) -> None:
         self.touch(room)
 
     def touch(self, room: Room) -> None:

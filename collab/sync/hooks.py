@@ -34,6 +34,11 @@ class RoomHooks:
         """A round of the room's updates is in the log (the writer's group commit); its
         clients have been sent them."""
 
+    def log_applied(self, room: Room) -> None:
+        """Updates other servers appended to the notebook's log were applied to the room
+        (replication's catch-up). With ``update_persisted`` this covers every change of a
+        room's document, without observing it (an observer runs for every transaction)."""
+
     def room_unloaded(self, notebook_id: uuid.UUID) -> None:
         """The room is no longer served here: idle past the grace period, its notebook
         deleted, or dropped to be loaded afresh after a panic."""
@@ -71,6 +76,10 @@ class RoomHookList(RoomHooks):
     def update_persisted(self, room: Room) -> None:
         for hooks in list(self._hooks):
             _call(hooks, hooks.update_persisted, room.notebook_id, room)
+
+    def log_applied(self, room: Room) -> None:
+        for hooks in list(self._hooks):
+            _call(hooks, hooks.log_applied, room.notebook_id, room)
 
     def room_unloaded(self, notebook_id: uuid.UUID) -> None:
         for hooks in list(self._hooks):

@@ -198,6 +198,7 @@ class Replication(BackgroundService, RoomHooks):
         complete = room.apply_logged(rows)
         sent_at = self._sent_at.pop(notebook_id, None)
         if room.synced_seq > since:
+            self._rooms.hooks.log_applied(room)
             if sent_at is not None:
                 self._metrics.notify_lag_seconds.observe(max(time.time() - sent_at, 0))
             log.debug(

@@ -41,6 +41,7 @@ from collab.settings import Settings
 from collab.storage.catalog import Catalog
 from collab.storage.database import migrate, open_pool
 from collab.storage.document_store import DocumentStore
+from collab.sync.replication import Replication
 from collab.sync.room_manager import RoomManager
 from tests.conftest import new_notebook, sign_up, token_of
 from tests.support.nodeclient import node_client
@@ -614,6 +615,38 @@ async def test_sweep_catches_edits_no_server_indexed_and_reindex_rebuilds_everyt
         assert await found(pool, user, "platypus")
         assert await found(pool, user, "platypsu")  # the lexicon is back: typos work
         assert await lexicons(pool) == await lexicons_recomputed(pool)
+
+
+async def test_an_edit_another_server_made_to_a_loaded_room_is_indexed_within_the_delay(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Nothing observes the room's document: the indexer learns of changes from the room
+    # hooks. An update another server appended reaches this server's room through
+    # replication's catch-up (log_applied), not through this server's writer.
+    async with services_for(database_url, tmp_path) as services:
+        pool, store = services.pool, services.store
+        user = await add_user(pool)
+        ws = await add_workspace(pool, "W", user)
+        notebook_id = await seeded_notebook(services, ws, "alpha = 1")
+        await eventually(lambda: found(pool, user, "alpha"), what="indexing a new notebook")
+        replication = Replication(pool, store, services.rooms, Metrics(), poll_seconds=60)
+        async with services.rooms.use(notebook_id) as room, replication:
+            # Loading the room marks it due (room_loaded): let that pass (its delay is 1 s;
+            # the row is unchanged, so nothing in the database shows it) before the edit.
+            await anyio.sleep(1.5)
+            # Another server's edit, in the log (as the sweep test makes one).
+            doc: Doc[Any] = Doc()
+            for update in (await store.load(notebook_id)).updates:
+                doc.apply_update(update)
+            before = doc.get_state()
+            type_into(doc, "\nquokka = 3")
+            seq = await store.last_seq(notebook_id) + 1
+            await store.append([(notebook_id, seq, doc.get_update(before))])
+            await replication.catch_up(notebook_id)
+            assert "quokka" in str(room.doc.get("cells", type=Array)[0]["source"])
+            # The sweep is 60 s away: only the hook can have marked it due.
+            waited = await eventually(lambda: found(pool, user, "quokka"), what="indexing")
+            assert waited < 2.5
 
 
 # -- keeping it current: a real server and the official Yjs client ------------------------
