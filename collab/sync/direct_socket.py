@@ -19,7 +19,10 @@ two never interleave inside a frame.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +35,8 @@ _FIN_BINARY = 0x82  # FIN bit and opcode 2 (binary); frames from a server are ne
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
+
+log = logging.getLogger(__name__)
 
 
 def encode_binary_frames(payloads: Iterable[bytes]) -> bytes:
@@ -65,6 +70,53 @@ def as_asyncio_code(function: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
+class TurnFlushes:
+    """The flushes due in an event loop's next turn, run from one callback.
+
+    A room's broadcast queues a frame for each of its clients; one loop callback per client
+    (and switching sniffio to asyncio for each) was a fixed cost of every frame fanned out.
+    Here the first flush of a turn schedules the callback and the others join it; a flush
+    asked for while they run (a frame queued by one of them) goes to the next turn, as it
+    did with a callback of its own. One for each event loop (``for_loop``).
+    """
+
+    __slots__ = ("__weakref__", "_due", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: list[Callable[[], None]] = []
+
+    def add(self, callback: Callable[[], None]) -> None:
+        if not self._due:
+            self._loop.call_soon(self._run)
+        self._due.append(callback)
+
+    def _run(self) -> None:
+        due, self._due = self._due, []
+        token = sniffio.current_async_library_cvar.set("asyncio")
+        try:
+            for callback in due:
+                try:
+                    callback()
+                except Exception:  # one connection's failure is not the others'
+                    log.exception("flushing a connection failed")
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
+
+
+_turn_flushes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnFlushes] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def turn_flushes(loop: asyncio.AbstractEventLoop) -> TurnFlushes:
+    """The loop's ``TurnFlushes`` (made on first use; it goes with the loop)."""
+    flushes = _turn_flushes.get(loop)
+    if flushes is None:
+        flushes = _turn_flushes[loop] = TurnFlushes(loop)
+    return flushes
+
+
 class DirectSocket:
     """What the extension hands the application for one connection.
 
@@ -80,13 +132,12 @@ class DirectSocket:
         self.on_writable: Callable[[], None] | None = None
 
     def scheduler(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """A function that runs ``callback`` in the event loop's next turn (as asyncio
-        code, see above); wrapped once, as it is called for every turn with frames."""
-        wrapped = as_asyncio_code(callback)
-        loop = self._protocol.loop
+        """A function that runs ``callback`` (as asyncio code, see above) in the event
+        loop's next turn, with every other connection's flush of that turn."""
+        flushes = turn_flushes(self._protocol.loop)
 
         def schedule() -> None:
-            loop.call_soon(wrapped)
+            flushes.add(callback)
 
         return schedule
 

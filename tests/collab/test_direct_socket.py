@@ -7,18 +7,21 @@ connection code goes through ASGI ``send``/``receive``. Both must behave the sam
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
 import anyio
 import pytest
+import sniffio
 from pycrdt import Array, Doc, Text
 from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from collab.sync import protocol
-from collab.sync.direct_socket import encode_binary_frames
+from collab.sync.direct_socket import encode_binary_frames, turn_flushes
 from tests.conftest import StartServer, notebook_on
 from tests.support.nodeclient import node_client
 from tests.support.pyclient import py_client
@@ -63,6 +66,38 @@ def sockets_joined(server: ServerProcess) -> set[str]:
         if '"client joined"' in line:
             kinds.add(json.loads(line)["socket"])
     return kinds
+
+
+async def test_a_turns_flushes_run_together_in_order_and_one_failing_stops_no_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    flushes = turn_flushes(loop)
+    assert turn_flushes(loop) is flushes  # one for the loop
+    ran: list[str] = []
+
+    def flush(name: str) -> None:
+        ran.append(f"{name}:{sniffio.current_async_library()}")
+        if name == "b":
+            raise RuntimeError("this connection's socket is gone")
+        if name == "c":
+            flushes.add(lambda: ran.append("c-again"))  # a frame queued while flushing
+
+    def elsewhere() -> None:
+        ran.append("another callback")
+
+    for name in "abc":
+        flushes.add(lambda name=name: flush(name))
+        if name == "a":
+            loop.call_soon(elsewhere)  # scheduled after the first flush of the turn
+    with caplog.at_level(logging.ERROR, logger="collab.sync.direct_socket"):
+        await asyncio.sleep(0)  # one turn
+        # All three in the one callback the first one scheduled; c's new flush waits for
+        # the next turn; b's failure was logged and did not stop c.
+        assert ran == ["a:asyncio", "b:asyncio", "c:asyncio", "another callback"]
+        await asyncio.sleep(0)
+    assert ran[-1] == "c-again"
+    assert "flushing a connection failed" in caplog.text
 
 
 @pytest.mark.parametrize("mode", MODES)
