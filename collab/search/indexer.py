@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
-from pycrdt import Array, Doc, Map
+from pycrdt import Doc, Map
 
 if TYPE_CHECKING:
     from collab.storage.document_store import DocumentStore
@@ -33,12 +34,19 @@ if TYPE_CHECKING:
     from collab.sync.room_manager import RoomManager
 
 from collab.background import BackgroundService
+from collab.document.cell_list import CellList
 from collab.errors import is_failure
 from collab.search.query import SEPARATOR
 from collab.storage.database import DATABASE_ERRORS
 from collab.sync.hooks import RoomHooks
 
 log = logging.getLogger(__name__)
+
+# At most this share of the event loop goes to reading one notebook's text: a notebook
+# whose read took t seconds waits at least t / _LOOP_SHARE between reads (a 2,000-cell
+# notebook with outputs reads in ~50-80 ms, so it is indexed every 1-1.6 s while it changes,
+# not every second; small ones every ``delay``).
+_LOOP_SHARE = 0.05
 
 MAX_BODY_CHARS = 200_000
 
@@ -106,15 +114,13 @@ class IndexEntry:
     seq: int
 
 
-def document_cells(doc: Doc[Any]) -> tuple[list[str], list[str]]:
-    """(cell ids, cell sources) of a notebook document, in order."""
+def document_cells(doc: Doc[Any], cells: CellList) -> tuple[list[str], list[str]]:
+    """(cell ids, cell sources) of a notebook document, in order, from its CellList
+    (collab.document.cell_list: reading ``cells`` by index is quadratic in pycrdt)."""
     ids, sources = [], []
-    cells = doc.get("cells", type=Array)
-    # One transaction and one slice: reading cell by cell made pycrdt open a transaction
-    # for every access (4 per cell), ~30% of this on a 1,000-cell notebook.
     with doc.transaction():
-        for cell in cells[0 : len(cells)]:
-            if not isinstance(cell, Map | dict):
+        for cell in cells.entries():
+            if not isinstance(cell, Map):
                 continue
             source = cell.get("source")
             ids.append(str(cell.get("id") or ""))
@@ -159,10 +165,12 @@ async def update_lexicon(pool: asyncpg.Pool, batch: int = 500) -> int:
             return total
 
 
-def _read_cells(doc: Doc[Any], notebook_id: uuid.UUID) -> tuple[list[str], list[str]]:
+def _read_cells(
+    doc: Doc[Any], cells: CellList, notebook_id: uuid.UUID
+) -> tuple[list[str], list[str]]:
     """document_cells, or none (logged) if the binding cannot read the document."""
     try:
-        return document_cells(doc)
+        return document_cells(doc, cells)
     except BaseException as exc:
         if not is_failure(exc):
             raise
@@ -175,7 +183,7 @@ def _read_cells(doc: Doc[Any], notebook_id: uuid.UUID) -> tuple[list[str], list[
 
 def room_entry(room: Room) -> IndexEntry:
     # synced_seq: the doc holds every logged update up to it (and maybe newer ones).
-    cell_ids, sources = _read_cells(room.doc, room.notebook_id)
+    cell_ids, sources = _read_cells(room.doc, room.cells, room.notebook_id)
     return IndexEntry(room.notebook_id, cell_ids, sources, room.synced_seq)
 
 
@@ -184,6 +192,7 @@ async def stored_entry(store: DocumentStore, notebook_id: uuid.UUID) -> IndexEnt
     indexed without its cells (its title still finds it), and tried again when it changes."""
     stored = await store.load(notebook_id)
     doc: Doc[Any] = Doc()
+    cells = CellList(doc)  # before the content: its first event lists every cell
     try:
         for update in stored.updates:
             doc.apply_update(update)
@@ -191,11 +200,12 @@ async def stored_entry(store: DocumentStore, notebook_id: uuid.UUID) -> IndexEnt
         if not is_failure(exc):
             raise
         doc = Doc()
+        cells = CellList(doc)
         log.warning(
             "search: stored document is unreadable; indexed without its cells",
             extra={"notebook_id": str(notebook_id), "error": repr(exc)},
         )
-    cell_ids, sources = _read_cells(doc, notebook_id)
+    cell_ids, sources = _read_cells(doc, cells, notebook_id)
     return IndexEntry(notebook_id, cell_ids, sources, stored.last_seq)
 
 
@@ -297,9 +307,10 @@ class SearchIndexer(BackgroundService, RoomHooks):
         self._poll_seconds = poll_seconds
         self._sweep_seconds = sweep_seconds
         self._batch = batch
-        # notebook id -> (when to write it, the room whose doc to read); insertion order is
-        # deadline order, as every deadline is "first change + delay".
+        # notebook id -> (when to write it, the room whose doc to read).
         self._due: dict[uuid.UUID, tuple[float, Room]] = {}
+        # notebook id -> how long reading its loaded room took last time (seconds).
+        self._read_seconds: dict[uuid.UUID, float] = {}
         self._wake = anyio.Event()
 
     async def start(self) -> None:
@@ -329,11 +340,16 @@ class SearchIndexer(BackgroundService, RoomHooks):
     def log_applied(self, room: Room) -> None:
         self.touch(room)
 
+    def room_unloaded(self, notebook_id: uuid.UUID) -> None:
+        self._read_seconds.pop(notebook_id, None)
+
     def touch(self, room: Room) -> None:
-        """The room's text may have changed: write it within ``delay`` seconds."""
+        """The room's text may have changed: write it within ``delay`` seconds, or later
+        for a notebook so large that reading it takes long (see ``_LOOP_SHARE``)."""
         entry = self._due.get(room.notebook_id)
         if entry is None:
-            self._due[room.notebook_id] = (anyio.current_time() + self._delay, room)
+            wait = max(self._delay, self._read_seconds.get(room.notebook_id, 0.0) / _LOOP_SHARE)
+            self._due[room.notebook_id] = (anyio.current_time() + wait, room)
             self._wake.set()
         else:
             self._due[room.notebook_id] = (entry[0], room)
@@ -343,7 +359,7 @@ class SearchIndexer(BackgroundService, RoomHooks):
             await self._wake.wait()
             self._wake = anyio.Event()
             while self._due:
-                first = next(iter(self._due.values()))[0]
+                first = min(deadline for deadline, _ in self._due.values())
                 await anyio.sleep(max(0.0, first - anyio.current_time()))
                 now = anyio.current_time()
                 ready = [nid for nid, (deadline, _) in self._due.items() if deadline <= now]
@@ -362,7 +378,11 @@ class SearchIndexer(BackgroundService, RoomHooks):
     async def _write_rooms(self, rooms: list[Room]) -> None:
         if not rooms:
             return
-        entries = [room_entry(room) for room in rooms]
+        entries = []
+        for room in rooms:
+            started = time.perf_counter()
+            entries.append(room_entry(room))
+            self._read_seconds[room.notebook_id] = time.perf_counter() - started
         busy = await write_entries(self._pool, entries)
         for room in rooms:
             if room.notebook_id in busy:

@@ -32,7 +32,7 @@ from typing import Any
 from pycrdt import Array, Map, Text
 
 from collab.document import schema
-from collab.document.notebook import _json as to_json
+from collab.document.notebook import plain_json as to_json
 from collab.document.schema import KernelStatus, RunRecord, Symbol, run_record
 from collab.sync import protocol
 from collab.sync.protocol import AwarenessEntry
@@ -60,6 +60,30 @@ class CellSnapshot:
     metadata: dict[str, Any]
 
 
+def _snapshot(index: int, cell: Map[Any]) -> CellSnapshot:
+    """A cell as it is now (fields of the wrong kind read as absent)."""
+    metadata = to_json(cell[schema.METADATA]) if schema.METADATA in cell else {}
+    metadata = metadata if isinstance(metadata, dict) else {}
+    cell_id = cell.get(schema.CELL_ID)
+    source = cell.get(schema.SOURCE)
+    return CellSnapshot(
+        id=cell_id if isinstance(cell_id, str) else "",  # no string: it names no cell
+        index=index,
+        cell_type=str(cell[schema.CELL_TYPE]) if schema.CELL_TYPE in cell else "code",
+        language=str(metadata.get(schema.LANGUAGE) or schema.DEFAULT_LANGUAGE),
+        source="" if source is None else str(source),
+        metadata=metadata,
+    )
+
+
+def _id_of(cell: Any) -> str | None:
+    """A cell's id, if it is a cell with a string id."""
+    if not isinstance(cell, Map):
+        return None
+    value = cell.get(schema.CELL_ID)
+    return value if isinstance(value, str) else None
+
+
 class NotebookPeer:
     def __init__(
         self, room: Room, rooms: RoomManager, replication: Replication | None = None
@@ -69,6 +93,9 @@ class NotebookPeer:
         self._replication = replication
         self._doc = room.doc
         self._batching = False
+        # cell_index's cell id -> index, and the room's ``changes`` when it was read.
+        self._cell_indexes: dict[str, int] = {}
+        self._cell_indexes_read = -1
 
     @property
     def notebook_id(self) -> uuid.UUID:
@@ -100,22 +127,14 @@ class NotebookPeer:
         return table
 
     def cells(self) -> list[CellSnapshot]:
+        # From the room's CellList (collab.document.cell_list): reading ``cells`` by index
+        # walks it from its start every time (quadratic: ~110 ms of the event loop for the
+        # 2,000 cells a notebook may have), and its outputs are never read here.
         snapshots = []
-        for index, cell in enumerate(self._cells()):
-            if not isinstance(cell, Map):
-                continue  # anything else an editor put into `cells` is no cell
-            metadata = to_json(cell[schema.METADATA]) if schema.METADATA in cell else {}
-            cell_type = str(cell[schema.CELL_TYPE]) if schema.CELL_TYPE in cell else "code"
-            snapshots.append(
-                CellSnapshot(
-                    id=str(cell[schema.CELL_ID]),
-                    index=index,
-                    cell_type=cell_type,
-                    language=str(metadata.get(schema.LANGUAGE) or schema.DEFAULT_LANGUAGE),
-                    source=str(cell[schema.SOURCE]) if schema.SOURCE in cell else "",
-                    metadata=metadata,
-                )
-            )
+        with self._doc.transaction():
+            for index, cell in enumerate(self._room.cells.entries()):
+                if isinstance(cell, Map):  # anything else an editor put in `cells` is no cell
+                    snapshots.append(_snapshot(index, cell))
         return snapshots
 
     def cell(self, cell_id: str) -> CellSnapshot | None:
@@ -125,7 +144,7 @@ class NotebookPeer:
         index = self.cell_index(cell_id)
         if index is None:
             return None
-        cell: Map[Any] = self._cells()[index]
+        cell: Map[Any] = self._room.cells.entry(index)
         return cell
 
     def metadata(self) -> dict[str, Any]:
@@ -349,16 +368,27 @@ class NotebookPeer:
         return _observe(self._cells(), callback)
 
     def cell_index(self, cell_id: str) -> int | None:
-        cells = self._cells()
-        for index in range(len(cells)):
-            cell = cells[index]
-            if (
-                isinstance(cell, Map)
-                and schema.CELL_ID in cell
-                and str(cell[schema.CELL_ID]) == cell_id
-            ):
-                return index
-        return None
+        """The index of the first cell with this id (every output written looks one up).
+
+        The ids of all cells are read once from the room's CellList and kept: while the
+        document has not changed (``Room.changes``) they hold; after a change the one asked
+        for is checked, and a cell inserted, moved or deleted above it fails the check and
+        has the ids read again."""
+        cells = self._room.cells
+        changes = self._room.changes
+        index = self._cell_indexes.get(cell_id)
+        if changes == self._cell_indexes_read:
+            return index
+        if index is not None and index < len(cells) and _id_of(cells.entry(index)) == cell_id:
+            return index
+        self._cell_indexes = {}
+        with self._doc.transaction():
+            for i, cell in enumerate(cells.entries()):
+                found = _id_of(cell)
+                if found is not None:
+                    self._cell_indexes.setdefault(found, i)
+        self._cell_indexes_read = changes
+        return self._cell_indexes.get(cell_id)
 
     # -- the assistant's marks and presence --------------------------------------------
 

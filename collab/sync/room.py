@@ -20,6 +20,7 @@ import anyio
 from pycrdt import Array, ArrayEvent, Doc, Map, TransactionEvent
 
 from collab.close_codes import CloseCode
+from collab.document.cell_list import CellList
 from collab.errors import ProtocolError, is_binding_panic
 from collab.sync import protocol
 from collab.sync.ordering import Logged, RoomOrder
@@ -245,6 +246,8 @@ class Room:
         self.notebook_id = notebook_id
         self.limits = limits or DocumentLimits()
         self.doc: Doc[Any] = Doc()
+        # Made first, so the first update's event lists every cell (collab.document.cell_list).
+        self.cells = CellList(self.doc)
         for update in updates:
             self.doc.apply_update(update)
         # The stored size (snapshot and tail), grown by every update accepted since: what the
@@ -270,6 +273,9 @@ class Room:
         self._applying = False
         self._awareness: dict[int, tuple[int, str]] = {}  # client id -> (clock, state json)
         self.users = 0  # holders of the room: connections and in-process peers
+        # Counts every change of ``doc`` (an update applied): what was read from it holds
+        # while this stays the same (a state vector does not move on deletions).
+        self.changes = 0
         # The subscriptions live exactly as long as the doc.
         self._subscription = self.doc.observe(self._after_transaction)
         self._cells_subscription = self.doc.get("cells", type=Array).observe(self._cells_changed)
@@ -301,6 +307,7 @@ class Room:
                         self._foreign_cell = True
 
     def _record(self, origin: Outbox | None, update: bytes) -> None:
+        self.changes += 1
         self.size += len(update)
         self._pending.append((origin, update))
         self._order.accept()
@@ -387,6 +394,7 @@ class Room:
             if kind is Logged.GAP:
                 return False  # an append still in flight, or a row not fetched yet
             if kind is Logged.THEIRS:
+                self.changes += 1
                 self._applying = True
                 try:
                     self.doc.apply_update(update)
@@ -410,6 +418,7 @@ class Room:
         if not self._order.takes_snapshot(seq):
             return
         known = self.doc.get_state()
+        self.changes += 1
         self._applying = True
         try:
             self.doc.apply_update(snapshot)
