@@ -7,7 +7,7 @@ first run in a notebook opened --think seconds before (its kernel starts on open
 one JSON line.
 
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python bench/run_overhead.py --warm 30 --cold 8
+    .venv/bin/python bench/run_overhead.py --warm 30 --cold 8 [--image weft-runtime:TAG]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Jupyter:
         self.manager.shutdown_kernel(now=True)
 
 
-def docker_run() -> float:
+def docker_run(image: str) -> float:
     """The floor for a cold start: a bare `docker run` of the runtime image."""
     started = time.perf_counter()
     subprocess.run(
@@ -77,7 +77,7 @@ def docker_run() -> float:
             "--read-only",
             "--cap-drop",
             "ALL",
-            "weft-runtime:latest",
+            image,
             "python3",
             "-c",
             "1+1",
@@ -131,7 +131,11 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as state:
         # The product's default: a kernel starts when an editor opens the notebook (test
         # servers turn that off; this measures it).
-        env = {"WEFT_LOG_LEVEL": "WARNING", "WEFT_KERNEL_PRESTART": "on"}
+        env = {
+            "WEFT_LOG_LEVEL": "WARNING",
+            "WEFT_KERNEL_PRESTART": "on",
+            "WEFT_KERNEL_IMAGE": args.image,  # the image docker_run starts too
+        }
         server = ServerProcess(state_dir=Path(state), env=env)
         await server.start()
         try:
@@ -155,7 +159,8 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
                     for _ in range(args.cold):
                         await api.post(f"/api/notebooks/{nid}/restart")
                         samples["weft_cold"].append(await commit_until_done(api, nid, runs))
-                        samples["docker_run"].append(await anyio.to_thread.run_sync(docker_run))
+                        bare = await anyio.to_thread.run_sync(docker_run, args.image)
+                        samples["docker_run"].append(bare)
                 # A person opens a notebook and commits after reading it for --think seconds:
                 # the kernel started when they opened it.
                 for _ in range(args.opened):
@@ -178,6 +183,11 @@ def main() -> int:
     parser.add_argument("--cold", type=int, default=8)
     parser.add_argument("--opened", type=int, default=5, help="notebooks opened, then run once")
     parser.add_argument("--think", type=float, default=3.0, help="seconds from open to commit")
+    parser.add_argument(
+        "--image",
+        default="weft-runtime:latest",
+        help="the runtime image, for Weft's kernels and the bare docker run alike",
+    )
     args = parser.parse_args()
     try:
         import ipykernel  # noqa: F401
@@ -189,7 +199,7 @@ def main() -> int:
         )
         return 2
     samples = anyio.run(measure, args)
-    result: dict[str, Any] = {"bench": "run_overhead"}
+    result: dict[str, Any] = {"bench": "run_overhead", "image": args.image}
     result.update({name: summary(values) for name, values in samples.items() if values})
     p50 = {name: result[name]["p50_ms"] for name in samples if samples[name]}
     result["ratio"] = {

@@ -13,19 +13,19 @@ The worker loops that claim runs and start this are in ``executor.worker``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypedDict
 
 import anyio
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from collab.document.schema import DEPENDENCIES, KernelState, KernelStatus, RunRecord, RunState
-from collab.storage.catalog import Catalog
+from collab.errors import NotFound
 from collab.storage.database import DATABASE_ERRORS
 from collab.sync.peers import CellSnapshot, NotebookPeer, NotebookPeers
 from executor.config import ExecutorSettings
@@ -37,6 +37,7 @@ from executor.in_progress import InProgress
 from executor.kernel import Kernel, KernelError
 from executor.kernels import KernelPool
 from executor.outputs import OutputLimits, OutputWriter, cap_symbols
+from executor.phases import Phases
 from executor.queue import Run
 from executor.run_states import RunStates, now, source_hash
 from executor.sessions import KernelSessions
@@ -50,7 +51,6 @@ class RunContext:
     """What every run on this worker shares."""
 
     settings: ExecutorSettings
-    catalog: Catalog
     files: FileStore
     kernels: Callable[[], KernelPool]
     notebooks: NotebookPeers
@@ -58,8 +58,8 @@ class RunContext:
     sessions: KernelSessions
     in_progress: InProgress
     limits: OutputLimits
-    network_allowed: Callable[[uuid.UUID], Awaitable[bool]]  # by workspace id
     run_seconds: Histogram
+    catch_ups: Counter  # runs whose "queued" had not reached this server: they caught up
     environments: Environments
 
 
@@ -111,6 +111,7 @@ class CellRun:
             "reason": run.reason,
         }
         self._interrupted_for_time = False
+        self.phases = Phases()  # from the claim; logged with "run finished"
 
     @property
     def kernels(self) -> KernelPool:
@@ -121,58 +122,83 @@ class CellRun:
         if prepared is None:
             return
         workspace_dir, network = prepared
-        async with self.c.notebooks.open(self.run.notebook_id) as notebook:
+        self.phases.mark("prepare")
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                notebook = await stack.enter_async_context(
+                    self.c.notebooks.open(self.run.notebook_id)
+                )
+            except NotFound:  # deleted since the claim (its row went with it)
+                log.info("run dropped: its notebook was deleted", extra=self.extra)
+                return
             cell = await self._cell(notebook)
+            self.phases.mark("catch_up")
             if cell is None:
                 return
             started = time.monotonic()
             writer = OutputWriter(notebook, self.run.cell_id, self.c.limits)
             environment = await self._environment(notebook, writer)
+            self.phases.mark("environment")
             if environment is None:
                 return
             pip_note, prepared_environment = environment
             kernel = await self._kernel(
                 notebook, writer, workspace_dir, network, prepared_environment
             )
+            self.phases.mark("kernel")
             if kernel is None:
                 return
             self._begin(notebook, kernel)
             outcome = await self._drive(notebook, kernel, writer, pip_note)
+            self.phases.mark("drive")
             await self._finish(notebook, kernel, writer, outcome, started)
             await self.c.sessions.after_run(notebook, self.run, outcome.status, outcome.defined)
 
     # -- prepare ------------------------------------------------------------------------
 
     async def _prepare(self) -> tuple[Path, bool] | None:
-        """The workspace's directory and network setting; None if the run cannot go on."""
+        """The workspace's directory and network setting (both read with the claim:
+        executor.queue); None if the run cannot go on."""
         run = self.run
-        try:
-            row = await self.c.catalog.get_notebook(run.notebook_id)
-        except LookupError:
-            await self.c.states.end(None, run, None, row_error="notebook deleted")
-            return None
-        workspace_id = uuid.UUID(row["workspace_id"])
+        if run.workspace_id is None:
+            raise RuntimeError(
+                "a run is executed only once claimed (its claim reads its workspace)"
+            )
         try:
             # Off the loop: the workspace's filesystem may be made and mounted now.
             workspace_dir = await anyio.to_thread.run_sync(
-                self.c.files.workspace_root, workspace_id
+                self.c.files.workspace_root, run.workspace_id
             )
         except VolumeError as exc:
             await self.fail(str(exc), row_error=str(exc))
             return None
-        return workspace_dir, bool(await self.c.network_allowed(workspace_id))
+        return workspace_dir, run.network_allowed
 
     async def _cell(self, notebook: NotebookPeer) -> CellSnapshot | None:
-        # The run's "queued" (and its source) may have come from another server: apply it
-        # before writing over it (see RunStates.commit).
-        try:
-            await notebook.catch_up()
-        except DATABASE_ERRORS as exc:
-            log.warning("run: could not catch up with the log: %s", exc, extra=self.extra)
+        if not self._queued_here(notebook):
+            # The run's "queued" (and its cell) came from another server and has not reached
+            # this one yet: apply the log before writing over it (see RunStates.commit).
+            self.c.catch_ups.inc()
+            try:
+                await notebook.catch_up()
+            except DATABASE_ERRORS as exc:
+                log.warning("run: could not catch up with the log: %s", exc, extra=self.extra)
         cell = notebook.cell(self.run.cell_id)
         if cell is None:
             await self.c.states.end(None, self.run, None, row_error="the cell was deleted")
         return cell
+
+    def _queued_here(self, notebook: NotebookPeer) -> bool:
+        """This server's copy of the document already shows this run queued (the common
+        case: this server queued it, or the feed brought it). "running" written now then
+        follows "queued" instead of racing it, so the catch-up (a round trip to the log on
+        every run) is not needed."""
+        current = notebook.run(self.run.cell_id)
+        return (
+            current is not None
+            and current.get("run_id") == str(self.run.id)
+            and current.get("state") == RunState.QUEUED
+        )
 
     # -- environment (executor.environments) --------------------------------------------
 
@@ -498,9 +524,15 @@ class CellRun:
             with_it=with_it,
         )
         self.c.run_seconds.labels(state=state).observe(duration_ms / 1000)
+        self.phases.mark("finish")
         log.info(
             "run finished",
-            extra={**self.extra, "status": outcome.status, "duration_ms": duration_ms},
+            extra={
+                **self.extra,
+                "status": outcome.status,
+                "duration_ms": duration_ms,
+                "phases_ms": self.phases.ms,
+            },
         )
 
     # -- failed inside the executor -----------------------------------------------------

@@ -28,6 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from executor.config import ExecutorSettings
 from executor.environments.mount import add_mount
 from executor.kernel_requests import PendingRequests
+from executor.phases import Phases
 from executor.protocol import LineFramer, ProtocolViolation, parse_message
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ class Kernel:
         options = container_options(
             settings, notebook_id, workspace_dir, network, environment and environment[1], image
         )
+        phases = Phases()
         try:
             # Shielded: a start cancelled meanwhile (an interrupt, a shutdown) would
             # otherwise drop the container the engine made, and leave it behind for good.
@@ -204,12 +206,13 @@ class Kernel:
             ) from None
         except docker.errors.DockerException as exc:
             raise KernelError(f"could not create the kernel container: {exc}") from None
+        phases.mark("create")
         kernel = cls(client, container, notebook_id, settings.message_max_bytes, hooks)
         kernel.network = network
         kernel.image = image
         kernel.environment = environment[0] if environment else None
         try:
-            await kernel._attach_and_start()
+            await kernel._attach_and_start(phases)
             try:
                 with anyio.fail_after(60):
                     ready = await kernel._receive_messages.receive()
@@ -219,16 +222,21 @@ class Kernel:
                 ) from None
             if ready.get("type") != "ready":
                 raise KernelError(f"the runner did not start properly: {str(ready)[:200]}")
+            phases.mark("ready")  # the runner's own start, in the container
         except BaseException:
             await kernel.remove()
             raise
         log.info(
             "kernel started",
-            extra={"notebook_id": str(notebook_id), "container": container.short_id},
+            extra={
+                "notebook_id": str(notebook_id),
+                "container": container.short_id,
+                "phases_ms": phases.ms,
+            },
         )
         return kernel
 
-    async def _attach_and_start(self) -> None:
+    async def _attach_and_start(self, phases: Phases) -> None:
         def attach() -> socket.socket:
             params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             attached = self._client.api.attach_socket(self.container.id, params=params)
@@ -239,7 +247,9 @@ class Kernel:
         raw = await anyio.to_thread.run_sync(attach)
         reader, writer = await asyncio.open_connection(sock=raw, limit=64 * 1024 * 1024)
         self._writer = writer
+        phases.mark("attach")
         await anyio.to_thread.run_sync(self.container.start)
+        phases.mark("start")
         self.alive = True
         self._reader_task = asyncio.ensure_future(self._read(reader))
 

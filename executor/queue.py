@@ -32,11 +32,34 @@ WITH candidate AS (
 UPDATE runs SET state = 'running', claimed_by = $1, started_at = now(),
                 lease_until = now() + make_interval(secs => $2)
 FROM candidate
+JOIN notebooks n ON n.id = candidate.notebook_id
+LEFT JOIN workspace_executor_settings s ON s.workspace_id = n.workspace_id
 WHERE runs.id = candidate.id
   AND pg_try_advisory_xact_lock(hashtextextended(candidate.notebook_id::text, 7))
   AND NOT EXISTS (SELECT 1 FROM runs b WHERE b.notebook_id = candidate.notebook_id
                   AND b.state = 'running')
-RETURNING runs.*
+RETURNING runs.*, n.workspace_id, coalesce(s.network, false) AS network_allowed
+"""
+# The claim also reads the run's workspace and whether its kernels may reach the network
+# (one round trip instead of three on every run's critical path). Read at each claim, never
+# cached: a change of the setting (Executor.set_network, on any server) holds from the
+# next claim on, and KernelPool.get replaces a kernel started with the other setting.
+
+# The rows and their NOTIFY in one statement: one round trip, and one implicit transaction
+# (the notice is delivered at its commit, and not at all if the insert fails), where a
+# transaction block took four (BEGIN, INSERT, NOTIFY, COMMIT). The rows are inserted in the
+# order given (ORDER BY the ordinality), so their seqs, the claim order, follow it.
+_REQUEST = """
+WITH queued AS (
+    INSERT INTO runs (id, notebook_id, cell_id, source, language, requested_by, reason,
+                      requested_by_name, requested_link)
+    SELECT id, $2::uuid, cell_id, source, language, $6::text, $7::text, $8::text, $9::uuid
+    FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[])
+         WITH ORDINALITY AS u (id, cell_id, source, language, n)
+    ORDER BY n
+    RETURNING 1
+)
+SELECT pg_notify($10, $2::text) WHERE EXISTS (SELECT 1 FROM queued)
 """
 
 
@@ -53,6 +76,10 @@ class Run:
     requested_at: datetime
     requested_by_name: str | None = None
     requested_link: uuid.UUID | None = None  # the share link a guest ran it through
+    # Read with the claim (None, False: a run not claimed): its notebook's workspace, and
+    # whether that workspace's kernels may reach the network, as of the claim.
+    workspace_id: uuid.UUID | None = None
+    network_allowed: bool = False
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> Run:
@@ -68,6 +95,8 @@ class Run:
             requested_at=record["requested_at"],
             requested_by_name=record.get("requested_by_name"),
             requested_link=record.get("requested_link"),
+            workspace_id=record.get("workspace_id"),
+            network_allowed=bool(record.get("network_allowed")),
         )
 
 
@@ -95,17 +124,20 @@ class RunQueue:
         """Queue runs of (cell_id, source, language), in order, with ``ids`` if given;
         durable when this returns. ``by`` is the user id."""
         ids = ids or [uuid.uuid4() for _ in items]
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                "INSERT INTO runs (id, notebook_id, cell_id, source, language, requested_by,"
-                " reason, requested_by_name, requested_link)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                [
-                    (run_id, notebook_id, cell_id, source, language, by, reason, by_name, link)
-                    for run_id, (cell_id, source, language) in zip(ids, items, strict=True)
-                ],
-            )
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(notebook_id))
+        cells, sources, languages = zip(*items, strict=True) if items else ((), (), ())
+        await self._pool.execute(
+            _REQUEST,
+            ids,
+            notebook_id,
+            list(cells),
+            list(sources),
+            list(languages),
+            by,
+            reason,
+            by_name,
+            link,
+            NOTIFY_CHANNEL,
+        )
         return ids
 
     async def claim(

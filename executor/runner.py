@@ -26,7 +26,6 @@ import base64
 import builtins
 import codecs
 import importlib
-import importlib.abc
 import importlib.machinery
 import io
 import json
@@ -41,7 +40,12 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
+
+if TYPE_CHECKING:
+    # For annotations only: importing importlib.abc pulls in importlib.resources, tempfile,
+    # shutil and more, ~35 ms of every kernel's start (the import hook below is duck-typed).
+    import importlib.abc
 
 FLUSH_INTERVAL = 0.05  # a slow printer's line reaches the host within ~50 ms
 FLUSH_BYTES = 8192  # a tight printer sends 8 KiB messages, not one per line
@@ -374,7 +378,7 @@ def mime_bundle(obj: Any) -> tuple[Json, Json]:
     return {k: _mime_value(k, v) for k, v in data.items()}, _json_safe(meta)
 
 
-class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _AfterImport:  # an importlib.abc.MetaPathFinder and Loader, by its methods
     """Adjusts a few modules right after a cell first imports them: plt.show() displays and
     closes the open figures (as Jupyter's inline backend does) instead of warning under Agg,
     IPython's display()/clear_output() talk to this runner (IPython without a shell
@@ -394,7 +398,7 @@ class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         if spec is None or spec.loader is None:
             return None
         self._real[fullname] = spec.loader
-        spec.loader = self
+        spec.loader = cast("importlib.abc.Loader", self)
         return spec
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:

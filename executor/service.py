@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import anyio
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from collab.auth.access_watch import CHANNEL as ACCESS_CHANNEL
 from collab.document.schema import KernelState, KernelStatus
@@ -94,7 +94,6 @@ class Executor:
         metrics = services.metrics
         context = RunContext(
             settings=settings,
-            catalog=services.catalog,
             files=self.files,
             kernels=lambda: self.kernels,
             notebooks=self.notebooks,
@@ -109,12 +108,17 @@ class Executor:
                 record_bytes=settings.run_record_max_bytes,
                 symbols_bytes=settings.symbols_max_bytes,
             ),
-            network_allowed=self.network_allowed,
             run_seconds=Histogram(
                 "weft_run_seconds",
                 "Commit-to-finish time of runs, by final state",
                 ["state"],
                 buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600),
+                registry=metrics.registry,
+            ),
+            catch_ups=Counter(
+                "weft_run_log_catch_ups",
+                "Runs that applied the notebook's log before starting, because their "
+                "'queued' (from another server) was not in this server's document yet",
                 registry=metrics.registry,
             ),
             environments=self.environments,

@@ -61,10 +61,13 @@ install -m 0644 executor/runner.py "$rootfs/opt/weft/runner.py"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/usr/share/doc/* \
   "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/info/*
 find "$rootfs" -name __pycache__ -type d -prune -exec rm -rf {} +
-# Bytecode for the packages, by the image's own interpreter: the root filesystem is read-only
-# in a kernel, so without it every `import sklearn` compiles thousands of files again (~10 s).
-step "compiling the packages' bytecode"
-compile=(chroot "$rootfs" python3 -m compileall -q /usr/local/lib/python3.11/dist-packages)
+# Bytecode for the standard library and the packages, by the image's own interpreter: the
+# root filesystem is read-only in a kernel, so without it every `import sklearn` compiles
+# thousands of files again (~10 s), and the runner's own start (ast, typing, enum, re,
+# importlib.abc: the stdlib's bytecode went with the __pycache__ folders above) took
+# ~300 ms of every cold start (docs/performance.md, "Run overhead").
+step "compiling the standard library's and the packages' bytecode"
+compile=(chroot "$rootfs" python3 -m compileall -q /usr/lib/python3.11 /usr/local/lib/python3.11/dist-packages)
 # In parallel where the chroot allows it (process pools need POSIX semaphores), else serially.
 # A file that does not compile (a template, a test for another Python) only stays uncompiled.
 "${compile[@]}" -j 0 >/dev/null 2>&1 || "${compile[@]}" >/dev/null 2>&1 || true

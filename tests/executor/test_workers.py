@@ -124,3 +124,25 @@ async def test_interrupt_reaches_the_worker_holding_the_run(cluster):
     run = await weft.wait(run_id, timeout=20)
     # Either the cell was stopped, or (on a worker still starting a kernel) never started.
     assert run["error"] in ("interrupted", "interrupted before it started")
+
+
+async def test_a_network_change_on_the_server_holds_for_the_next_run_on_a_worker(cluster):
+    """The server that changes the setting holds no kernel: only the setting read with each
+    claim (never cached) can give the next run's kernel the new one, on whichever worker."""
+    weft, _workers = cluster
+    ws = await weft.workspace()
+    notebook_id, (cell,) = await weft.notebook(
+        "import os\nprint(sorted(os.listdir('/sys/class/net')))", workspace_id=ws
+    )
+
+    async def interfaces() -> str:
+        run = await weft.run_and_wait(notebook_id, cell, timeout=120)
+        assert run["state"] == "done", run
+        return text_of(run)
+
+    assert await interfaces() == "['lo']\n"
+    for allowed, seen in ((True, "['eth0', 'lo']\n"), (False, "['lo']\n")):
+        changed = await weft.api.patch(f"/api/workspaces/{ws}/executor", json={"network": allowed})
+        assert changed.json() == {"network": allowed}
+        # Inspected from inside, never exercised: no traffic beyond loopback.
+        assert await interfaces() == seen
