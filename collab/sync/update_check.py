@@ -247,7 +247,8 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
     for _ in range(n_groups):
         structs, pos = _count(buf, pos)
         changes += structs
-        _within_changes(changes)
+        if changes > MAX_UPDATE_CHANGES:
+            _within_changes(changes)
         (client, clock), pos = _id(buf, pos)
         if client in groups:
             raise UpdateRefused("update lists one client twice")
@@ -318,7 +319,13 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
             # The content, and its length in clock units.
             is_map = False
             if ref == _STRING:
-                start, end = _span(buf, pos)
+                size = buf[pos]  # _span, inline
+                pos += 1
+                if size >= 0x80:
+                    size, pos = _var_uint_tail(buf, pos, size)
+                start, end = pos, pos + size
+                if end > len(buf):
+                    raise UpdateRefused("length prefix runs past the end of the frame")
                 raw = buf[start:end]
                 pos = end
                 if raw.isascii():
@@ -376,13 +383,14 @@ def _check(buf: bytes, state: dict[int, int]) -> UpdateFacts:
             # same client's earlier changes come first; the document has everything below
             # its state). Only those are left for the integration below.
             if refs:
-                pending = tuple(
-                    r
-                    for r in refs
-                    if r[1] >= state.get(r[0], 0) and not (r[0] == client and r[1] < clock)
-                )
+                # (A loop, not a generator expression: this runs for nearly every change.)
+                pending: tuple[tuple[int, int], ...] = ()
+                for r in refs:
+                    if r[1] >= state.get(r[0], 0) and not (r[0] == client and r[1] < clock):
+                        pending = (*pending, r)
                 items.append((clock, clock + length, pending))
-                waits = waits or bool(pending)
+                if pending:
+                    waits = True
             else:
                 items.append((clock, clock + length, ()))
             facts.items += 1

@@ -204,7 +204,8 @@ class Connection:
             self._waiting.append(data)
             return
         self.frames_in += 1
-        with self._closing_on_error():
+        # try/except, not the _closing_on_error context manager: this runs for every frame.
+        try:
             if self.role < Role.EDITOR and self._refused(data):
                 return
             message = protocol.parse_message(data)
@@ -220,6 +221,8 @@ class Connection:
                 self._tg.start_soon(self._check_elsewhere, message.payload)
                 return
             self.room.receive_message(self.client, message)
+        except BaseException as exc:
+            self._close_for(exc)
 
     async def _check_elsewhere(self, update: bytes) -> None:
         """Check a large update in the worker, apply it, then handle the frames that came
@@ -241,20 +244,26 @@ class Connection:
         """What a frame raises closes this connection alone, with a code naming why."""
         try:
             yield
-        except DocumentFull as exc:
-            self._refuse(CloseCode.DOCUMENT_FULL, exc.message)
-        except ProtocolError as exc:
-            self._refuse(CloseCode.PROTOCOL_ERROR, exc.message)
-        except Unavailable as exc:
-            self._refuse(CloseCode.UNAVAILABLE, exc.message)
-        except Exception:
-            # A bug of ours, not the client's: this connection ends, the room goes on.
-            log.exception("frame handling failed", extra=self.extra)
-            self._refuse(CloseCode.INTERNAL_ERROR, "internal error")
         except BaseException as exc:
-            if not is_binding_panic(exc):
-                raise  # cancellation, KeyboardInterrupt: not this frame's doing
+            self._close_for(exc)
+
+    def _close_for(self, exc: BaseException) -> None:
+        """Close this connection alone for what handling a frame raised, with a code naming
+        why; re-raise what is not the frame's doing (cancellation, KeyboardInterrupt)."""
+        if isinstance(exc, DocumentFull):
+            self._refuse(CloseCode.DOCUMENT_FULL, exc.message)
+        elif isinstance(exc, ProtocolError):
+            self._refuse(CloseCode.PROTOCOL_ERROR, exc.message)
+        elif isinstance(exc, Unavailable):
+            self._refuse(CloseCode.UNAVAILABLE, exc.message)
+        elif isinstance(exc, Exception):
+            # A bug of ours, not the client's: this connection ends, the room goes on.
+            log.error("frame handling failed", exc_info=exc, extra=self.extra)
+            self._refuse(CloseCode.INTERNAL_ERROR, "internal error")
+        elif is_binding_panic(exc):
             self._refuse(CloseCode.PROTOCOL_ERROR, "update rejected by the CRDT decoder")
+        else:
+            raise exc
 
     # -- weft.direct: frames straight from and to the socket (collab.sync.direct_socket) -----
 
