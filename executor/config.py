@@ -59,8 +59,11 @@ class ExecutorSettings:
     instance: str = "weft"
     # Run cells in this process (one machine, one command) or leave them to `weft executor`.
     in_process: bool = True
-    # Start a notebook's kernel when an editor opens it (executor.prestart).
+    # Start a notebook's kernel when an editor opens it (executor.prestart), this long after
+    # they joined: their browser loads the notebook first (on a small node the container's
+    # start competes with that for the CPU: a 1,000-cell notebook's join took 1.5-1.7x).
     prestart: bool = True
+    prestart_delay_s: float = 1.0
     # Per-notebook environments: WEFT_ENV_DIR, WEFT_PACKAGE_INDEX_URL, WEFT_ENV_TIMEOUT_SECONDS.
     environments: EnvironmentSettings = field(
         default_factory=lambda: EnvironmentSettings(Path(".state/environments").resolve())
@@ -105,6 +108,7 @@ class ExecutorSettings:
             lease_s=env_float(env, "WEFT_RUN_LEASE_SECONDS", 15.0),
             in_process=(env.get("WEFT_EXECUTOR") or "on").lower() not in ("off", "0", "false"),
             prestart=(env.get("WEFT_KERNEL_PRESTART") or "on").lower() not in ("off", "0", "false"),
+            prestart_delay_s=env_float(env, "WEFT_KERNEL_PRESTART_DELAY_SECONDS", 1.0),
             environments=EnvironmentSettings.from_env(settings, env),
             # Containers left by an earlier run of this same server are removed at start.
             instance=env.get("WEFT_INSTANCE")

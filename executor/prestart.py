@@ -57,6 +57,11 @@ class KernelPrestart(RoomHooks):
     async def _start(self, notebook_id: uuid.UUID, user_id: str) -> None:
         extra = {"notebook_id": str(notebook_id), "user_id": user_id}
         try:
+            # The person's browser loads the notebook first (config.prestart_delay_s).
+            await anyio.sleep(self._executor.settings.prestart_delay_s)
+            kernel = self._executor.kernels.current(notebook_id)
+            if kernel is not None and kernel.alive:
+                return  # a commit started it meanwhile
             await self._start_kernel(notebook_id)
             log.info("kernel started on open", extra=extra)
         except (KernelError, VolumeError, EnvironmentFailure) as exc:

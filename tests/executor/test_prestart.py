@@ -105,3 +105,40 @@ async def test_opening_a_notebook_while_every_kernel_slot_is_taken_evicts_nobody
         server.stop()
         remove_kernels(docker_engine, instance)
         unmount_workspaces(server.state_dir)
+
+
+async def test_the_start_on_open_waits_for_the_browser_and_a_commit_meanwhile_starts_one_kernel(
+    docker_engine: docker.DockerClient, start_server: StartServer
+) -> None:
+    # The joining browser loads the notebook first (WEFT_KERNEL_PRESTART_DELAY_SECONDS): on
+    # a small node a container's start competes with that for the CPU.
+    instance = f"weft-test-{uuid.uuid4().hex[:8]}"
+    env = {**EXECUTOR_ENV, "WEFT_KERNEL_PRESTART": "on", "WEFT_KERNEL_PRESTART_DELAY_SECONDS": "2"}
+    server = await start_server(**env, WEFT_INSTANCE=instance)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
+            weft = Weft(server, api)
+            waited, _ = await weft.notebook("x = 1")
+            async with py_client(server.ws_base, waited, token=server.token) as person:
+                await anyio.sleep(1)
+                assert kernels_of(docker_engine, waited) == []  # not yet
+                kernel = person.doc.get("kernel", type=Map)
+                with anyio.fail_after(60):
+                    while kernel.get("state") != "idle":
+                        await anyio.sleep(0.05)
+                assert len(kernels_of(docker_engine, waited)) == 1
+            # A commit right after opening starts the kernel itself; the start on open, due
+            # after it, finds that kernel and starts no second one.
+            committed, (cell,) = await weft.notebook("import os\nprint(os.getpid())")
+            async with py_client(server.ws_base, committed, token=server.token):
+                run = await weft.run_and_wait(committed, cell)
+                assert run["state"] == "done", run
+                await anyio.sleep(3)
+                (container,) = kernels_of(docker_engine, committed)
+                again = await weft.run_and_wait(committed, cell)
+                assert text_of(again) == text_of(run)  # the same kernel process
+                assert [c.id for c in kernels_of(docker_engine, committed)] == [container.id]
+    finally:
+        server.stop()
+        remove_kernels(docker_engine, instance)
+        unmount_workspaces(server.state_dir)
