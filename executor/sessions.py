@@ -115,15 +115,21 @@ class KernelSessions:
                     # a new document, and every look below opens the current one.
                     async with self._notebooks.open(notebook_id) as watched:
                         stop = watched.observe_cells(lambda _delta: wake[0].set())
+                        # One look on opening (what changed while no room was watched, a
+                        # room rebuilt from the log), then only when cells were inserted,
+                        # deleted or moved: a look reads every cell, and an idle kernel's
+                        # looks every 2 s were most of what an idle notebook cost the server.
+                        wake[0].set()
                         try:
                             for _ in range(30):
                                 with anyio.move_on_after(2.0):
                                     await wake[0].wait()
                                 if not alive():
                                     break
-                                if wake[0].is_set():
-                                    wake[0] = anyio.Event()
-                                    await anyio.sleep(0.05)  # one burst of edits, one look
+                                if not wake[0].is_set():
+                                    continue
+                                wake[0] = anyio.Event()
+                                await anyio.sleep(0.05)  # one burst of edits, one look
                                 async with self._notebooks.open(notebook_id) as notebook:
                                     await self.sync_cells(notebook_id, notebook, session)
                         finally:
