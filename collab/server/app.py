@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 
@@ -90,10 +89,6 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
             keep_services(app, services)
             for extension in extensions:
                 await stack.enter_async_context(extension.lifespan(services))
-            # What is alive now (modules, services) lives as long as the server: out of the
-            # collector's reach, so its full collections walk only what serving allocates.
-            gc.collect()
-            gc.freeze()
             log.info("server ready", extra={"state_dir": str(settings.state_dir)})
             yield
         log.info("server stopped")

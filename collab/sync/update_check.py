@@ -434,21 +434,11 @@ def _uint(buf: bytes, pos: int) -> tuple[int, int]:
 
 def _id(buf: bytes, pos: int) -> tuple[tuple[int, int], int]:
     """An item id (client, clock): the hottest read (every change has one to three), so
-    both varints are decoded inline (client ids take five bytes)."""
+    the varints' first bytes are read inline."""
     client = buf[pos]
     pos += 1
     if client >= 0x80:
-        client &= 0x7F
-        shift = 7
-        while True:
-            byte = buf[pos]
-            pos += 1
-            client |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-            if shift > 56:
-                raise UpdateRefused("an id in the update is out of range")
+        client, pos = _var_uint_tail(buf, pos, client)
     clock = buf[pos]
     pos += 1
     if clock >= 0x80:

@@ -569,6 +569,20 @@ async def test_server_side_edits_are_indexed_even_when_the_room_unloads_first(
         assert waited < 2.5
 
 
+async def append_from_another_server(
+    store: DocumentStore, notebook_id: uuid.UUID, text: str
+) -> None:
+    """An edit typed into the first cell, appended to the log as another server would (no
+    room here sees it being made)."""
+    doc: Doc[Any] = Doc()
+    for update in (await store.load(notebook_id)).updates:
+        doc.apply_update(update)
+    before = doc.get_state()
+    type_into(doc, text)
+    seq = await store.last_seq(notebook_id) + 1
+    await store.append([(notebook_id, seq, doc.get_update(before))])
+
+
 async def found(pool: asyncpg.Pool, user: uuid.UUID, query: str) -> bool:
     return bool(await search(pool, user, query))
 
@@ -587,13 +601,7 @@ async def test_sweep_catches_edits_no_server_indexed_and_reindex_rebuilds_everyt
         notebook_id = await seeded_notebook(services, ws, "alpha = 1")
         await eventually(lambda: found(pool, user, "alpha"), what="indexing a new notebook")
         # Another server logged an edit and died before indexing it.
-        doc: Doc[Any] = Doc()
-        for update in (await store.load(notebook_id)).updates:
-            doc.apply_update(update)
-        before = doc.get_state()
-        type_into(doc, "\nplatypus = 2")
-        seq = await store.last_seq(notebook_id) + 1
-        await store.append([(notebook_id, seq, doc.get_update(before))])
+        await append_from_another_server(store, notebook_id, "\nplatypus = 2")
         assert not await found(pool, user, "platypus")
         # (The indexer's own loop may hold the catch-up lock for a moment: then it is 0.)
         swept = 0
@@ -634,14 +642,7 @@ async def test_an_edit_another_server_made_to_a_loaded_room_is_indexed_within_th
             # Loading the room marks it due (room_loaded): let that pass (its delay is 1 s;
             # the row is unchanged, so nothing in the database shows it) before the edit.
             await anyio.sleep(1.5)
-            # Another server's edit, in the log (as the sweep test makes one).
-            doc: Doc[Any] = Doc()
-            for update in (await store.load(notebook_id)).updates:
-                doc.apply_update(update)
-            before = doc.get_state()
-            type_into(doc, "\nquokka = 3")
-            seq = await store.last_seq(notebook_id) + 1
-            await store.append([(notebook_id, seq, doc.get_update(before))])
+            await append_from_another_server(store, notebook_id, "\nquokka = 3")
             await replication.catch_up(notebook_id)
             assert "quokka" in str(room.doc.get("cells", type=Array)[0]["source"])
             # The sweep is 60 s away: only the hook can have marked it due.

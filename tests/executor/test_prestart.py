@@ -3,6 +3,7 @@ finds it ready (executor.prestart); a viewer's visit starts nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,13 +21,16 @@ from tests.support.pyclient import py_client
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def weft(
-    docker_engine: docker.DockerClient, start_server: StartServer
+@contextlib.asynccontextmanager
+async def prestarting(
+    docker_engine: docker.DockerClient, start_server: StartServer, **env: str
 ) -> AsyncIterator[Weft]:
-    """A server with the product's default: kernels start when an editor opens a notebook."""
+    """A server with the product's default (kernels start when an editor opens a notebook)
+    and ``env``; its kernels and workspaces removed afterwards."""
     instance = f"weft-test-{uuid.uuid4().hex[:8]}"
-    server = await start_server(**EXECUTOR_ENV, WEFT_INSTANCE=instance, WEFT_KERNEL_PRESTART="on")
+    server = await start_server(
+        **{**EXECUTOR_ENV, "WEFT_KERNEL_PRESTART": "on", **env}, WEFT_INSTANCE=instance
+    )
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
             yield Weft(server, api)
@@ -34,6 +38,14 @@ async def weft(
         server.stop()
         remove_kernels(docker_engine, instance)
         unmount_workspaces(server.state_dir)
+
+
+@pytest.fixture
+async def weft(
+    docker_engine: docker.DockerClient, start_server: StartServer
+) -> AsyncIterator[Weft]:
+    async with prestarting(docker_engine, start_server) as server:
+        yield server
 
 
 def kernels_of(client: docker.DockerClient, notebook_id: str) -> list[Any]:
@@ -87,24 +99,15 @@ async def test_a_viewer_opening_a_notebook_starts_no_kernel(
 async def test_opening_a_notebook_while_every_kernel_slot_is_taken_evicts_nobody(
     docker_engine: docker.DockerClient, start_server: StartServer
 ) -> None:
-    instance = f"weft-test-{uuid.uuid4().hex[:8]}"
-    env = {**EXECUTOR_ENV, "WEFT_MAX_KERNELS": "1", "WEFT_KERNEL_PRESTART": "on"}
-    server = await start_server(**env, WEFT_INSTANCE=instance)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
-            weft = Weft(server, api)
-            first, (a,) = await weft.notebook("x = 1")
-            second, _ = await weft.notebook("y = 2")
-            assert (await weft.run_and_wait(first, a))["state"] == "done"
-            (held,) = kernels_of(docker_engine, first)
-            async with py_client(server.ws_base, second, token=server.token):
-                await anyio.sleep(3)
-                assert kernels_of(docker_engine, second) == []
-                assert [c.id for c in kernels_of(docker_engine, first)] == [held.id]
-    finally:
-        server.stop()
-        remove_kernels(docker_engine, instance)
-        unmount_workspaces(server.state_dir)
+    async with prestarting(docker_engine, start_server, WEFT_MAX_KERNELS="1") as weft:
+        first, (a,) = await weft.notebook("x = 1")
+        second, _ = await weft.notebook("y = 2")
+        assert (await weft.run_and_wait(first, a))["state"] == "done"
+        (held,) = kernels_of(docker_engine, first)
+        async with py_client(weft.server.ws_base, second, token=weft.server.token):
+            await anyio.sleep(3)
+            assert kernels_of(docker_engine, second) == []
+            assert [c.id for c in kernels_of(docker_engine, first)] == [held.id]
 
 
 async def test_the_start_on_open_waits_for_the_browser_and_a_commit_meanwhile_starts_one_kernel(
@@ -112,33 +115,27 @@ async def test_the_start_on_open_waits_for_the_browser_and_a_commit_meanwhile_st
 ) -> None:
     # The joining browser loads the notebook first (WEFT_KERNEL_PRESTART_DELAY_SECONDS): on
     # a small node a container's start competes with that for the CPU.
-    instance = f"weft-test-{uuid.uuid4().hex[:8]}"
-    env = {**EXECUTOR_ENV, "WEFT_KERNEL_PRESTART": "on", "WEFT_KERNEL_PRESTART_DELAY_SECONDS": "2"}
-    server = await start_server(**env, WEFT_INSTANCE=instance)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
-            weft = Weft(server, api)
-            waited, _ = await weft.notebook("x = 1")
-            async with py_client(server.ws_base, waited, token=server.token) as person:
-                await anyio.sleep(1)
-                assert kernels_of(docker_engine, waited) == []  # not yet
-                kernel = person.doc.get("kernel", type=Map)
-                with anyio.fail_after(60):
-                    while kernel.get("state") != "idle":
-                        await anyio.sleep(0.05)
-                assert len(kernels_of(docker_engine, waited)) == 1
-            # A commit right after opening starts the kernel itself; the start on open, due
-            # after it, finds that kernel and starts no second one.
-            committed, (cell,) = await weft.notebook("import os\nprint(os.getpid())")
-            async with py_client(server.ws_base, committed, token=server.token):
-                run = await weft.run_and_wait(committed, cell)
-                assert run["state"] == "done", run
-                await anyio.sleep(3)
-                (container,) = kernels_of(docker_engine, committed)
-                again = await weft.run_and_wait(committed, cell)
-                assert text_of(again) == text_of(run)  # the same kernel process
-                assert [c.id for c in kernels_of(docker_engine, committed)] == [container.id]
-    finally:
-        server.stop()
-        remove_kernels(docker_engine, instance)
-        unmount_workspaces(server.state_dir)
+    async with prestarting(
+        docker_engine, start_server, WEFT_KERNEL_PRESTART_DELAY_SECONDS="2"
+    ) as weft:
+        server = weft.server
+        waited, _ = await weft.notebook("x = 1")
+        async with py_client(server.ws_base, waited, token=server.token) as person:
+            await anyio.sleep(1)
+            assert kernels_of(docker_engine, waited) == []  # not yet
+            kernel = person.doc.get("kernel", type=Map)
+            with anyio.fail_after(60):
+                while kernel.get("state") != "idle":
+                    await anyio.sleep(0.05)
+            assert len(kernels_of(docker_engine, waited)) == 1
+        # A commit right after opening starts the kernel itself; the start on open, due
+        # after it, finds that kernel and starts no second one.
+        committed, (cell,) = await weft.notebook("import os\nprint(os.getpid())")
+        async with py_client(server.ws_base, committed, token=server.token):
+            run = await weft.run_and_wait(committed, cell)
+            assert run["state"] == "done", run
+            await anyio.sleep(3)
+            (container,) = kernels_of(docker_engine, committed)
+            again = await weft.run_and_wait(committed, cell)
+            assert text_of(again) == text_of(run)  # the same kernel process
+            assert [c.id for c in kernels_of(docker_engine, committed)] == [container.id]
