@@ -358,7 +358,7 @@ class Kernel:
         """The next message from the runner; None once it has died."""
         try:
             message = await self._receive_messages.receive()
-        except anyio.EndOfStream:
+        except (anyio.EndOfStream, anyio.ClosedResourceError):  # died, or removed
             return None
         self.last_used = anyio.current_time()
         return message
@@ -391,9 +391,11 @@ class Kernel:
             self._writer.close()
         if self._reader_task is not None:
             self._reader_task.cancel()
-        else:  # never started: nothing else closes them
+        else:  # never started: nothing else closes the sending side
             self._send_messages.close()
-            self._receive_messages.close()
+        # Closed here too once the reader ran (it closes only the sending side): left to
+        # the collector, the stream warned at exit (a ResourceWarning, an error in tests).
+        self._receive_messages.close()
         # Shielded (and bounded): removal is what a cancelled start or a shutdown does last.
         with (
             anyio.CancelScope(shield=True),
