@@ -130,8 +130,7 @@ async def test_reject_restores_the_cell_and_keeps_what_others_typed(
         assert rejected.status_code == 200, rejected.text
         assert rejected.json()["state"] == "rejected"
         await wait_assist(person, cell, present=False)
-        await person.wait_text(original)
-        assert await person.text(0) == "# note\n" + original
+        await person.wait_exact_text("# note\n" + original)
     assert await export_sources(api, notebook_id) == ["# note\n" + original]
 
 
@@ -186,9 +185,7 @@ async def test_cancel_stops_the_stream_and_leaves_the_partial_suggestion(
         # Still a suggestion: rejecting it gives the cell back as it was.
         rejected = await api.post(f"/api/generations/{generation_id}/reject")
         assert rejected.json()["state"] == "rejected"
-        await person.wait_text("x = 1\n")
-        await anyio.sleep(0.2)
-        assert await person.text(0) == "x = 1\n"
+        await person.wait_exact_text("x = 1\n")
 
 
 async def test_presence_shows_the_assistant_writing_and_for_whom(

@@ -35,14 +35,16 @@ from collab.sync.update_check import (
 )
 from tests.collab.test_update_fuzz import Person, room_of
 from tests.conftest import new_notebook
+from tests.support.health import health_timed
 from tests.support.pyclient import py_client
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.anyio
 
 # What one frame may hold the loop for, as seen from outside: health answers (a loopback
-# HTTP request) and an edit's trip between two other clients, each beyond the slowest seen
-# in the second before the frame (the machine's own noise: other jobs share its 2 cores).
+# HTTP request, timed from a process of its own) and an edit's trip between two other
+# clients, each beyond the slowest seen in the second before the frame (the machine's own
+# noise: other jobs share its 2 cores).
 # Before the limits and the worker, an 8 MiB string held the loop ~1 s, 8 MiB of cells ~4 s
 # and 8 MiB of values ~8 s.
 STALL_BOUND = 0.4
@@ -150,23 +152,20 @@ async def test_the_largest_updates_stall_no_one_else(
     assert len(frame) <= FRAME + 1024, len(frame)
     notebook_id = await new_notebook(api)
     url = f"{server.ws_base}/{notebook_id}?token={server.token}"
-    slowest_health = slowest_edit = 0.0
+    slowest_edit = 0.0
     async with (
         py_client(server.ws_base, notebook_id, token=server.token) as bob,
         py_client(server.ws_base, notebook_id, token=server.token) as carol,
-        httpx.AsyncClient(base_url=server.url, timeout=30) as http,
     ):
-        # The machine's noise first (the connection is open before anything is timed).
-        quiet_health = quiet_edit = 0.0
-        for n in range(10):
-            started = time.perf_counter()
-            assert (await http.get("/healthz")).status_code == 200
-            quiet_health = max(quiet_health, time.perf_counter() - started)
-            started = time.perf_counter()
-            await bob.insert(0, f"(quiet {n})")
-            await carol.wait_text(f"(quiet {n})")
-            quiet_edit = max(quiet_edit, time.perf_counter() - started)
-            await anyio.sleep(0.05)
+        # The machine's noise first (the connections are open before anything is timed).
+        quiet_edit = 0.0
+        async with health_timed(server.url) as quiet:
+            for n in range(10):
+                started = time.perf_counter()
+                await bob.insert(0, f"(quiet {n})")
+                await carol.wait_text(f"(quiet {n})")
+                quiet_edit = max(quiet_edit, time.perf_counter() - started)
+                await anyio.sleep(0.05)
         done = anyio.Event()
         outcome: list[tuple[int | None, str]] = []
 
@@ -174,17 +173,8 @@ async def test_the_largest_updates_stall_no_one_else(
             outcome.append(await send_one(url, frame))
             done.set()
 
-        async def health() -> None:
-            nonlocal slowest_health
-            while not done.is_set():
-                started = time.perf_counter()
-                assert (await http.get("/healthz")).status_code == 200
-                slowest_health = max(slowest_health, time.perf_counter() - started)
-                await anyio.sleep(0.01)
-
-        async with anyio.create_task_group() as tg:
+        async with health_timed(server.url) as during, anyio.create_task_group() as tg:
             tg.start_soon(attack)
-            tg.start_soon(health)
             n = 0
             while not done.is_set():
                 n += 1
@@ -193,6 +183,7 @@ async def test_the_largest_updates_stall_no_one_else(
                 await carol.wait_text(f"<{n}>", timeout=120)
                 slowest_edit = max(slowest_edit, time.perf_counter() - started)
                 await anyio.sleep(0.02)
+        slowest_health, quiet_health = during.slowest_s, quiet.slowest_s
         code, reason = outcome[0]
         print(
             f"{shape}: {len(frame)} bytes, closed {code} {reason!r}; slowest health "

@@ -66,10 +66,12 @@ const handlers = {
       if (n >= count) { clearInterval(timer); resolve({ typed: n }) }
     }, interval)
   }),
-  wait: ({ cell = 0, contains, timeout_ms: timeout = 10000 }) => new Promise((resolve) => {
+  // Wait until a cell's text contains `contains` or, given `equals`, is exactly that.
+  wait: ({ cell = 0, contains, equals, timeout_ms: timeout = 10000 }) => new Promise((resolve) => {
     const started = Date.now()
+    const matches = (text) => (equals !== undefined ? text === equals : text.includes(contains))
     const check = () => {
-      const ok = cells().length > cell && source(cell).toString().includes(contains)
+      const ok = cells().length > cell && matches(source(cell).toString())
       if (ok) return resolve({ ok: true })
       if (Date.now() - started > timeout) return resolve({ ok: false, text: cells().length > cell ? source(cell).toString() : null })
       setTimeout(check, 10)

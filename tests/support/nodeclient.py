@@ -75,6 +75,12 @@ class NodeYClient:
         )
         assert reply["ok"], f"{contains!r} never appeared; text is {reply.get('text')!r}"
 
+    async def wait_exact_text(self, text: str, cell: int = 0, timeout: float = 10) -> None:
+        reply = await self.call(
+            "wait", timeout=timeout + 5, cell=cell, equals=text, timeout_ms=int(timeout * 1000)
+        )
+        assert reply["ok"], f"the text never became {text!r}; it is {reply.get('text')!r}"
+
     async def close(self) -> None:
         if self.proc.returncode is None:
             self.proc.kill()
