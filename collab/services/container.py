@@ -22,6 +22,7 @@ from collab.settings import Settings
 from collab.storage.catalog import Catalog
 from collab.storage.database import open_pool
 from collab.storage.document_store import DocumentStore
+from collab.sync.other_nodes import OtherNodes
 from collab.sync.replication import Replication
 from collab.sync.room_manager import RoomManager
 from collab.sync.websocket import SocketServices
@@ -73,7 +74,12 @@ async def open_services(
         catalog = Catalog(pool)
         store = DocumentStore(pool)
         metrics = Metrics()
-        rooms = await stack.enter_async_context(RoomManager(settings, store, catalog, metrics))
+        # What this server hears of the others: it announces appends and presence only
+        # while one may be there (the feed keeps it current).
+        others = OtherNodes(interval_s=settings.feed_poll_seconds)
+        rooms = await stack.enter_async_context(
+            RoomManager(settings, store, catalog, metrics, others)
+        )
         metrics.gauge("weft_rooms", "Notebooks loaded in memory", lambda: rooms.count)
         metrics.gauge(
             "weft_clients",
@@ -81,7 +87,9 @@ async def open_services(
             lambda: sum(len(room.clients) for room in rooms.all()),
         )
         replication = await stack.enter_async_context(
-            Replication(pool, store, rooms, metrics, poll_seconds=settings.feed_poll_seconds)
+            Replication(
+                pool, store, rooms, metrics, poll_seconds=settings.feed_poll_seconds, others=others
+            )
         )
         await stack.enter_async_context(SearchIndexer(pool, store, rooms))
         accounts = Accounts(pool, settings)

@@ -35,8 +35,9 @@ NOTIFY_CHANNEL = "weft_documents"
 # it, so the two exclude each other; in READ COMMITTED a lock that had to wait returns the
 # row as the compaction committed it; in notebook_id order, as deletes lock them:
 # collab/storage/catalog.py), refuse every notebook with a seq at or below its
-# snapshot, insert the others' rows, and notify (delivered at commit) for those.
-_APPEND = """
+# snapshot, insert the others' rows, and notify (delivered at commit) for those, unless the
+# server knows no other server would hear it (collab.sync.other_nodes).
+_APPEND_TEMPLATE = """
 WITH incoming AS MATERIALIZED (
     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS u (notebook_id, seq, data)
 ), floors AS MATERIALIZED (
@@ -54,10 +55,13 @@ WITH incoming AS MATERIALIZED (
 )
 SELECT notebook_id, true AS refused, NULL::text AS notified FROM refused
 UNION ALL
-SELECT notebook_id, false, pg_notify($4, notebook_id::text || ':' || max(seq) || ':'
-    || (extract(epoch FROM clock_timestamp()) * 1000)::bigint || ':' || $5)::text
-FROM appended GROUP BY notebook_id
+SELECT notebook_id, false, {notified} FROM appended GROUP BY notebook_id
 """
+_APPEND = _APPEND_TEMPLATE.format(
+    notified="""pg_notify($4, notebook_id::text || ':' || max(seq) || ':'
+    || (extract(epoch FROM clock_timestamp()) * 1000)::bigint || ':' || $5)::text"""
+)
+_APPEND_UNANNOUNCED = _APPEND_TEMPLATE.format(notified="NULL::text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +144,12 @@ class DocumentStore:
         self,
         rows: Sequence[tuple[uuid.UUID, int, bytes]],
         conn: asyncpg.pool.PoolConnectionProxy | None = None,
+        *,
+        announce: bool = True,
     ) -> set[uuid.UUID]:
         """Append many notebooks' updates in one statement (one round trip, one commit),
-        on ``conn`` if given, else on a connection of the pool.
+        on ``conn`` if given, else on a connection of the pool; with ``announce``, notify
+        the other servers (collab.sync.replication) of each notebook's new head.
 
         Returns the notebooks whose updates were all refused, because one of their seqs is
         not above the notebook's snapshot: their log was compacted past the seqs they were
@@ -154,9 +161,12 @@ class DocumentStore:
         ids, seqs, data = zip(*rows, strict=True)
         # The notification (notebook id and last seq, never the update: payloads are small)
         # reaches every server that has the notebook loaded (feed.py).
-        records = await (self._pool if conn is None else conn).fetch(
-            _APPEND, list(ids), list(seqs), list(data), NOTIFY_CHANNEL, self.node
-        )
+        columns = (list(ids), list(seqs), list(data))
+        db = self._pool if conn is None else conn
+        if announce:
+            records = await db.fetch(_APPEND, *columns, NOTIFY_CHANNEL, self.node)
+        else:
+            records = await db.fetch(_APPEND_UNANNOUNCED, *columns)
         return {r["notebook_id"] for r in records if r["refused"]}
 
     async def updates_after(

@@ -4,7 +4,8 @@ Every append notifies (LISTEN/NOTIFY) with the notebook id and the last seq, nev
 update itself. A server with that notebook loaded fetches the rows after its ``synced_seq``
 and applies them in order. A notice can be missed (the listening connection drops, a server
 restarts): a poll every few seconds compares each loaded room with the log's head and fills
-any gap the same way. With a single server the feed only ever sees its own appends.
+any gap the same way. Servers also tell each other they are there (collab.sync.other_nodes):
+a server that knows it is alone sends no notices at all.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collab.metrics import Metrics
 from collab.storage.database import DATABASE_ERRORS
 from collab.storage.document_store import NOTIFY_CHANNEL, DocumentStore
 from collab.sync.hooks import RoomHooks
+from collab.sync.other_nodes import NODES_CHANNEL, OtherNodes
 from collab.sync.room import Room
 from collab.sync.room_manager import RoomManager
 
@@ -50,8 +52,10 @@ class Replication(BackgroundService, RoomHooks):
         rooms: RoomManager,
         metrics: Metrics,
         poll_seconds: float,
+        others: OtherNodes | None = None,
     ) -> None:
         self._metrics = metrics
+        self.others = others if others is not None else OtherNodes(interval_s=poll_seconds)
         # When each notice we acted on was sent (ms since the epoch), by notebook.
         self._sent_at: dict[uuid.UUID, float] = {}
         self._node = store.node
@@ -70,10 +74,14 @@ class Replication(BackgroundService, RoomHooks):
         self.loop(self._listen_loop)
         self.loop(self._catch_up_loop)
         self.loop(self._publish_loop)
+        self.loop(self._here_loop)
         self._rooms.hooks.add(self, loaded=self._rooms.all())
 
     async def stopping(self) -> None:
         self._rooms.hooks.remove(self)
+        # So that the others stop announcing to us at once (a crash: within 3 intervals).
+        with anyio.move_on_after(2), contextlib.suppress(*DATABASE_ERRORS):
+            await self._say("bye")
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         notebook, seq, sent_ms, node = [*payload.split(":", 3), "", "", ""][:4]
@@ -93,7 +101,9 @@ class Replication(BackgroundService, RoomHooks):
     # -- the room hooks ------------------------------------------------------------------
 
     def presence_changed(self, room: Room, payload: bytes) -> None:
-        """Send the room's presence to the other servers."""
+        """Send the room's presence to the other servers, if there may be any."""
+        if not self.others.may_exist:
+            return
         text = f"{room.notebook_id}:{self._node}:{base64.b64encode(payload).decode()}"
         if len(text) <= _MAX_AWARENESS_PAYLOAD:
             self._outgoing.append(text)
@@ -132,6 +142,28 @@ class Replication(BackgroundService, RoomHooks):
     def _lost(self, _conn: Any) -> None:
         self._listener_lost.set()
 
+    # -- the other servers -------------------------------------------------------------
+
+    async def _say(self, word: str) -> None:
+        await self._pool.execute("SELECT pg_notify($1, $2)", NODES_CHANNEL, f"{word}:{self._node}")
+
+    def _node_said(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        word, _, node = payload.partition(":")
+        if node == self._node or not node:
+            return
+        if word == "bye":
+            self.others.left(node)
+        else:
+            self.others.heard(node)
+
+    async def _here_loop(self) -> None:
+        while True:
+            await anyio.sleep(self._poll_seconds)
+            try:
+                await self._say("here")
+            except DATABASE_ERRORS as exc:
+                log.warning("could not tell the other servers this one is here: %s", exc)
+
     async def _listen_loop(self) -> None:
         """Hold a LISTEN connection; when it drops, reconnect and check every room."""
         while True:
@@ -140,14 +172,19 @@ class Replication(BackgroundService, RoomHooks):
                     self._listener_lost = anyio.Event()
                     await conn.add_listener(NOTIFY_CHANNEL, self._notified)
                     await conn.add_listener(AWARENESS_CHANNEL, self._presence)
+                    await conn.add_listener(NODES_CHANNEL, self._node_said)
                     conn.add_termination_listener(self._lost)
                     try:
+                        # Heard by the others at once; theirs reach us within an interval.
+                        await self._say("here")
+                        self.others.listening()
                         # Whatever was appended while we were not listening.
                         self._due.update(room.notebook_id for room in self._rooms.all())
                         self._wake.set()
                         await self._listener_lost.wait()
                         log.warning("document feed lost its LISTEN connection; reconnecting")
                     finally:
+                        self.others.deaf()
                         conn.remove_termination_listener(self._lost)
                         with (
                             anyio.CancelScope(shield=True),
@@ -155,6 +192,7 @@ class Replication(BackgroundService, RoomHooks):
                         ):
                             await conn.remove_listener(NOTIFY_CHANNEL, self._notified)
                             await conn.remove_listener(AWARENESS_CHANNEL, self._presence)
+                            await conn.remove_listener(NODES_CHANNEL, self._node_said)
             except DATABASE_ERRORS as exc:
                 log.warning("document feed cannot listen: %s", exc)
             await anyio.sleep(0.5)

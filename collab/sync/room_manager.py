@@ -21,6 +21,7 @@ from collab.storage.database import DATABASE_ERRORS
 from collab.storage.document_store import DocumentStore
 from collab.sync.check_pool import CheckPool
 from collab.sync.hooks import RoomHookList
+from collab.sync.other_nodes import OtherNodes
 from collab.sync.room import DocumentLimits, Room
 from collab.sync.writer import UpdateWriter
 
@@ -38,7 +39,12 @@ class RoomManager(BackgroundService):
     name = "rooms"
 
     def __init__(
-        self, settings: Settings, store: DocumentStore, catalog: Catalog, metrics: Metrics
+        self,
+        settings: Settings,
+        store: DocumentStore,
+        catalog: Catalog,
+        metrics: Metrics,
+        others: OtherNodes | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -47,7 +53,7 @@ class RoomManager(BackgroundService):
         self._loading: dict[uuid.UUID, anyio.Lock] = {}
         self._release_tokens: dict[uuid.UUID, int] = {}
         self._compacting: set[uuid.UUID] = set()
-        self.writer = UpdateWriter(store, hooks=self, metrics=metrics)
+        self.writer = UpdateWriter(store, hooks=self, metrics=metrics, others=others)
         # Told as rooms load, persist and unload (the document feed, the search indexer).
         self.hooks = RoomHookList()
         # Where connections check large updates, off the event loop.

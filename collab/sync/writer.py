@@ -19,6 +19,7 @@ from collab.background import BackgroundService
 from collab.metrics import Metrics
 from collab.storage.database import DATABASE_ERRORS
 from collab.storage.document_store import DocumentStore
+from collab.sync.other_nodes import OtherNodes
 from collab.sync.room import Batch, Room
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,15 @@ class UpdateWriter(BackgroundService):
     name = "update-writer"
 
     def __init__(
-        self, store: DocumentStore, hooks: PersistHooks, metrics: Metrics | None = None
+        self,
+        store: DocumentStore,
+        hooks: PersistHooks,
+        metrics: Metrics | None = None,
+        others: OtherNodes | None = None,
     ) -> None:
         self._metrics = metrics
+        # Without them (a writer of its own, in tests) every append notifies.
+        self._others = others
         self._store = store
         self._hooks = hooks
         self._dirty: dict[uuid.UUID, Room] = {}
@@ -73,7 +80,8 @@ class UpdateWriter(BackgroundService):
         if self._conn is None:
             self._conn = await self._store.connection()
         try:
-            return await self._store.append(rows, self._conn)
+            announce = self._others is None or self._others.may_exist
+            return await self._store.append(rows, self._conn, announce=announce)
         except BaseException:
             if self._conn.is_closed():
                 await self._drop_connection()  # the next round takes a fresh one

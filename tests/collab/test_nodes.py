@@ -70,7 +70,7 @@ async def test_a_missed_notification_is_noticed_and_filled(
             # The feed's connection: its last statement was its last LISTEN.
             killed = await conn.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = $1 AND query LIKE 'LISTEN \"weft_awareness\"%'",
+                " WHERE application_name = $1 AND query LIKE 'LISTEN \"weft_nodes\"%'",
                 f"weft:{two.proc.pid}",
             )
             assert killed == 1
@@ -96,3 +96,56 @@ async def test_presence_crosses_servers(start_server: StartServer):
         with anyio.fail_after(10):
             while (await bob.call("peers"))["peers"]:
                 await anyio.sleep(0.05)
+
+
+async def test_a_lone_server_sends_no_notices_until_another_says_it_is_there(
+    start_server: StartServer, database_url: str
+):
+    """Appends and presence are announced only while another server may hear them."""
+    heard: dict[str, list[str]] = {"weft_documents": [], "weft_awareness": [], "weft_nodes": []}
+
+    def note(_conn: object, _pid: int, channel: str, payload: str) -> None:
+        heard[channel].append(payload)
+
+    listener = await asyncpg.connect(database_url)
+    try:
+        for channel in heard:
+            await listener.add_listener(channel, note)
+        one = await start_server(WEFT_FEED_POLL_SECONDS="0.3")
+        notebook_id = await notebook_on(one)
+        async with node_client(one.ws_base, notebook_id, token=one.token) as alice:
+            # Its "here" at LISTEN time, then one every interval; it waits 3 intervals.
+            with anyio.fail_after(10):
+                while len(heard["weft_nodes"]) < 4:
+                    await anyio.sleep(0.05)
+            assert all(p.startswith("here:") for p in heard["weft_nodes"]), heard
+            await anyio.sleep(0.3)
+            heard["weft_documents"].clear()
+            heard["weft_awareness"].clear()
+            await alice.call("insert", text="alone ")
+            await alice.call("awareness", state={"user": {"name": "Alice"}})
+            async with node_client(one.ws_base, notebook_id, token=one.token) as bob:
+                await bob.wait_text("alone ")
+            await anyio.sleep(0.3)
+            assert heard["weft_documents"] == []
+            assert heard["weft_awareness"] == []
+            # Another server says it is there: appends and presence are announced again.
+            await listener.execute("SELECT pg_notify('weft_nodes', 'here:elsewhere')")
+            await anyio.sleep(0.2)
+            await alice.call("insert", text="heard ")
+            await alice.call("awareness", state={"user": {"name": "Alice", "n": 2}})
+            with anyio.fail_after(5):
+                while not (heard["weft_documents"] and heard["weft_awareness"]):
+                    await anyio.sleep(0.05)
+            assert heard["weft_documents"][0].startswith(f"{notebook_id}:")
+            # It said goodbye: quiet again at once.
+            await listener.execute("SELECT pg_notify('weft_nodes', 'bye:elsewhere')")
+            await anyio.sleep(0.2)
+            heard["weft_documents"].clear()
+            await alice.call("insert", text="gone ")
+            async with node_client(one.ws_base, notebook_id, token=one.token) as carol:
+                await carol.wait_text("gone ")
+            await anyio.sleep(0.3)
+            assert heard["weft_documents"] == []
+    finally:
+        await listener.close()
