@@ -82,6 +82,11 @@ async def open_services(
         )
         metrics.gauge("weft_rooms", "Notebooks loaded in memory", lambda: rooms.count)
         metrics.gauge(
+            "weft_other_servers",
+            "Other servers on this database heard from lately (0: this one sends no notices)",
+            lambda: others.heard_from,
+        )
+        metrics.gauge(
             "weft_clients",
             "WebSocket clients connected",
             lambda: sum(len(room.clients) for room in rooms.all()),

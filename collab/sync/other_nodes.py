@@ -58,6 +58,12 @@ class OtherNodes:
         self._heard.pop(node, None)
 
     @property
+    def heard_from(self) -> int:
+        """How many other servers were heard from within 3 intervals (for /metrics)."""
+        now = self._clock()
+        return sum(1 for when in self._heard.values() if now - when < self._expiry)
+
+    @property
     def may_exist(self) -> bool:
         """Whether another server may have a notebook of ours loaded (send notices)."""
         now = self._clock()

@@ -7,8 +7,10 @@ import re
 
 import anyio
 import asyncpg
+import httpx
 import pytest
 
+from tests.collab.test_metrics import scrape
 from tests.conftest import StartServer, notebook_on
 from tests.support.nodeclient import node_client
 
@@ -138,6 +140,8 @@ async def test_a_lone_server_sends_no_notices_until_another_says_it_is_there(
                 while not (heard["weft_documents"] and heard["weft_awareness"]):
                     await anyio.sleep(0.05)
             assert heard["weft_documents"][0].startswith(f"{notebook_id}:")
+            async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
+                assert (await scrape(api))["weft_other_servers"] == 1
             # It said goodbye: quiet again at once.
             await listener.execute("SELECT pg_notify('weft_nodes', 'bye:elsewhere')")
             await anyio.sleep(0.2)
@@ -147,5 +151,7 @@ async def test_a_lone_server_sends_no_notices_until_another_says_it_is_there(
                 await carol.wait_text("gone ")
             await anyio.sleep(0.3)
             assert heard["weft_documents"] == []
+            async with httpx.AsyncClient(base_url=one.url, headers=one.auth) as api:
+                assert (await scrape(api))["weft_other_servers"] == 0
     finally:
         await listener.close()

@@ -38,10 +38,13 @@ def test_another_server_counts_until_it_says_bye_or_stops_saying_here() -> None:
     assert nodes.may_exist
     clock.now += 0.2
     assert not nodes.may_exist  # crashed: silent for 3 intervals
+    assert nodes.heard_from == 0
     nodes.heard("b")
     nodes.heard("c")
+    assert nodes.heard_from == 2
     nodes.left("b")
     assert nodes.may_exist
+    assert nodes.heard_from == 1
     nodes.left("c")
     assert not nodes.may_exist
 
