@@ -52,7 +52,12 @@ class OtherNodes:
         self._listening_since = None
 
     def heard(self, node: str) -> None:
-        self._heard[node] = self._clock()
+        now = self._clock()
+        # Forget the ones that went quiet (crashed: no "bye"), so the map stays small.
+        for other, when in list(self._heard.items()):
+            if now - when >= self._expiry:
+                del self._heard[other]
+        self._heard[node] = now
 
     def left(self, node: str) -> None:
         self._heard.pop(node, None)
@@ -66,11 +71,7 @@ class OtherNodes:
     @property
     def may_exist(self) -> bool:
         """Whether another server may have a notebook of ours loaded (send notices)."""
-        now = self._clock()
-        if self._listening_since is None or now - self._listening_since < self._expiry:
+        since = self._listening_since
+        if since is None or self._clock() - since < self._expiry:
             return True
-        for node, when in list(self._heard.items()):
-            if now - when < self._expiry:
-                return True
-            del self._heard[node]
-        return False
+        return self.heard_from > 0

@@ -24,11 +24,18 @@ def test_alone_only_after_listening_three_intervals_and_hearing_no_one() -> None
     assert not nodes.may_exist
 
 
-def test_another_server_counts_until_it_says_bye_or_stops_saying_here() -> None:
-    clock = Clock()
+def listened_alone(clock: Clock) -> OtherNodes:
+    """Nodes that have listened long enough to know they are alone."""
     nodes = OtherNodes(interval_s=2.0, clock=clock)
     nodes.listening()
     clock.now += 10
+    assert not nodes.may_exist
+    return nodes
+
+
+def test_another_server_counts_until_it_says_bye_or_stops_saying_here() -> None:
+    clock = Clock()
+    nodes = listened_alone(clock)
     nodes.heard("b")
     assert nodes.may_exist
     clock.now += 5.9
@@ -51,10 +58,7 @@ def test_another_server_counts_until_it_says_bye_or_stops_saying_here() -> None:
 
 def test_a_deaf_server_assumes_others_until_it_has_listened_again() -> None:
     clock = Clock()
-    nodes = OtherNodes(interval_s=2.0, clock=clock)
-    nodes.listening()
-    clock.now += 10
-    assert not nodes.may_exist
+    nodes = listened_alone(clock)
     nodes.deaf()
     assert nodes.may_exist
     clock.now += 100

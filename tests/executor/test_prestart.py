@@ -10,34 +10,22 @@ from typing import Any
 
 import anyio
 import docker
-import httpx
 import pytest
 from pycrdt import Map
 
 from tests.conftest import PASSWORD, StartServer
-from tests.executor.conftest import EXECUTOR_ENV, Weft, remove_kernels, text_of, unmount_workspaces
+from tests.executor.conftest import Weft, running_weft, text_of
 from tests.support.pyclient import py_client
 
 pytestmark = pytest.mark.anyio
 
 
-@contextlib.asynccontextmanager
-async def prestarting(
+def prestarting(
     docker_engine: docker.DockerClient, start_server: StartServer, **env: str
-) -> AsyncIterator[Weft]:
+) -> contextlib.AbstractAsyncContextManager[Weft]:
     """A server with the product's default (kernels start when an editor opens a notebook)
     and ``env``; its kernels and workspaces removed afterwards."""
-    instance = f"weft-test-{uuid.uuid4().hex[:8]}"
-    server = await start_server(
-        **{**EXECUTOR_ENV, "WEFT_KERNEL_PRESTART": "on", **env}, WEFT_INSTANCE=instance
-    )
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=server.auth) as api:
-            yield Weft(server, api)
-    finally:
-        server.stop()
-        remove_kernels(docker_engine, instance)
-        unmount_workspaces(server.state_dir)
+    return running_weft(docker_engine, start_server, WEFT_KERNEL_PRESTART="on", **env)
 
 
 @pytest.fixture
