@@ -20,10 +20,11 @@ two never interleave inside a frame.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sniffio
@@ -39,19 +40,47 @@ _LONG = struct.Struct("!BBQ")
 log = logging.getLogger(__name__)
 
 
+def _header(size: int) -> bytes:
+    if size < 126:
+        return _SHORT.pack(_FIN_BINARY, size)
+    if size < 1 << 16:
+        return _MEDIUM.pack(_FIN_BINARY, 126, size)
+    return _LONG.pack(_FIN_BINARY, 127, size)
+
+
 def encode_binary_frames(payloads: Iterable[bytes]) -> bytes:
     """RFC 6455 binary frames, one per payload, concatenated."""
     parts: list[bytes] = []
     for payload in payloads:
-        size = len(payload)
-        if size < 126:
-            parts.append(_SHORT.pack(_FIN_BINARY, size))
-        elif size < 1 << 16:
-            parts.append(_MEDIUM.pack(_FIN_BINARY, 126, size))
-        else:
-            parts.append(_LONG.pack(_FIN_BINARY, 127, size))
+        parts.append(_header(len(payload)))
         parts.append(payload)
     return b"".join(parts)
+
+
+class _LastFrame:
+    """The wire bytes of the last lone frame written, for the next write of the same one.
+
+    A room hands one bytes object to all of its clients for each update (and each presence
+    change); they are written in the same turn, mostly one frame each, so all but the first
+    reuse the first one's framing instead of building it again. Compared by identity, and
+    the payload is held, so a new object cannot be taken for it; payload and wire bytes are
+    one tuple, replaced whole, so a server's loop in another thread never sees a mix."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = (b"", b"")
+
+    def encode(self, payload: bytes) -> bytes:
+        last = self._last
+        if last[0] is payload:
+            return last[1]
+        wire = _header(len(payload)) + payload
+        self._last = (payload, wire)
+        return wire
+
+
+_last_frame = _LastFrame()
 
 
 def as_asyncio_code(function: Callable[..., None]) -> Callable[..., None]:
@@ -134,12 +163,8 @@ class DirectSocket:
     def scheduler(self, callback: Callable[[], None]) -> Callable[[], None]:
         """A function that runs ``callback`` (as asyncio code, see above) in the event
         loop's next turn, with every other connection's flush of that turn."""
-        flushes = turn_flushes(self._protocol.loop)
-
-        def schedule() -> None:
-            flushes.add(callback)
-
-        return schedule
+        # A partial, not a closure: it is called for every client for every update.
+        return functools.partial(turn_flushes(self._protocol.loop).add, callback)
 
     @property
     def open(self) -> bool:
@@ -152,10 +177,17 @@ class DirectSocket:
         reading. Keep frames queued until ``on_writable`` is called."""
         return self._protocol.writable.is_set()
 
-    def write_binary(self, payloads: Iterable[bytes]) -> bool:
-        if not self.open or self._protocol.transport.is_closing():
+    def write_binary(self, payloads: Sequence[bytes]) -> bool:
+        """Write whole binary messages; False (nothing written) once the socket is closed.
+        Runs for every client for every update: the checks read the protocol's fields."""
+        p = self._protocol
+        transport = p.transport
+        if not p.handshake_complete or p.close_sent or p.disconnected or transport.is_closing():
             return False
-        self._protocol.transport.write(encode_binary_frames(payloads))
+        if len(payloads) == 1:
+            transport.write(_last_frame.encode(payloads[0]))
+        else:
+            transport.write(encode_binary_frames(payloads))
         return True
 
     def pause_reading(self) -> None:

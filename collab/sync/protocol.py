@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from collab.errors import ProtocolError
 
@@ -53,8 +54,18 @@ def write_var_uint(number: int) -> bytes:
     return bytes(out)
 
 
+# The two bytes that open each kind of sync message, made once: one is made for every
+# update a room broadcasts.
+_SYNC_PREFIXES = {sync_type: bytes((MessageType.SYNC, sync_type)) for sync_type in SyncType}
+# Wire values -> members, looked up for every frame (calling an IntEnum costs more).
+_MESSAGE_TYPES = {kind.value: kind for kind in MessageType}
+_SYNC_TYPES = {sync_type.value: sync_type for sync_type in SyncType}
+
+
 def _sync_message(sync_type: SyncType, payload: bytes) -> bytes:
-    return bytes((MessageType.SYNC, sync_type)) + write_var_uint(len(payload)) + payload
+    size = len(payload)
+    length = bytes((size,)) if size < 0x80 else write_var_uint(size)
+    return _SYNC_PREFIXES[sync_type] + length + payload
 
 
 def create_sync_step1_message(state_vector: bytes) -> bytes:
@@ -115,8 +126,9 @@ class Reader:
             raise self.error("string is not valid UTF-8") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
+    """One parsed frame (a tuple: made for every frame a client sends)."""
+
     kind: MessageType
     sync_type: SyncType | None
     payload: bytes
@@ -126,16 +138,14 @@ def parse_message(frame: bytes) -> Message:
     """Split one binary frame into its message type and payload."""
     reader = Reader(frame)
     raw_kind = reader.var_uint()
-    try:
-        kind = MessageType(raw_kind)
-    except ValueError:
-        raise ProtocolError(f"unknown message type {raw_kind}") from None
+    kind = _MESSAGE_TYPES.get(raw_kind)
+    if kind is None:
+        raise ProtocolError(f"unknown message type {raw_kind}")
     if kind is MessageType.SYNC:
         raw_sync = reader.var_uint()
-        try:
-            sync_type = SyncType(raw_sync)
-        except ValueError:
-            raise ProtocolError(f"unknown sync message type {raw_sync}") from None
+        sync_type = _SYNC_TYPES.get(raw_sync)
+        if sync_type is None:
+            raise ProtocolError(f"unknown sync message type {raw_sync}")
         payload = reader.var_bytes()
         return Message(kind, sync_type, payload)
     if kind is MessageType.AWARENESS:

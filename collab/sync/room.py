@@ -119,6 +119,7 @@ class Outbox:
         self._queue: deque[bytes] = deque()
         self._limit = queue_limit
         self._ready = anyio.Event()
+        self._woken = False  # whether ``_ready`` is set (asked without a call: see take)
         self._signalled = False
         self.closed = anyio.Event()
         self.awareness_ids: set[int] = set()
@@ -134,16 +135,18 @@ class Outbox:
         return self.close_code is not None
 
     def send(self, frame: bytes) -> None:
+        # Called for every client of a room for every update: kept to a few attribute reads.
         if self.close_code is not None:
             return
-        if len(self._queue) >= self._limit:
-            self._queue.clear()
+        queue = self._queue
+        if len(queue) >= self._limit:
+            queue.clear()
             self.close(CloseCode.TOO_SLOW, "send queue full: client too slow to keep up")
             # Its socket is not draining, so the sender may be stuck in a send: cut it off.
             if self._hooks is not None:
                 self._hooks.overflowed()
             return
-        self._queue.append(frame)
+        queue.append(frame)
         if not self._signalled:
             self._signalled = True
             if self._hooks is None:
@@ -153,6 +156,7 @@ class Outbox:
 
     def wake(self) -> None:
         """Wake the sender task waiting in ``wait()``."""
+        self._woken = True
         self._ready.set()
 
     def close(self, code: CloseCode, reason: str) -> None:
@@ -160,7 +164,7 @@ class Outbox:
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
-            self._ready.set()
+            self.wake()
             self.closed.set()
 
     @property
@@ -170,13 +174,14 @@ class Outbox:
     async def wait(self) -> None:
         await self._ready.wait()
 
-    def take(self) -> list[bytes]:
-        frames = list(self._queue)
-        self._queue.clear()
+    def take(self) -> deque[bytes]:
+        """The queued frames, oldest first; the queue starts again empty."""
+        frames, self._queue = self._queue, deque()
         self._signalled = False
         # Only a set event needs replacing (the sender task's wake-up); a connection that
         # writes directly never sets it for frames, and takes once per turn.
-        if self._ready.is_set() and self.close_code is None:
+        if self._woken and self.close_code is None:
+            self._woken = False
             self._ready = anyio.Event()
         return frames
 

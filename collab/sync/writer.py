@@ -60,9 +60,11 @@ class UpdateWriter(BackgroundService):
         self._store = store
         self._hooks = hooks
         self._dirty: dict[uuid.UUID, Room] = {}
+        # Events are made only when they will be waited on: making an anyio Event costs
+        # several microseconds, and a round is made for nearly every keystroke.
         self._wake = anyio.Event()
         self._busy = False
-        self._round_done = anyio.Event()
+        self._round_done: anyio.Event | None = None  # made by flushed()
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None  # kept between rounds
 
     async def start(self) -> None:
@@ -100,17 +102,19 @@ class UpdateWriter(BackgroundService):
     async def flushed(self) -> None:
         """Wait until everything scheduled so far has been written (or dropped as gone)."""
         while self._dirty or self._busy:
+            if self._round_done is None:
+                self._round_done = anyio.Event()
             await self._round_done.wait()
 
     async def _run(self) -> None:
         while True:
-            if not self._dirty:
-                await self._wake.wait()
             # No wait (not even a checkpoint) when updates came in during the last round:
             # its broadcasts are queued for the loop's next turn, and this round's INSERT
             # goes out first, so PostgreSQL works while the frames are written.
-            self._wake = anyio.Event()
             if not self._dirty:
+                if self._wake.is_set():  # by schedule() for rooms a round has taken since
+                    self._wake = anyio.Event()
+                await self._wake.wait()
                 continue
             self._busy = True
             rooms = list(self._dirty.values())
@@ -127,8 +131,9 @@ class UpdateWriter(BackgroundService):
                 room.persisted(batch)
                 self._hooks.update_persisted(room)
             self._busy = False
-            done, self._round_done = self._round_done, anyio.Event()
-            done.set()
+            done, self._round_done = self._round_done, None
+            if done is not None:
+                done.set()
 
     async def _write(self, batches: list[tuple[Room, Batch]]) -> list[tuple[Room, Batch]]:
         """Append all batches in one statement; returns those now durable."""

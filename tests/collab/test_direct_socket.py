@@ -21,7 +21,7 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from collab.sync import protocol
-from collab.sync.direct_socket import encode_binary_frames, turn_flushes
+from collab.sync.direct_socket import _LastFrame, encode_binary_frames, turn_flushes
 from tests.conftest import StartServer, notebook_on
 from tests.support.nodeclient import node_client
 from tests.support.pyclient import py_client
@@ -58,6 +58,28 @@ def test_frames_are_what_a_websocket_client_reads(size: int) -> None:
     (first, second) = parse_frames(encode_binary_frames([payload, b"next"]), 2)
     assert (first.opcode, first.fin, first.data) == (Opcode.BINARY, True, payload)
     assert (second.opcode, second.data) == (Opcode.BINARY, b"next")
+
+
+@pytest.mark.parametrize("size", [1, 125, 126, 65535, 65536])
+def test_a_lone_frame_reused_for_every_client_is_its_own_payload_framed(size: int) -> None:
+    # A broadcast writes one bytes object to every client: the framing is made once and
+    # reused; an equal payload in another object, or any other, is framed afresh.
+    last = _LastFrame()
+    payload = bytes([size % 251]) * size
+    wire = last.encode(payload)
+    assert last.encode(payload) is wire
+    (frame,) = parse_frames(wire, 1)
+    assert (frame.opcode, frame.fin, frame.data) == (Opcode.BINARY, True, payload)
+    equal = bytes(bytearray(payload))
+    assert equal is not payload
+    reframed = last.encode(equal)
+    assert reframed == wire
+    assert reframed is not wire
+    other = payload[:-1] + b"!"
+    (frame,) = parse_frames(last.encode(other), 1)
+    assert frame.data == other
+    (frame,) = parse_frames(last.encode(payload), 1)
+    assert frame.data == payload
 
 
 def sockets_joined(server: ServerProcess) -> set[str]:
