@@ -64,9 +64,12 @@ class _LastFrame:
     change); they are written in the same turn, mostly one frame each, so all but the first
     reuse the first one's framing instead of building it again. Compared by identity, and
     the payload is held, so a new object cannot be taken for it; payload and wire bytes are
-    one tuple, replaced whole, so a server's loop in another thread never sees a mix."""
+    one tuple, replaced whole, so a server's loop in another thread never sees a mix. Only
+    frames up to ``KEPT_BYTES`` are kept: a large one (a joiner's whole document) would
+    otherwise stay in memory, twice, until the next frame, for a saving nobody needs."""
 
     __slots__ = ("_last",)
+    KEPT_BYTES = 64 * 1024
 
     def __init__(self) -> None:
         self._last = (b"", b"")
@@ -76,7 +79,8 @@ class _LastFrame:
         if last[0] is payload:
             return last[1]
         wire = _header(len(payload)) + payload
-        self._last = (payload, wire)
+        if len(payload) <= self.KEPT_BYTES:
+            self._last = (payload, wire)
         return wire
 
 
@@ -165,11 +169,6 @@ class DirectSocket:
         loop's next turn, with every other connection's flush of that turn."""
         # A partial, not a closure: it is called for every client for every update.
         return functools.partial(turn_flushes(self._protocol.loop).add, callback)
-
-    @property
-    def open(self) -> bool:
-        p = self._protocol
-        return p.handshake_complete and not p.close_sent and not p.disconnected
 
     @property
     def writable(self) -> bool:

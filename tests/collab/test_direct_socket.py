@@ -82,6 +82,17 @@ def test_a_lone_frame_reused_for_every_client_is_its_own_payload_framed(size: in
     assert frame.data == payload
 
 
+def test_a_large_lone_frame_is_framed_but_not_kept() -> None:
+    last = _LastFrame()
+    small = b"keystroke"
+    kept = last.encode(small)
+    large = bytes(_LastFrame.KEPT_BYTES + 1)
+    (frame,) = parse_frames(last.encode(large), 1)
+    assert frame.data == large
+    assert last.encode(large) is not last.encode(large)  # framed afresh: nothing held
+    assert last.encode(small) is kept  # the small one is still the one kept
+
+
 def sockets_joined(server: ServerProcess) -> set[str]:
     kinds = set()
     for line in server.log_text().splitlines():
