@@ -174,6 +174,7 @@ async def measure_idle(server: sl.Server, rooms: Rooms, args: argparse.Namespace
 
     mem = [sample()]
     cpu = [await cpu_per_s()]
+    # The first batch's people stay connected while the second batch joins and is measured.
     idle_args = argparse.Namespace(**{**vars(args), "warmup": 0, "duration": 3 * args.idle_seconds})
     async with contextlib.AsyncExitStack() as stack:
         for batch in range(2):
