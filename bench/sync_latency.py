@@ -1049,7 +1049,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--weft-src",
         type=Path,
         help="also run Weft from this source tree (collab/ and executor/ of another commit, "
-        f"e.g. from `git archive`) as {BEFORE!r}, right after 'weft', with this venv",
+        f"e.g. from `git archive`) as {BEFORE!r}, with this venv: where --servers names "
+        "it, else right after 'weft'",
     )
     parser.add_argument(
         "--procs",
@@ -1075,7 +1076,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.only:
         args.servers = args.only
     args.servers = [name.strip() for name in args.servers.split(",") if name.strip()]
-    unknown = [name for name in args.servers if name not in SERVER_NAMES]
+    unknown = [name for name in args.servers if name not in (*SERVER_NAMES, BEFORE)]
+    if BEFORE in args.servers and args.weft_src is None:
+        parser.error(f"--servers: {BEFORE} needs --weft-src")
     if unknown or not args.servers:
         parser.error(f"--servers: unknown {unknown}; choose from {', '.join(SERVER_NAMES)}")
     if args.weft_src is not None:
@@ -1083,8 +1086,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not any((args.weft_src / cli).exists() for cli in clis):
             parser.error("--weft-src: no collab/server/cli.py (or collab/cli.py) there")
         args.weft_src = args.weft_src.resolve()
-        where = args.servers.index("weft") + 1 if "weft" in args.servers else 0
-        args.servers.insert(where, BEFORE)
+        # Named in --servers, it runs where it is named (run pairs in both orders: the
+        # second server of a pair meets a warmer machine); otherwise right after 'weft'.
+        if BEFORE not in args.servers:
+            where = args.servers.index("weft") + 1 if "weft" in args.servers else 0
+            args.servers.insert(where, BEFORE)
     if args.server_url and "weft" not in args.servers:
         parser.error("--server-url targets a Weft server; it needs weft among --servers")
     if args.server_url and not re.match(r"^https?://", args.server_url):
@@ -1114,6 +1120,7 @@ async def amain(args: argparse.Namespace) -> int:
     names = list(args.servers)
     if args.nodes == 2 and "weft" in names:
         names.insert(names.index("weft") + 1, "weft_2nodes")
+    line["order"] = names
     for name in names:
         server = make_server(name, args)
         try:

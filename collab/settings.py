@@ -100,7 +100,7 @@ class Settings:
     # Under `weft serve`, write frames to each socket's transport once per event-loop turn
     # and read them from it without a task switch (collab.sync.direct_socket); off: plain ASGI.
     ws_direct: bool = True
-    # How long one large update's check may take in the worker (collab.sync.check_pool)
+    # How long one large update's check may take in the worker (collab.sync.document_worker)
     # before it is refused and its connection closed. A check at the limits takes ~0.1-0.3 s
     # here: 30x that is a machine in trouble or an update built to be slow.
     update_check_seconds: float = 10.0

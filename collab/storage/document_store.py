@@ -3,9 +3,10 @@
 Invariants every server relies on (several servers append to one notebook's log):
 
 - The snapshot at seq S holds exactly the logged updates up to S: compaction folds the
-  stored rows (``fold``), never a server's live document, which may also hold updates that
-  are accepted but not yet logged (they will be logged above S, and a server that applied
-  such a snapshot would let its clients build on updates the log has not ordered yet).
+  stored rows (``collab.storage.fold``), never a server's live document, which may also
+  hold updates that are accepted but not yet logged (they will be logged above S, and a
+  server that applied such a snapshot would let its clients build on updates the log has
+  not ordered yet).
 - No update is ever logged at or below the snapshot's seq. Servers number their appends
   from their own view of the log; one that has not yet heard of another's appends picks
   seqs that are taken, and is told so by the unique key, unless compaction has already
@@ -22,12 +23,13 @@ Invariants every server relies on (several servers append to one notebook's log)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from pycrdt import Doc
+
+from collab.storage.fold import fold
 
 NOTIFY_CHANNEL = "weft_documents"
 
@@ -97,15 +99,6 @@ def contiguous(rows: Sequence[asyncpg.Record], after: int) -> list[asyncpg.Recor
         if row["seq"] != after + n + 1:
             return list(rows[:n])
     return list(rows)
-
-
-def fold(updates: Sequence[bytes]) -> bytes:
-    """The document state the updates make, as one update. Raises (the binding's ValueError,
-    or pyo3's PanicException) if one is unreadable."""
-    doc: Doc[Any] = Doc()
-    for update in updates:
-        doc.apply_update(update)
-    return doc.get_update()
 
 
 class DocumentStore:
@@ -221,11 +214,19 @@ class DocumentStore:
         )
         return int(value)
 
-    async def compact(self, notebook_id: uuid.UUID, upto: int) -> Compaction | None:
+    async def compact(
+        self,
+        notebook_id: uuid.UUID,
+        upto: int,
+        fold_with: Callable[[list[bytes]], Awaitable[bytes]] | None = None,
+    ) -> Compaction | None:
         """Fold the logged updates after the snapshot, up to ``upto`` and the first gap, into
         a new snapshot, and delete them. Returns the snapshot as it now stands (``folded``
         0 if there was nothing to fold or another server compacted meanwhile), or None if
-        the notebook has no snapshot row. Raises what ``fold`` raises on unreadable data.
+        the notebook has no snapshot row. Raises what the fold raises on unreadable data.
+
+        ``fold_with`` folds elsewhere (a server passes its document worker's, so the fold
+        never holds its event loop); without it the fold runs here.
 
         The rows folded cannot change between reading and writing: their seqs are taken,
         nothing can be appended at or below the snapshot, and the write checks that the
@@ -252,7 +253,8 @@ class DocumentStore:
             if not rows:
                 return Compaction(seq=snapshot["seq"], size=0, folded=0)
             seq = rows[-1]["seq"]
-            data = fold([bytes(snapshot["data"]), *(bytes(r["data"]) for r in rows)])
+            stored = [bytes(snapshot["data"]), *(bytes(r["data"]) for r in rows)]
+            data = await fold_with(stored) if fold_with is not None else fold(stored)
             async with conn.transaction():
                 moved = await conn.fetchval(
                     "UPDATE document_snapshots SET seq = $2, data = $3, created_at = now()"

@@ -535,7 +535,7 @@ class Room:
     ) -> None:
         """Check, apply and record one update from a client (see collab.sync.update_check).
 
-        ``facts`` are the check's answer when it was made elsewhere (collab.sync.check_pool)
+        ``facts`` are the check's answer when it was made elsewhere (collab.sync.document_worker)
         against an earlier state of this document: an update complete against a state is
         complete against every later one, as a state only grows.
 

@@ -19,7 +19,7 @@ from collab.settings import Settings
 from collab.storage.catalog import Catalog
 from collab.storage.database import DATABASE_ERRORS
 from collab.storage.document_store import DocumentStore
-from collab.sync.check_pool import CheckPool
+from collab.sync.document_worker import DocumentWorker
 from collab.sync.hooks import RoomHookList
 from collab.sync.other_nodes import OtherNodes
 from collab.sync.room import DocumentLimits, Room
@@ -56,8 +56,8 @@ class RoomManager(BackgroundService):
         self.writer = UpdateWriter(store, hooks=self, metrics=metrics, others=others)
         # Told as rooms load, persist and unload (the document feed, the search indexer).
         self.hooks = RoomHookList()
-        # Where connections check large updates, off the event loop.
-        self.checks = CheckPool(timeout=settings.update_check_seconds)
+        # Where connections check large updates and compaction folds, off the event loop.
+        self.doc_worker = DocumentWorker(timeout=settings.update_check_seconds)
 
     async def __aenter__(self) -> Self:
         # The writer outlives this service's tasks (they wait for it): it starts first.
@@ -68,12 +68,15 @@ class RoomManager(BackgroundService):
             await self.writer.__aexit__(None, None, None)
             raise
 
+    async def start(self) -> None:
+        self.task(self.doc_worker.start)
+
     async def stopped(self) -> None:
         await self.writer.__aexit__(None, None, None)
-        await self.checks.aclose()
         with anyio.move_on_after(10, shield=True):
             for room in list(self._rooms.values()):
                 await self._compact(room)
+        await self.doc_worker.aclose()  # after the compactions, which fold in it
         self._rooms.clear()
 
     def loaded(self, notebook_id: uuid.UUID) -> Room | None:
@@ -232,7 +235,9 @@ class RoomManager(BackgroundService):
             # updates logged up to S (see store.py). At most up to synced_seq: this room has
             # applied all of those, so it never needs the snapshot it writes.
             upto = room.synced_seq - keep
-            compaction = await self._store.compact(room.notebook_id, upto=upto)
+            compaction = await self._store.compact(
+                room.notebook_id, upto=upto, fold_with=self.doc_worker.fold
+            )
             if compaction is None:  # no snapshot row to fold into: the notebook is gone
                 room.forget_tail()
                 return
@@ -257,8 +262,10 @@ class RoomManager(BackgroundService):
         except BaseException as exc:
             if not is_failure(exc):
                 raise
+            # Unreadable stored data, a fold past its time, or a worker that died on it
+            # (collab.sync.document_worker): this server goes on either way.
             log.error(
-                "compaction failed: the stored document could not be read; the log stays",
+                "compaction failed: the stored document could not be folded; the log stays",
                 extra={**extra, "error": repr(exc)},
             )
             room.forget_tail()  # not again at every append

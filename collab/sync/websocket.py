@@ -35,8 +35,8 @@ from collab.ids import parse_uuid
 from collab.metrics import Metrics
 from collab.settings import Settings
 from collab.sync import protocol
-from collab.sync.check_pool import CheckPool
 from collab.sync.direct_socket import EXTENSION, DirectSocket
+from collab.sync.document_worker import DocumentWorker
 from collab.sync.room import (
     SERVER_AWARENESS_ID,
     DocumentFull,
@@ -90,11 +90,11 @@ class Connection:
         *,
         principal: Principal,
         credential_digest: bytes,
-        checks: CheckPool,
+        doc_worker: DocumentWorker,
     ):
         self.metrics = metrics
-        self.checks = checks  # the room manager's: one worker for every connection
-        # While a large update is checked in the worker (collab.sync.check_pool), this
+        self.doc_worker = doc_worker  # the room manager's: one worker for every connection
+        # While a large update is checked in the worker (collab.sync.document_worker), this
         # connection's later frames wait here, in order; reading is paused meanwhile.
         self._waiting: deque[bytes] = deque()
         self._checked: anyio.Event | None = None
@@ -212,7 +212,7 @@ class Connection:
             if (
                 message.kind is protocol.MessageType.SYNC
                 and message.sync_type is not protocol.SyncType.STEP1
-                and not self.checks.inline(message.payload)
+                and not self.doc_worker.inline(message.payload)
                 and self._tg is not None
             ):
                 self._checked = anyio.Event()
@@ -228,7 +228,7 @@ class Connection:
         """Check a large update in the worker, apply it, then handle the frames that came
         after it (in order, until the next large one)."""
         with self._closing_on_error():
-            facts = await self.checks.check(update, self.room.state())
+            facts = await self.doc_worker.check(update, self.room.state())
             if not self.client.closing:
                 self.room.apply_client_update(self.client, update, facts)
         checked, self._checked = self._checked, None
@@ -376,7 +376,7 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         services.metrics,
         principal=principal,
         credential_digest=credential_digest(websocket),
-        checks=rooms.checks,
+        doc_worker=rooms.doc_worker,
     )
     log.info("client joined", extra={**connection.extra, "clients": len(room.clients) + 1})
     services.sockets.add(connection)

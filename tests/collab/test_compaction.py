@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,13 +15,14 @@ import anyio
 import asyncpg
 import httpx
 import pytest
-from pycrdt import Doc, Text, TransactionEvent
+from pycrdt import Array, Doc, Map, Text, TransactionEvent
 
 from collab.metrics import Metrics
 from collab.settings import Settings
 from collab.storage.catalog import Catalog
 from collab.storage.database import open_pool
 from collab.storage.document_store import DocumentStore
+from collab.storage.fold import fold
 from collab.sync.room_manager import RoomManager
 from collab.sync.update_check import UpdateRefused, check_update, decode_state_vector
 from tests.conftest import StartServer, new_notebook, token_of
@@ -265,6 +267,71 @@ async def test_loading_stops_at_a_gap_and_the_poll_sees_a_compacted_head(databas
         assert await pool.fetchval("SELECT count(*) FROM document_updates") == 0
         assert await store.heads([notebook_id]) == {notebook_id: 4}
         assert await _loaded_text(store, notebook_id) == "seed;x;y;z;w;"
+
+
+def _large_notebook() -> bytes:
+    """A notebook at the cell limit (2,000), each cell with outputs: one update."""
+    doc: Doc[Any] = Doc(client_id=2)
+    cells = doc.get("cells", type=Array)
+    with doc.transaction():
+        for i in range(2000):
+            outputs = Array([Map({"output_type": "stream", "text": f"{j}\n"}) for j in range(40)])
+            cells.append(Map({"id": f"c{i}", "source": Text("x = 1\n" * 5), "outputs": outputs}))
+    return doc.get_update()
+
+
+async def test_compacting_a_large_notebook_does_not_hold_the_event_loop(database_url: str):
+    """Folding a large notebook's log takes the binding a tenth of a second or more; done on
+    the event loop, it stalled every notebook the server holds. The fold runs in the
+    document worker: the loop keeps turning meanwhile, and the snapshot is the same."""
+    settings = Settings(database_url=database_url, compact_after_updates=1_000_000)
+    async with _node(settings) as (rooms, store):
+        notebook_id = await _insert_notebook(store._pool)
+        author: Doc[Any] = Doc(client_id=5)
+        for seed in (await store.load(notebook_id)).updates:
+            author.apply_update(seed)
+        updates = _recorded(author)
+        author.apply_update(_large_notebook())
+        for n in range(50):
+            _edit(author, f"{n};")
+        await store.append([(notebook_id, seq, u) for seq, u in enumerate(updates, start=1)])
+        stored = await store.load(notebook_id)
+        started = time.perf_counter()
+        inline = fold(stored.updates)
+        held = time.perf_counter() - started
+        assert held > 0.05, f"the fold must be long enough to see ({held * 1000:.0f} ms)"
+
+        async with rooms.use(notebook_id) as room:
+            await rooms.doc_worker.fold([b"\x00\x00"])  # the worker started, as in a server
+            lag = 0.0
+            done = anyio.Event()
+
+            async def tick() -> None:
+                nonlocal lag
+                while not done.is_set():
+                    before = time.perf_counter()
+                    await anyio.sleep(0.002)
+                    lag = max(lag, time.perf_counter() - before - 0.002)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(tick)
+                await anyio.sleep(0.05)
+                await rooms._compact(room)
+                done.set()
+        assert await _snapshot_seq(store._pool, notebook_id) == len(updates)
+        assert lag < held / 2, (
+            f"the loop was held {lag * 1000:.0f} ms; the fold alone takes {held * 1000:.0f} ms"
+        )
+        data = await store._pool.fetchval(
+            "SELECT data FROM document_snapshots WHERE notebook_id = $1", notebook_id
+        )
+        folded: Doc[Any] = Doc()
+        folded.apply_update(bytes(data))
+        expected: Doc[Any] = Doc()
+        expected.apply_update(inline)
+        assert str(folded.get("t", type=Text)) == str(expected.get("t", type=Text))
+        assert str(folded.get("t", type=Text)) == "seed;" + "".join(f"{n};" for n in range(50))
+        assert len(folded.get("cells", type=Array)) == 2000
 
 
 def test_an_update_before_its_dependency_is_parked_by_the_binding_and_refused_from_clients():

@@ -4,7 +4,7 @@ Every expensive shape of a valid update is sent as large as a frame may be (8 Mi
 the check's work limits (collab.sync.update_check), by one editor, while two others type and
 ``/healthz`` is polled: the event loop that serves everyone must keep answering within
 ``STALL_BOUND`` (health) and ``EDIT_BOUND`` (an edit from one client seen by another).
-Before the limits and the worker (collab.sync.check_pool), one such frame held the loop for
+Before the limits and the worker (collab.sync.document_worker), one such frame held the loop for
 seconds.
 """
 

@@ -1,0 +1,254 @@
+"""Document work that would hold the event loop runs in a worker process: checking large
+client updates, and folding a notebook's log into its snapshot (compaction).
+
+One event loop serves every notebook, so work on one document must not hold it:
+
+- The check (collab.sync.update_check) is pure Python: ~1 µs per change, and an update may
+  hold up to ``MAX_UPDATE_CHANGES`` of them, so a large valid update would keep the loop
+  busy for ~100 ms on this project's 2-core machine (more when it is loaded). Updates above
+  ``INLINE_CHECK_BYTES`` are therefore checked here while the loop goes on serving everyone
+  else; what is left on the loop for them is the binding's apply (bounded by the same
+  limits) and a copy of the bytes. Keystrokes (tens of bytes) and pastes of a few cells
+  stay inline, where a round trip to a process would cost more than the check.
+- Compaction (collab.sync.room_manager) folds the stored snapshot and the updates logged
+  after it: the binding applies the whole document and encodes it again, every
+  ``WEFT_COMPACT_AFTER_UPDATES`` updates. That is 10-20 ms for a notebook of one cell and
+  a few thousand keystrokes, and ~0.25 s for one of 10,000 cells; on the loop it stalled
+  every notebook the server holds, and a binding that crashed on a stored document would
+  have taken the server with it. Here a crash costs the worker (started again for the next
+  piece of work) and that compaction (the log stays as it is). Every fold runs here.
+
+A thread would not do: the check holds the GIL, and so does the binding, and the event loop
+would wait for it at every system call.
+
+The work is bounded (the check by the update limits, the fold by the notebook's size); but
+a stranger's update must not hold the worker (and every other piece of work waiting behind
+it) for as long as a loaded machine lets it run. One piece of work may take ``timeout``
+seconds of the worker's time (waiting for one's turn does not count): past that, the worker
+is killed (its reply would otherwise be read as the next one's), that update is refused and
+its connection closed (or that compaction fails), and the next piece of work starts a fresh
+worker.
+
+    >>> async with DocumentWorker(timeout=settings.update_check_seconds) as worker:
+    ...     facts = await worker.check(update, room.state())
+    ...     snapshot = await worker.fold([snapshot, *logged])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import sys
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from collab.errors import Unavailable, is_failure
+from collab.storage.fold import fold
+from collab.sync.update_check import UpdateFacts, UpdateRefused, check_update
+
+log = logging.getLogger(__name__)
+
+# Larger updates are checked in the worker (~20-40 ms of check inline at worst; see
+# docs/performance.md, "One large update").
+INLINE_CHECK_BYTES = 32 * 1024
+_HEADER = 8  # each message: its length (little-endian), then a pickle
+
+
+class FoldFailed(Exception):
+    """The stored document could not be folded (unreadable, or it took too long)."""
+
+
+def _check_in_worker(update: bytes, state: dict[int, int]) -> UpdateFacts | str:
+    """The facts, or why the update is refused (as text: exceptions with their own
+    constructor do not cross a process boundary reliably)."""
+    try:
+        return check_update(update, state)
+    except UpdateRefused as exc:
+        return exc.message
+
+
+def _fold_in_worker(updates: list[bytes]) -> bytes | str:
+    """The folded document, or why the binding could not fold it (as text)."""
+    try:
+        return fold(updates)
+    except BaseException as exc:  # the binding's panic is a BaseException
+        if not is_failure(exc):
+            raise
+        return repr(exc)
+
+
+def _answer(request: tuple[Any, ...]) -> object:
+    if request[0] == "fold":
+        return _fold_in_worker(request[1])
+    return _check_in_worker(request[1], request[2])
+
+
+def _serve() -> None:
+    """The worker: a request in on stdin, the answer out on stdout, until EOF. Both ends
+    are ours (the bytes it works on are inside a pickle we made), hence pickle."""
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    while len(header := source.read(_HEADER)) == _HEADER:
+        request = pickle.loads(source.read(int.from_bytes(header, "little")))
+        answer = pickle.dumps(_answer(request), protocol=pickle.HIGHEST_PROTOCOL)
+        sink.write(len(answer).to_bytes(_HEADER, "little") + answer)
+        sink.flush()
+
+
+def _collab_root() -> str:
+    """Where the worker imports collab from: where this server does (a source tree or the
+    venv)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class DocumentWorker:
+    """A worker process for large updates' checks and for compaction's folds; started at
+    the first piece of work.
+
+    Each connection awaits its own update's check before its next frame is handled, so the
+    order of one connection's frames is kept; other connections go on meanwhile (their own
+    large updates, and compactions, wait for the worker in turn).
+
+    The worker is a plain ``python -m collab.sync.document_worker`` over pipes, not a
+    ``multiprocessing`` pool: spawning one of those re-imports the server's main module
+    (the whole app) in the worker, and forking would copy a process with threads.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._process: asyncio.subprocess.Process | None = None
+        self._turn = anyio.Lock()
+
+    async def __aenter__(self) -> DocumentWorker:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the worker (killed: work under way is not worth waiting for), and wait for
+        it, which closes its pipes."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.returncode is None:
+            process.kill()
+        if process.stdin is not None:
+            process.stdin.close()
+        with anyio.CancelScope(shield=True):
+            await process.wait()
+
+    async def start(self) -> None:
+        """Start the worker now rather than at the first piece of work: it imports the
+        binding (~0.5 s of CPU), and the first compaction comes a few seconds into the
+        first edits."""
+        async with self._turn:
+            if self._process is None or self._process.returncode is not None:
+                with anyio.CancelScope(shield=True):  # never a process left half-started
+                    self._process = await self._start()
+
+    def inline(self, update: bytes) -> bool:
+        return len(update) <= INLINE_CHECK_BYTES
+
+    async def check(self, update: bytes, state: dict[int, int]) -> UpdateFacts:
+        """Check ``update`` against ``state`` (copied now: the room's copy moves on).
+        Raises UpdateRefused, or Unavailable if the worker died."""
+        if self.inline(update):
+            return check_update(update, state)
+        answer = await self._run(
+            ("check", update, dict(state)),
+            "update check",
+            len(update),
+            died="the server could not check this update: try again",
+        )
+        if answer is None:
+            raise UpdateRefused(
+                f"checking this update took over {self.timeout:g} s: "
+                "send the change as several smaller updates"
+            )
+        if isinstance(answer, str):
+            raise UpdateRefused(answer)
+        assert isinstance(answer, UpdateFacts)
+        return answer
+
+    async def fold(self, updates: Sequence[bytes]) -> bytes:
+        """A snapshot and the updates after it as one update (collab.storage.fold), made in
+        the worker. Raises FoldFailed if the binding could not fold them or it took too
+        long, Unavailable if the worker died."""
+        request = ("fold", list(updates))
+        answer = await self._run(
+            request,
+            "fold",
+            sum(len(u) for u in updates),
+            died="the document worker stopped while folding this notebook",
+        )
+        if answer is None:
+            raise FoldFailed(f"folding the document took over {self.timeout:g} s")
+        if isinstance(answer, str):
+            raise FoldFailed(answer)
+        assert isinstance(answer, bytes)
+        return answer
+
+    async def _run(
+        self, request: tuple[Any, ...], what: str, size: int, *, died: str
+    ) -> object | None:
+        """The worker's answer to ``request``, or None if it took longer than ``timeout``
+        (the worker is killed then). Raises Unavailable(``died``) if the worker died."""
+        data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        async with self._turn:
+            # Shielded: a reply left unread would be taken as the next request's. The
+            # deadline inside the shield still applies, and kills the worker.
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self.timeout) as deadline:
+                    answer = await self._ask(data, died)
+                if deadline.cancelled_caught:
+                    log.warning(
+                        "document work took too long: worker killed",
+                        extra={"work": what, "bytes": size, "timeout_seconds": self.timeout},
+                    )
+                    await self.aclose()
+                    return None
+        return answer
+
+    async def _ask(self, request: bytes, died: str) -> object:
+        process = self._process
+        if process is None or process.returncode is not None:
+            process = self._process = await self._start()
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            process.stdin.write(len(request).to_bytes(_HEADER, "little") + request)
+            await process.stdin.drain()
+            size = int.from_bytes(await process.stdout.readexactly(_HEADER), "little")
+            answer: object = pickle.loads(await process.stdout.readexactly(size))
+        except (OSError, asyncio.IncompleteReadError):
+            # Killed from outside (the OOM killer), or crashed in the binding: the next
+            # piece of work starts another.
+            log.error("document worker died: starting another")
+            await self.aclose()
+            raise Unavailable(died) from None
+        return answer
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        path = os.pathsep.join(filter(None, [_collab_root(), os.environ.get("PYTHONPATH")]))
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "collab.sync.document_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+
+
+if __name__ == "__main__":
+    _serve()
