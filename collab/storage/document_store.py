@@ -22,6 +22,7 @@ Invariants every server relies on (several servers append to one notebook's log)
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from collab.storage.database import DATABASE_ERRORS
 from collab.storage.fold import fold
 
 NOTIFY_CHANNEL = "weft_documents"
@@ -72,6 +74,21 @@ _APPEND = {
     for one in (False, True)
     for announced in (False, True)
 }
+
+
+# Compaction's two writes (see DocumentStore.compact): the new snapshot as a draft, then the
+# snapshot row moved to it, if it is still the snapshot that was folded and the draft still
+# the one this compaction wrote (two servers compacting at once: one wins, or neither).
+_DRAFT = """
+INSERT INTO document_snapshot_drafts (notebook_id, seq, data) VALUES ($1, $2, $3)
+ON CONFLICT (notebook_id) DO UPDATE SET seq = excluded.seq, data = excluded.data
+"""
+_MOVE = """
+UPDATE document_snapshots s SET seq = d.seq, data = d.data, created_at = now()
+FROM document_snapshot_drafts d
+WHERE s.notebook_id = $1 AND s.seq = $3 AND d.notebook_id = $1 AND d.seq = $2
+RETURNING s.seq
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,23 +272,36 @@ class DocumentStore:
             seq = rows[-1]["seq"]
             stored = [bytes(snapshot["data"]), *(bytes(r["data"]) for r in rows)]
             data = await fold_with(stored) if fold_with is not None else fold(stored)
-            async with conn.transaction():
-                moved = await conn.fetchval(
-                    "UPDATE document_snapshots SET seq = $2, data = $3, created_at = now()"
-                    " WHERE notebook_id = $1 AND seq = $4 RETURNING seq",
-                    notebook_id,
-                    seq,
-                    data,
-                    snapshot["seq"],
-                )
-                if moved is None:
-                    current = await conn.fetchval(
-                        "SELECT seq FROM document_snapshots WHERE notebook_id = $1", notebook_id
+            # Written first, on its own: PostgreSQL compresses and writes a large snapshot
+            # for ~0.1 s (4 MB), and every append of this notebook waits for its snapshot
+            # row while that row is locked (and so does every notebook's update in the
+            # same round). The row is then held only to take the draft as written (already
+            # compressed: not compressed again) and delete the folded rows.
+            try:
+                await conn.execute(_DRAFT, notebook_id, seq, data)
+            except asyncpg.ForeignKeyViolationError:
+                return None  # the notebook is gone
+            try:
+                async with conn.transaction():
+                    moved = await conn.fetchval(_MOVE, notebook_id, seq, snapshot["seq"])
+                    if moved is None:  # another server compacted meanwhile
+                        current = await conn.fetchval(
+                            "SELECT seq FROM document_snapshots WHERE notebook_id = $1",
+                            notebook_id,
+                        )
+                        return None if current is None else Compaction(current, size=0, folded=0)
+                    await conn.execute(
+                        "DELETE FROM document_updates WHERE notebook_id = $1 AND seq <= $2",
+                        notebook_id,
+                        seq,
                     )
-                    return None if current is None else Compaction(current, size=0, folded=0)
-                await conn.execute(
-                    "DELETE FROM document_updates WHERE notebook_id = $1 AND seq <= $2",
-                    notebook_id,
-                    seq,
-                )
+            finally:
+                # Not in the transaction: a notebook's deletion locks its drafts too, in an
+                # order of its own. A draft left by a failure here is overwritten next time.
+                with contextlib.suppress(*DATABASE_ERRORS):
+                    await conn.execute(
+                        "DELETE FROM document_snapshot_drafts WHERE notebook_id = $1 AND seq = $2",
+                        notebook_id,
+                        seq,
+                    )
         return Compaction(seq=seq, size=len(data), folded=len(rows))
