@@ -100,9 +100,11 @@ class Settings:
     # Under `weft serve`, write frames to each socket's transport once per event-loop turn
     # and read them from it without a task switch (collab.sync.direct_socket); off: plain ASGI.
     ws_direct: bool = True
-    # How long one large update's check may take in the worker (collab.sync.document_worker)
-    # before it is refused and its connection closed. A check at the limits takes ~0.1-0.3 s
-    # here: 30x that is a machine in trouble or an update built to be slow.
+    # How long one piece of work may take in the document worker (collab.sync.document_worker):
+    # a large update's check (then refused, its connection closed) or a compaction's fold (then
+    # that compaction fails; the log stays). A check at the limits takes ~0.1-0.3 s here, a
+    # 2,000-cell notebook's fold ~0.3-0.5 s: 20x that is a machine in trouble or an update
+    # built to be slow.
     update_check_seconds: float = 10.0
     # How long a room stays loaded after its last client leaves.
     room_grace_seconds: float = 30.0
