@@ -367,6 +367,7 @@ async def run_server(name: str, args: argparse.Namespace) -> dict[str, Any]:
     except (sl.BenchError, OSError, RuntimeError) as exc:
         result["error"] = str(exc)
     finally:
+        sl.keep_log_if_failed(server, result)
         server.stop()
     passed = []  # the steps up to the first failure (with --keep-going, later ones go on)
     for step in result["steps"]:

@@ -213,6 +213,7 @@ async def one(name: str, cells: int, ipynb: Path, args: argparse.Namespace) -> d
             except TimeoutError:
                 holder.kill()
                 await holder.wait()
+        sl.keep_log_if_failed(server, result)
         server.stop()
     return result
 

@@ -246,7 +246,11 @@ class Server:
     def stop(self) -> None:
         stop_process(self.proc, 15)
 
-    def log_problems(self, since: float) -> list[dict[str, Any]]:
+    def log_offset(self) -> int:
+        """Where the server's log ends now: what it writes later is the run's."""
+        return 0
+
+    def log_problems(self, offset: int) -> list[dict[str, Any]]:
         return []
 
     async def metrics(self) -> dict[str, float] | None:
@@ -391,9 +395,19 @@ class WeftServer(Server):
                 wait_gone(postmaster, 5)
         if self.state_dir is not None:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self.log_path is not None and not self.keep_log:
+            # Kept only when a run failed or the server warned (run_one), or with
+            # --keep-logs: a bench session of many runs left hundreds behind.
+            self.log_path.unlink(missing_ok=True)
 
-    def log_problems(self, since: float) -> list[dict[str, Any]]:
-        return read_log_problems(self.log_path, since)
+    def log_offset(self) -> int:
+        try:
+            return self.log_path.stat().st_size if self.log_path is not None else 0
+        except FileNotFoundError:
+            return 0
+
+    def log_problems(self, offset: int) -> list[dict[str, Any]]:
+        return read_log_problems(self.log_path, offset)
 
     async def commit_round_trip(self, count: int = 300) -> dict[str, Any] | None:
         """The embedded PostgreSQL's commit round trip, measured from this process once the
@@ -643,21 +657,25 @@ async def scrape_metrics(base: str) -> dict[str, float] | None:
     return found
 
 
-def read_log_problems(path: Path | None, since: float) -> list[dict[str, Any]]:
-    """Warning and error lines of a JSON-lines server log written after `since` (epoch s)."""
+def read_log_problems(path: Path | None, offset: int) -> list[dict[str, Any]]:
+    """Warning and error lines, and lines that are not JSON (a traceback), of a JSON-lines
+    server log, written after byte `offset` (the startup banner comes before it)."""
     if path is None or not path.exists():
         return []
-    cutoff = datetime.datetime.fromtimestamp(since, datetime.UTC).isoformat()[:23]
+    with path.open("rb") as log_file:
+        log_file.seek(offset)
+        text = log_file.read().decode(errors="replace")
     problems = []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             if line.strip():
                 problems.append({"raw": line[:500]})
             continue
-        level = str(entry.get("level", "")).lower()
-        if level in ("warning", "error", "critical") and str(entry.get("ts", "")) >= cutoff:
+        if not isinstance(entry, dict):
+            problems.append({"raw": line[:500]})
+        elif str(entry.get("level", "")).lower() in ("warning", "error", "critical"):
             problems.append(entry)
     return problems
 
@@ -763,6 +781,18 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def keep_log_if_failed(server: Server, result: dict[str, Any]) -> None:
+    """Before ``server.stop()``: keep its log (and name it in ``result``) when the run
+    failed, one of its steps did, or the server exited by itself."""
+    steps = result.get("steps") or []
+    exited = server.proc is not None and server.proc.poll() is not None
+    if "error" in result or exited or any("error" in step for step in steps):
+        server.keep_log = True
+        if server.log_path is not None:
+            result["server_log"] = str(server.log_path)
+            log(f"{server.name}: its log is kept in {server.log_path}")
+
+
 def rounded(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -772,7 +802,7 @@ async def run_one(server: Server, args: argparse.Namespace, procs: int) -> dict[
     url, room = await server.room()
     notebook = room.split("?")[0]  # not the token
     log(f"{server.name}: {args.clients} clients in {procs} process(es) joining {url} {notebook}")
-    since = time.time()
+    log_offset = server.log_offset()
     async with load_generators(server, url, room, server.init_cell, args, procs) as nodes:
         for node in nodes:
             await node.expect("ready", 90)
@@ -848,10 +878,12 @@ async def run_one(server: Server, args: argparse.Namespace, procs: int) -> dict[
         }
     if server.proc is not None and server.proc.poll() is not None:
         report["server_exited"] = server.proc.returncode  # it died during the run
-    problems = server.log_problems(since)
+    problems = server.log_problems(log_offset)
     if server.log_path is not None and isinstance(server, WeftServer):
-        report["server_log"] = str(server.log_path)
         report["server_log_warnings"] = len(problems)
+        if problems or "server_exited" in report or args.keep_logs:
+            server.keep_log = True
+            report["server_log"] = str(server.log_path)
         if problems:
             report["server_log_first"] = problems[:3]
     return report
@@ -1065,6 +1097,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="seed of the clients' timer phases")
     parser.add_argument(
         "--dump", type=Path, help="also write each run's raw samples to PATH-<server>.json"
+    )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep Weft's server log in /tmp after every run (default: only when it warned)",
     )
     args = parser.parse_args(argv)
     if not 2 <= args.clients <= 500:
