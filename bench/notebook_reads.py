@@ -42,8 +42,8 @@ import sync_latency as sl
 from large_docs import make_ipynb
 from pycrdt import Array, Map
 
+from collab.document.cell_text import document_cells
 from collab.document.notebook import parse_ipynb, seed_update, to_ipynb
-from collab.search.indexer import document_cells
 from collab.sync.peers import NotebookPeer
 from collab.sync.room import Room
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
-from pycrdt import Doc, Map
+from pycrdt import Doc
 
 if TYPE_CHECKING:
     from collab.storage.document_store import DocumentStore
@@ -35,9 +35,11 @@ if TYPE_CHECKING:
 
 from collab.background import BackgroundService
 from collab.document.cell_list import CellList
+from collab.document.cell_text import document_cells, stored_cells
 from collab.errors import is_failure
 from collab.search.query import SEPARATOR
 from collab.storage.database import DATABASE_ERRORS
+from collab.sync.document_worker import DocumentWorker, StoredDocumentFailed
 from collab.sync.hooks import RoomHooks
 
 log = logging.getLogger(__name__)
@@ -114,20 +116,6 @@ class IndexEntry:
     seq: int
 
 
-def document_cells(doc: Doc[Any], cells: CellList) -> tuple[list[str], list[str]]:
-    """(cell ids, cell sources) of a notebook document, in order, from its CellList
-    (collab.document.cell_list: reading ``cells`` by index is quadratic in pycrdt)."""
-    ids, sources = [], []
-    with doc.transaction():
-        for cell in cells.entries():
-            if not isinstance(cell, Map):
-                continue
-            source = cell.get("source")
-            ids.append(str(cell.get("id") or ""))
-            sources.append("" if source is None else str(source))
-    return ids, sources
-
-
 def _clean(text: str) -> str:
     return text.replace("\x00", "").replace(SEPARATOR, " ")
 
@@ -187,37 +175,41 @@ def room_entry(room: Room) -> IndexEntry:
     return IndexEntry(room.notebook_id, cell_ids, sources, room.synced_seq)
 
 
-async def stored_entry(store: DocumentStore, notebook_id: uuid.UUID) -> IndexEntry:
-    """The notebook's text as stored. A document the binding cannot read is logged and
-    indexed without its cells (its title still finds it), and tried again when it changes."""
+async def stored_entry(
+    store: DocumentStore, notebook_id: uuid.UUID, worker: DocumentWorker | None = None
+) -> IndexEntry:
+    """The notebook's text as stored, read in ``worker`` (collab.sync.document_worker: a
+    server's event loop must not apply a whole stored notebook), else here. A document the
+    binding cannot read, or not in the worker's time, is logged and indexed without its
+    cells (its title still finds it), and tried again when it changes."""
     stored = await store.load(notebook_id)
-    doc: Doc[Any] = Doc()
-    cells = CellList(doc)  # before the content: its first event lists every cell
     try:
-        for update in stored.updates:
-            doc.apply_update(update)
+        if worker is not None:
+            cell_ids, sources = await worker.read_cells(stored.updates)
+        else:
+            cell_ids, sources = stored_cells(stored.updates)
     except BaseException as exc:
-        if not is_failure(exc):
+        if not (isinstance(exc, StoredDocumentFailed) or is_failure(exc)):
             raise
-        doc = Doc()
-        cells = CellList(doc)
         log.warning(
             "search: stored document is unreadable; indexed without its cells",
-            extra={"notebook_id": str(notebook_id), "error": repr(exc)},
+            extra={"notebook_id": str(notebook_id), "error": str(exc) or repr(exc)},
         )
-    cell_ids, sources = _read_cells(doc, cells, notebook_id)
+        cell_ids, sources = [], []
     return IndexEntry(notebook_id, cell_ids, sources, stored.last_seq)
 
 
 async def _entries(
     store: DocumentStore, rooms: RoomManager | None, ids: Iterable[uuid.UUID]
 ) -> list[IndexEntry]:
-    """Entries from the loaded room where there is one, else from the store."""
+    """Entries from the loaded room where there is one, else from the store (read in the
+    rooms' document worker)."""
     entries = []
+    worker = rooms.doc_worker if rooms is not None else None
     for notebook_id in ids:
         room = rooms.loaded(notebook_id) if rooms is not None else None
         entries.append(
-            room_entry(room) if room is not None else await stored_entry(store, notebook_id)
+            room_entry(room) if room is not None else await stored_entry(store, notebook_id, worker)
         )
     return entries
 

@@ -1,5 +1,6 @@
 """Document work that would hold the event loop runs in a worker process: checking large
-client updates, and folding a notebook's log into its snapshot (compaction).
+client updates, folding a notebook's log into its snapshot (compaction), and reading a
+stored notebook's cells for the search index.
 
 One event loop serves every notebook, so work on one document must not hold it:
 
@@ -17,6 +18,10 @@ One event loop serves every notebook, so work on one document must not hold it:
   every notebook the server holds, and a binding that crashed on a stored document would
   have taken the server with it. Here a crash costs the worker (started again for the next
   piece of work) and that compaction (the log stays as it is). Every fold runs here.
+- The search index (collab.search.indexer) reads the text of notebooks that are not loaded
+  (new, imported, or changed by a server that died) from the store: the same apply of the
+  whole document, and its memory, which the server process would keep. Every such read
+  runs here; a loaded room's document is read where it lives.
 
 A thread would not do: the check holds the GIL, and so does the binding, and the event loop
 would wait for it at every system call.
@@ -32,6 +37,7 @@ worker.
     >>> async with DocumentWorker(timeout=settings.update_check_seconds) as worker:
     ...     facts = await worker.check(update, room.state())
     ...     snapshot = await worker.fold([snapshot, *logged])
+    ...     cell_ids, sources = await worker.read_cells([snapshot, *logged])
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from typing import Any
 
 import anyio
 
+from collab.document.cell_text import stored_cells
 from collab.errors import Unavailable, is_failure
 from collab.storage.fold import fold
 from collab.sync.update_check import UpdateFacts, UpdateRefused, check_update
@@ -59,8 +66,8 @@ INLINE_CHECK_BYTES = 32 * 1024
 _HEADER = 8  # each message: its length (little-endian), then a pickle
 
 
-class FoldFailed(Exception):
-    """The stored document could not be folded (unreadable, or it took too long)."""
+class StoredDocumentFailed(Exception):
+    """The stored document could not be folded or read (unreadable, or it took too long)."""
 
 
 def _check_in_worker(update: bytes, state: dict[int, int]) -> UpdateFacts | str:
@@ -82,9 +89,21 @@ def _fold_in_worker(updates: list[bytes]) -> bytes | str:
         return repr(exc)
 
 
+def _read_cells_in_worker(updates: list[bytes]) -> tuple[list[str], list[str]] | str:
+    """The stored document's cell ids and sources, or why the binding could not read it."""
+    try:
+        return stored_cells(updates)
+    except BaseException as exc:
+        if not is_failure(exc):
+            raise
+        return repr(exc)
+
+
 def _answer(request: tuple[Any, ...]) -> object:
     if request[0] == "fold":
         return _fold_in_worker(request[1])
+    if request[0] == "cells":
+        return _read_cells_in_worker(request[1])
     return _check_in_worker(request[1], request[2])
 
 
@@ -106,8 +125,8 @@ def _collab_root() -> str:
 
 
 class DocumentWorker:
-    """A worker process for large updates' checks and for compaction's folds; started at
-    the first piece of work.
+    """A worker process for large updates' checks, compaction's folds and reads of stored
+    notebooks; started with the room manager, and again after it died.
 
     Each connection awaits its own update's check before its next frame is handled, so the
     order of one connection's frames is kept; other connections go on meanwhile (their own
@@ -182,20 +201,33 @@ class DocumentWorker:
 
     async def fold(self, updates: Sequence[bytes]) -> bytes:
         """A snapshot and the updates after it as one update (collab.storage.fold), made in
-        the worker. Raises FoldFailed if the binding could not fold them or it took too
-        long, Unavailable if the worker died."""
-        request = ("fold", list(updates))
+        the worker. Raises StoredDocumentFailed if the binding could not fold them or it
+        took too long, Unavailable if the worker died."""
+        answer = await self._stored("fold", updates, "folding")
+        assert isinstance(answer, bytes)
+        return answer
+
+    async def read_cells(self, updates: Sequence[bytes]) -> tuple[list[str], list[str]]:
+        """(cell ids, cell sources) of the document the stored updates make
+        (collab.document.cell_text), read in the worker. Raises StoredDocumentFailed if the
+        binding could not read them or it took too long, Unavailable if the worker died."""
+        answer = await self._stored("cells", updates, "reading")
+        assert isinstance(answer, tuple)
+        cell_ids, sources = answer
+        return cell_ids, sources
+
+    async def _stored(self, kind: str, updates: Sequence[bytes], doing: str) -> object:
+        """The worker's answer to work ``kind`` on a stored document."""
         answer = await self._run(
-            request,
-            "fold",
+            (kind, list(updates)),
+            kind,
             sum(len(u) for u in updates),
-            died="the document worker stopped while folding this notebook",
+            died=f"the document worker stopped while {doing} this notebook",
         )
         if answer is None:
-            raise FoldFailed(f"folding the document took over {self.timeout:g} s")
+            raise StoredDocumentFailed(f"{doing} the document took over {self.timeout:g} s")
         if isinstance(answer, str):
-            raise FoldFailed(answer)
-        assert isinstance(answer, bytes)
+            raise StoredDocumentFailed(answer)
         return answer
 
     async def _run(

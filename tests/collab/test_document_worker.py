@@ -5,15 +5,18 @@ next piece of work is done by a fresh worker; a worker that dies costs that piec
 from __future__ import annotations
 
 import signal
+import uuid
 from typing import Any
 
 import anyio
 import pytest
 from pycrdt import Doc, Text
 
+from collab.document.cell_text import stored_cells
+from collab.document.notebook import seed_update
 from collab.errors import Unavailable
 from collab.storage.fold import fold
-from collab.sync.document_worker import INLINE_CHECK_BYTES, DocumentWorker, FoldFailed
+from collab.sync.document_worker import INLINE_CHECK_BYTES, DocumentWorker, StoredDocumentFailed
 from collab.sync.update_check import MAX_UPDATE_CHANGES, UpdateRefused
 from tests.collab.test_large_updates import built, map_entries
 
@@ -67,7 +70,7 @@ async def test_a_fold_in_the_worker_is_the_fold_made_here() -> None:
 async def test_an_unreadable_log_fails_its_fold_and_the_worker_goes_on() -> None:
     good = _typed(["a", "b"])
     async with DocumentWorker(timeout=30) as worker:
-        with pytest.raises(FoldFailed, match=r"ValueError|Panic"):
+        with pytest.raises(StoredDocumentFailed, match=r"ValueError|Panic"):
             await worker.fold([good[0], b"\x01\xff\xff\xff\xff\x0f"])
         first = worker._process
         assert _text(await worker.fold(good)) == "ab"
@@ -81,7 +84,7 @@ async def test_a_fold_past_its_time_fails_and_the_next_gets_a_fresh_worker() -> 
         first = worker._process
         assert first is not None
         worker.timeout = 0.0001
-        with pytest.raises(FoldFailed, match=r"took over 0\.0001 s"):
+        with pytest.raises(StoredDocumentFailed, match=r"took over 0\.0001 s"):
             await worker.fold(updates)
         assert await first.wait() is not None
         worker.timeout = 30
@@ -108,3 +111,18 @@ async def test_a_worker_that_dies_mid_fold_costs_that_fold_only() -> None:
                 await worker.fold(updates * 3)
         assert _text(await worker.fold(updates[:3])) == "0;1;2;"
         assert worker._process is not process
+
+
+async def test_a_stored_notebook_read_in_the_worker_is_the_read_made_here() -> None:
+    notebook_id = uuid.uuid4()
+    cells = [{"cell_type": "code", "source": f"a{n} = {n}"} for n in range(50)]
+    seed = seed_update({"metadata": {}, "cells": cells}, notebook_id)
+    async with DocumentWorker(timeout=30) as worker:
+        read = await worker.read_cells([seed])
+        assert read == stored_cells([seed])
+        assert read[1][49] == "a49 = 49"
+        with pytest.raises(StoredDocumentFailed, match=r"ValueError|Panic"):
+            await worker.read_cells([seed, b"\x01\xff\xff\xff\xff\x0f"])
+        first = worker._process
+        assert await worker.read_cells([seed]) == read
+        assert worker._process is first  # refusing cost the worker nothing

@@ -8,6 +8,8 @@ workspaces and memberships inserted directly; the index tests run the services i
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ import httpx
 import pytest
 from pycrdt import Array, Doc, Text
 
+from collab.document.cell_text import stored_cells
 from collab.document.notebook import seed_update
 from collab.metrics import Metrics
 from collab.search.indexer import (
@@ -44,6 +47,7 @@ from collab.storage.document_store import DocumentStore
 from collab.sync.replication import Replication
 from collab.sync.room_manager import RoomManager
 from tests.conftest import new_notebook, sign_up, token_of
+from tests.support.loop_lag import loop_lag
 from tests.support.nodeclient import node_client
 from tests.support.server import ServerProcess
 
@@ -623,6 +627,90 @@ async def test_sweep_catches_edits_no_server_indexed_and_reindex_rebuilds_everyt
         assert await found(pool, user, "platypus")
         assert await found(pool, user, "platypsu")  # the lexicon is back: typos work
         assert await lexicons(pool) == await lexicons_recomputed(pool)
+
+
+def _large_notebook(notebook_id: uuid.UUID, last_word: str) -> bytes:
+    """2,000 cells (the limit) with outputs, as one seed update; the last cell's source
+    holds ``last_word``."""
+    cells: list[Any] = [
+        {
+            "cell_type": "code",
+            "source": f"x{i} = {i}\n" * 5,
+            "outputs": [
+                {"output_type": "stream", "name": "stdout", "text": f"{j}\n"} for j in range(20)
+            ],
+        }
+        for i in range(1999)
+    ]
+    cells.append({"cell_type": "code", "source": f"{last_word} = 1"})
+    return seed_update({"metadata": {}, "cells": cells}, notebook_id)
+
+
+async def test_a_large_stored_notebook_is_read_for_the_index_off_the_event_loop(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A notebook that is not loaded (new, imported, or changed by a server that died) is
+    indexed from the store: applying a large one takes the binding a tenth of a second or
+    more, which on the event loop stalled every notebook the server holds. It is read in
+    the document worker: the loop keeps turning, and the text is the same."""
+    async with services_for(database_url, tmp_path) as services:
+        pool = services.pool
+        user = await add_user(pool)
+        ws = await add_workspace(pool, "W", user)
+        notebook_id = uuid.uuid4()
+        seed = _large_notebook(notebook_id, "narwhal")
+        started = time.perf_counter()
+        ids, sources = stored_cells([seed])
+        held = time.perf_counter() - started
+        assert len(ids) == 2000
+        assert sources[-1] == "narwhal = 1"
+        assert held > 0.05, f"the read must be long enough to see ({held * 1000:.0f} ms)"
+        await services.rooms.doc_worker.start()  # as in a server: started with the rooms
+
+        async with loop_lag() as lag:
+            await services.catalog.create_notebook(ws, notebook_id, "Large", seed)
+            # New notebooks are indexed from the store within poll_seconds (1 s).
+            await eventually(lambda: found(pool, user, "narwhal"), what="indexing it")
+        assert await found(pool, user, "x1998")
+        assert lag.max_seconds < held / 2, (
+            f"the loop was held {lag.max_seconds * 1000:.0f} ms; reading the notebook takes "
+            f"{held * 1000:.0f} ms"
+        )
+        assert services.rooms.loaded(notebook_id) is None  # read, never loaded as a room
+
+
+async def test_an_unreadable_stored_notebook_is_found_by_its_title_and_the_rest_go_on(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log holds only checked updates, but a stored document the binding cannot read
+    (a damaged row) costs that notebook its cells in the index, nothing more: it is still
+    found by its title, the indexer's worker reads the next notebook, and the server logs
+    which notebook it was."""
+    caplog.set_level(logging.WARNING, logger="collab.search.indexer")
+    async with services_for(database_url, tmp_path) as services:
+        pool, store = services.pool, services.store
+        user = await add_user(pool)
+        ws = await add_workspace(pool, "W", user)
+        damaged = uuid.uuid4()
+        await services.catalog.create_notebook(
+            ws, damaged, "Walrus notes", seed_update({"metadata": {}, "cells": []}, damaged)
+        )
+        await store.append([(damaged, 1, b"\x01\xff\xff\xff\xff\x0f")])
+        healthy = await seeded_notebook(services, ws, "platypus = 1")
+
+        async def swept() -> bool:
+            await services.indexer.catch_up(grace_seconds=0)
+            return await found(pool, user, "platypus") and await found(pool, user, "walrus")
+
+        await eventually(swept, what="indexing both notebooks")
+        unreadable = [
+            r
+            for r in caplog.records
+            if r.getMessage() == "search: stored document is unreadable; indexed without its cells"
+        ]
+        assert unreadable
+        assert unreadable[0].notebook_id == str(damaged)  # type: ignore[attr-defined]
+        assert str(healthy) not in {r.notebook_id for r in unreadable}  # type: ignore[attr-defined]
 
 
 async def test_an_edit_another_server_made_to_a_loaded_room_is_indexed_within_the_delay(
