@@ -118,17 +118,28 @@ class RoomManager(BackgroundService):
 
     def release(self, room: Room) -> None:
         room.users -= 1
-        if room.users == 0 and self._rooms.get(room.notebook_id) is room:
+        if room.users:
+            return
+        if self._rooms.get(room.notebook_id) is room:
             token = self._release_tokens.get(room.notebook_id, 0) + 1
             self._release_tokens[room.notebook_id] = token
             self.task(self._unload_later, room, token)
+        else:
+            room.retire()  # forgotten while in use (deleted, or rebuilt): its last user left
+
+    def _forget(self, room: Room) -> None:
+        """After the room left ``_rooms``: tell the hooks, and free it unless still in use
+        (then its last release does)."""
+        self.hooks.room_unloaded(room.notebook_id)
+        if not room.users:
+            room.retire()
 
     def evict(self, notebook_id: uuid.UUID, reason: str) -> None:
         """The notebook was deleted: close its clients and forget its room."""
         room = self._rooms.pop(notebook_id, None)
         if room is not None:
             room.drop_unpersisted(reason)
-            self.hooks.room_unloaded(notebook_id)
+            self._forget(room)
 
     async def _load(self, notebook_id: uuid.UUID) -> Room:
         extra = {"notebook_id": str(notebook_id)}
@@ -178,7 +189,7 @@ class RoomManager(BackgroundService):
             del self._rooms[room.notebook_id]
             self._release_tokens.pop(room.notebook_id, None)
             log.info("room unloaded", extra={"notebook_id": str(room.notebook_id)})
-            self.hooks.room_unloaded(room.notebook_id)
+            self._forget(room)
 
     # -- the rooms' events (RoomEvents) ---------------------------------------------------
 
@@ -198,7 +209,7 @@ class RoomManager(BackgroundService):
         finally:
             if self._rooms.get(room.notebook_id) is room:
                 del self._rooms[room.notebook_id]
-                self.hooks.room_unloaded(room.notebook_id)
+                self._forget(room)
             log.warning("room rebuilt from the log", extra={"notebook_id": str(room.notebook_id)})
 
     # -- the writer's hooks (PersistHooks) ---------------------------------------------
@@ -208,8 +219,9 @@ class RoomManager(BackgroundService):
         self.hooks.update_persisted(room)
 
     def notebook_gone(self, notebook_id: uuid.UUID) -> None:
-        if self._rooms.pop(notebook_id, None) is not None:
-            self.hooks.room_unloaded(notebook_id)
+        room = self._rooms.pop(notebook_id, None)
+        if room is not None:
+            self._forget(room)
 
     def _maybe_compact(self, room: Room) -> None:
         if (

@@ -117,23 +117,28 @@ class UpdateWriter(BackgroundService):
                 await self._wake.wait()
                 continue
             self._busy = True
-            rooms = list(self._dirty.values())
-            self._dirty.clear()
-            batches = [(room, room.take_batch()) for room in rooms]
-            started = time.perf_counter()
-            written = await self._write(batches)
-            if self._metrics is not None:
-                count = sum(len(batch.entries) for _, batch in batches)
-                self._metrics.persist_seconds.observe(time.perf_counter() - started)
-                self._metrics.persist_batch.observe(count)
-                self._metrics.updates.inc(count)
-            for room, batch in written:
-                room.persisted(batch)
-                self._hooks.update_persisted(room)
+            # A method of its own, so that no room stays referenced from this loop while it
+            # waits for the next round (an unloaded room must be free to go).
+            await self._round()
             self._busy = False
             done, self._round_done = self._round_done, None
             if done is not None:
                 done.set()
+
+    async def _round(self) -> None:
+        rooms = list(self._dirty.values())
+        self._dirty.clear()
+        batches = [(room, room.take_batch()) for room in rooms]
+        started = time.perf_counter()
+        written = await self._write(batches)
+        if self._metrics is not None:
+            count = sum(len(batch.entries) for _, batch in batches)
+            self._metrics.persist_seconds.observe(time.perf_counter() - started)
+            self._metrics.persist_batch.observe(count)
+            self._metrics.updates.inc(count)
+        for room, batch in written:
+            room.persisted(batch)
+            self._hooks.update_persisted(room)
 
     async def _write(self, batches: list[tuple[Room, Batch]]) -> list[tuple[Room, Batch]]:
         """Append all batches in one statement; returns those now durable."""
