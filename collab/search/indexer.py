@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 from collab.background import BackgroundService
 from collab.document.cell_list import CellList
-from collab.document.cell_text import document_cells, stored_cells
+from collab.document.cell_text import document_cells
 from collab.errors import is_failure
 from collab.search.query import SEPARATOR
 from collab.storage.database import DATABASE_ERRORS
@@ -176,40 +176,36 @@ def room_entry(room: Room) -> IndexEntry:
 
 
 async def stored_entry(
-    store: DocumentStore, notebook_id: uuid.UUID, worker: DocumentWorker | None = None
+    store: DocumentStore, notebook_id: uuid.UUID, worker: DocumentWorker
 ) -> IndexEntry:
     """The notebook's text as stored, read in ``worker`` (collab.sync.document_worker: a
-    server's event loop must not apply a whole stored notebook), else here. A document the
-    binding cannot read, or not in the worker's time, is logged and indexed without its
-    cells (its title still finds it), and tried again when it changes."""
+    server's event loop must not apply a whole stored notebook). A document the binding
+    cannot read, or not in the worker's time, is logged and indexed without its cells (its
+    title still finds it), and tried again when it changes."""
     stored = await store.load(notebook_id)
     try:
-        if worker is not None:
-            cell_ids, sources = await worker.read_cells(stored.updates)
-        else:
-            cell_ids, sources = stored_cells(stored.updates)
-    except BaseException as exc:
-        if not (isinstance(exc, StoredDocumentFailed) or is_failure(exc)):
-            raise
+        cell_ids, sources = await worker.read_cells(stored.updates)
+    except StoredDocumentFailed as exc:
         log.warning(
             "search: stored document is unreadable; indexed without its cells",
-            extra={"notebook_id": str(notebook_id), "error": str(exc) or repr(exc)},
+            extra={"notebook_id": str(notebook_id), "error": str(exc)},
         )
         cell_ids, sources = [], []
     return IndexEntry(notebook_id, cell_ids, sources, stored.last_seq)
 
 
 async def _entries(
-    store: DocumentStore, rooms: RoomManager | None, ids: Iterable[uuid.UUID]
+    store: DocumentStore, rooms: RoomManager, ids: Iterable[uuid.UUID]
 ) -> list[IndexEntry]:
     """Entries from the loaded room where there is one, else from the store (read in the
     rooms' document worker)."""
     entries = []
-    worker = rooms.doc_worker if rooms is not None else None
     for notebook_id in ids:
-        room = rooms.loaded(notebook_id) if rooms is not None else None
+        room = rooms.loaded(notebook_id)
         entries.append(
-            room_entry(room) if room is not None else await stored_entry(store, notebook_id, worker)
+            room_entry(room)
+            if room is not None
+            else await stored_entry(store, notebook_id, rooms.doc_worker)
         )
     return entries
 
@@ -217,7 +213,7 @@ async def _entries(
 async def reindex_all(
     pool: asyncpg.Pool,
     store: DocumentStore,
-    rooms: RoomManager | None = None,
+    rooms: RoomManager,
     batch: int = 200,
 ) -> int:
     """Rebuild the whole index: a row for every notebook, its text from the live room (if

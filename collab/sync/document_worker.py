@@ -49,7 +49,7 @@ import logging
 import os
 import pickle
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -81,31 +81,24 @@ def _check_in_worker(update: bytes, state: dict[int, int]) -> UpdateFacts | str:
         return exc.message
 
 
-def _fold_in_worker(updates: list[bytes]) -> bytes | str:
-    """The folded document, or why the binding could not fold it (as text)."""
+# The work on a stored document the worker does, by request kind.
+_STORED_WORK: dict[str, Callable[[list[bytes]], object]] = {"fold": fold, "cells": stored_cells}
+
+
+def _stored_in_worker(kind: str, updates: list[bytes]) -> object:
+    """What the work ``kind`` makes of the stored document, or why the binding could not
+    read it (as text)."""
     try:
-        return fold(updates)
+        return _STORED_WORK[kind](updates)
     except BaseException as exc:  # the binding's panic is a BaseException
         if not is_failure(exc):
             raise
         return repr(exc)
 
 
-def _read_cells_in_worker(updates: list[bytes]) -> tuple[list[str], list[str]] | str:
-    """The stored document's cell ids and sources, or why the binding could not read it."""
-    try:
-        return stored_cells(updates)
-    except BaseException as exc:
-        if not is_failure(exc):
-            raise
-        return repr(exc)
-
-
 def _answer(request: tuple[Any, ...]) -> object:
-    if request[0] == "fold":
-        return _fold_in_worker(request[1])
-    if request[0] == "cells":
-        return _read_cells_in_worker(request[1])
+    if request[0] in _STORED_WORK:
+        return _stored_in_worker(request[0], request[1])
     return _check_in_worker(request[1], request[2])
 
 
